@@ -1,0 +1,31 @@
+# Two commands on a fresh machine: `make repro` (the pipeline) and `make test` (the tests).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export MLFLOW_DISABLE_TELEMETRY := true
+
+.PHONY: repro test lint ui params clean-venv
+
+$(BIN)/activate: pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "torch==2.13.0"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $(BIN)/activate
+
+repro: $(BIN)/activate  ## run the pipeline on the committed params.yaml
+	$(BIN)/dvc repro
+
+test: $(BIN)/activate  ## the whole test suite, including the end-to-end dvc repro
+	$(BIN)/python -m pytest -q
+
+lint: $(BIN)/activate
+	$(BIN)/ruff check stages tests
+	$(BIN)/ruff format --check stages tests
+	$(BIN)/mypy stages
+
+params: $(BIN)/activate  ## recompose params.yaml from conf/ (overrides: make params ARGS='target=edge')
+	$(BIN)/python -m stages.compose $(ARGS)
+
+ui: $(BIN)/activate  ## browse the MLflow runs at http://127.0.0.1:5000
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,0 +1,175 @@
+"""Stage `benchmark@<technique>`: baseline and candidate timed side by side in one process."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages import data as D
+from stages import params as P
+from stages.baseline import MODEL_FILE
+from stages.cli import run
+from stages.io import read_json, save_arrays, write_json, write_text
+from stages.measure import memory
+from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Protocol, interleave, summarize
+from stages.runtime import readout, session, session_settings, size_on_disk
+
+PLOT_PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
+
+
+def batches(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
+    """Consecutive real validation rows, `size` per call, dropping a short tail."""
+    n = len(next(iter(feeds.values())))
+    if n < size:
+        raise P.ParamsError(
+            f"bench.batch_sizes has {size} but the validation set has only {n} rows; use <= {n}"
+        )
+    return [{k: v[i : i + size] for k, v in feeds.items()} for i in range(0, n - size + 1, size)]
+
+
+def load_ms(path: Path, p: P.Params, produced_by: str) -> float:
+    """Median session creation time in ms over bench.load_repeats loads."""
+    times = []
+    for _ in range(p.bench.load_repeats):
+        t0 = time.perf_counter()
+        session(path, p.target, produced_by)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared) -> dict[str, Any]:
+    """All speed evidence for one candidate: timings per batch size, memory, load time, size."""
+    produced = {BASELINE: "baseline", CANDIDATE: f"optimize@{name}"}
+    sessions = {
+        BASELINE: session(base, p.target, "baseline"),
+        CANDIDATE: session(cand, p.target, produced[CANDIDATE]),
+        AGAIN: session(base, p.target, "baseline"),  # a second session: the A/A control
+    }
+    calls = {side: (lambda feed, s=s: s.run(None, feed)) for side, s in sessions.items()}
+    proto = Protocol(
+        warmup_calls=p.bench.warmup_calls,
+        calls_per_block=p.bench.calls_per_block,
+        min_rounds=p.bench.min_rounds,
+        max_rounds=p.bench.max_rounds,
+        max_seconds=p.bench.max_seconds,
+        precision=p.bench.precision,
+        confidence=p.bench.confidence,
+    )
+    feeds = prepared.feeds("validation")
+    results, raw = [], []
+    for b in p.bench.batch_sizes:
+        timings = interleave(calls, batches(feeds, b), proto)
+        s = summarize(
+            timings,
+            b,
+            precision=p.bench.precision,
+            confidence=p.bench.confidence,
+            resamples=p.bench.bootstrap_resamples,
+            seed=p.seed,
+        )
+        results.append(s)
+        raw.append((b, timings))
+        sp = s["speedup"]["p50"]
+        print(
+            f"{name} batch {b}: p50 speedup {sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}]"
+            f" over {s['rounds']} rounds ({s['stopped_by']}); A/A noise floor {s['noise_floor']:.1%}"
+        )
+    settings = session_settings(p.target)
+    readouts = {side: readout(s) for side, s in sessions.items()}
+    del sessions
+    with tempfile.TemporaryDirectory() as tmp:
+        one = Path(tmp) / "feeds.npz"
+        save_arrays(one, batches(feeds, 1)[0])
+        mem = {
+            BASELINE: memory.measure(base, one, p.bench.memory_calls, settings),
+            CANDIDATE: memory.measure(cand, one, p.bench.memory_calls, settings),
+        }
+    return {
+        "batches": results,
+        "memory": mem,
+        "load_ms": {BASELINE: load_ms(base, p, "baseline"), CANDIDATE: load_ms(cand, p, produced[CANDIDATE])},
+        "size_bytes": {BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)},
+        "session": settings,
+        "sessions": readouts,  # as each live session reported itself
+        "inputs": {"set": "validation", "sha256": D.input_hash(prepared, "validation"), "batch_sizes": p.bench.batch_sizes},
+        "_raw": raw,
+    }
+
+
+def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures, flat, for `dvc metrics` and `dvc exp show`."""
+    out: dict[str, Any] = {}
+    for s in evidence["batches"]:
+        b = s["batch_size"]
+        for q in ("p50", "p95", "p99"):
+            out[f"b{b}_speedup_{q}"] = s["speedup"][q]["estimate"]
+            out[f"b{b}_baseline_{q}_ms"] = s["sides"][BASELINE][q]["estimate"]
+            out[f"b{b}_candidate_{q}_ms"] = s["sides"][CANDIDATE][q]["estimate"]
+        out[f"b{b}_speedup_p50_low"] = s["speedup"]["p50"]["low"]
+        out[f"b{b}_speedup_p50_high"] = s["speedup"]["p50"]["high"]
+        out[f"b{b}_aa_p50"] = s["aa_p50"]["estimate"]
+        out[f"b{b}_noise_floor"] = s["noise_floor"]
+        out[f"b{b}_throughput_ratio"] = s["throughput_ratio"]
+    sizes, mem = evidence["size_bytes"], evidence["memory"]
+    out["size_ratio"] = sizes[CANDIDATE] / sizes[BASELINE]
+    out["memory_ratio"] = mem[CANDIDATE]["peak_over_start_bytes"] / max(1, mem[BASELINE]["peak_over_start_bytes"])
+    return out
+
+
+def latencies_csv(raw: list[tuple[int, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["batch_size", "round", "position", "side", "call", "latency_ms"])
+    for b, t in raw:
+        for r, order in enumerate(t.orders):
+            for pos, side in enumerate(order):
+                for c, ms in enumerate(t.rounds[side][r]):
+                    w.writerow([b, r, pos, side, c, f"{ms:.6f}"])
+    return buf.getvalue()
+
+
+def percentiles_csv(raw: list[tuple[int, Any]]) -> str:
+    _, t = raw[0]  # batch 1
+    base, cand = (np.concatenate(t.rounds[s]) for s in (BASELINE, CANDIDATE))
+    rows = ["percentile,baseline_ms,candidate_ms"]
+    for q in PLOT_PERCENTILES:
+        rows.append(f"{q},{np.percentile(base, q):.6f},{np.percentile(cand, q):.6f}")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("technique")
+    name = parser.parse_args(argv).technique
+    p = P.load()
+    host = read_json(Path(p.paths.host), "host")
+    cand_dir = Path(p.paths.candidates) / name
+    manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
+    out = Path(p.paths.benchmark) / name
+    evidence: dict[str, Any] = {"technique": name, "host": host["fingerprint"], "target": p.target.name}
+    if manifest["status"] != "ok":
+        evidence.update(status=manifest["status"], reason=manifest.get("reason", ""))
+        metrics: dict[str, Any] = {}
+        raw: list[tuple[int, Any]] = []
+    else:
+        prepared = D.read(Path(p.paths.data))
+        measured = measure(p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared)
+        raw = measured.pop("_raw")
+        evidence.update(status="ok", protocol=P.as_dict(p.bench), **measured)
+        metrics = flat_metrics(evidence)
+    write_text(out / "latencies.csv", latencies_csv(raw) if raw else "")
+    write_text(out / "percentiles.csv", percentiles_csv(raw) if raw else "percentile,baseline_ms,candidate_ms\n")
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "benchmark.json", evidence)  # last: its presence means the rest is there
+
+
+if __name__ == "__main__":
+    run(main)

@@ -1,0 +1,236 @@
+"""Review notes, the dashboard and the trade-off plot, rendered from the collected evidence."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK
+
+B, C = "baseline", "candidate"
+
+
+def ms(x: float) -> str:
+    return f"{x:.3f} ms" if x < 100 else f"{x:.0f} ms"
+
+
+def ci(d: dict[str, float], fmt: str = "{:.3f}") -> str:
+    return f"{fmt.format(d['estimate'])} [{fmt.format(d['low'])}, {fmt.format(d['high'])}]"
+
+
+def kib(n: float) -> str:
+    return f"{n / 1024:.1f} KiB" if n < 1024**2 else f"{n / 1024**2:.1f} MiB"
+
+
+def pct(ratio: float) -> str:
+    return f"{(ratio - 1) * 100:+.0f}%"
+
+
+def summary_sentence(c: dict[str, Any]) -> str:
+    """The one plain sentence a reviewer reads first."""
+    bench, val = c["benchmark"], c["validation"]
+    b1 = bench["batches"][0]
+    size = bench["size_bytes"][C] / bench["size_bytes"][B]
+    mem = bench["memory"][C]["peak_over_start_bytes"] / max(1, bench["memory"][B]["peak_over_start_bytes"])
+    p95b, p95c = b1["sides"][B]["p95"]["estimate"], b1["sides"][C]["p95"]["estimate"]
+    moved = {"faster": "improved", "slower": "worsened", "no measurable change": "did not measurably change"}[b1["effect"]]
+    o = val["overall"]
+    acc = f"accuracy changed {-o['drop_points']:+.1f} points" if o["drop_points"] else "accuracy did not change"
+    flips = [(v["right_to_wrong"], k) for k, v in val["slices"].items() if v["right_to_wrong"]]
+    where = f"the most new failures were on {max(flips)[1]} ({max(flips)[0]})" if flips else "no example turned from right to wrong"
+    return (
+        f"{c['name']} changed model size by {pct(size)} and peak memory by {pct(mem)}, "
+        f"P95 latency at batch 1 {moved} ({ms(p95b)} -> {ms(p95c)}), {acc} "
+        f"({o['right_to_wrong']} right->wrong, {o['wrong_to_right']} wrong->right), and {where}."
+    )
+
+
+def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Metrics that improved, and those that got worse or stayed risky."""
+    better, worse = [], []
+    bench, val = c["benchmark"], c["validation"]
+    for s in bench["batches"]:
+        for q in ("p50", "p95", "p99"):
+            sp = s["speedup"][q]
+            line = f"{q} latency at batch {s['batch_size']}: {ms(s['sides'][B][q]['estimate'])} -> {ms(s['sides'][C][q]['estimate'])}, speedup {ci(sp)}"
+            if sp["low"] > 1 + s["noise_floor"]:
+                better.append(line)
+            elif sp["high"] < 1 / (1 + s["noise_floor"]):
+                worse.append(line)
+        if not s["precise"]:
+            worse.append(f"batch {s['batch_size']} timing is imprecise: {s['stopped_by']} ended it before the interval reached the asked precision")
+        for q, ok in s["reliable"].items():
+            if not ok and q == "p99":
+                worse.append(f"p99 at batch {s['batch_size']} rests on {s['calls_per_side']} calls: too few for a stable tail")
+    size = bench["size_bytes"]
+    line = f"size on disk: {kib(size[B])} -> {kib(size[C])} ({pct(size[C] / size[B])})"
+    (better if size[C] < size[B] else worse if size[C] > size[B] else []).append(line)
+    mem = bench["memory"]
+    mb, mc = mem[B]["peak_over_start_bytes"], mem[C]["peak_over_start_bytes"]
+    line = f"peak memory over the interpreter: {kib(mb)} -> {kib(mc)} ({pct(mc / max(1, mb))})"
+    if mc < 0.95 * mb:
+        better.append(line)
+    elif mc > 1.05 * mb:
+        worse.append(line)
+    o = val["overall"]
+    line = f"accuracy: {o['baseline_accuracy']['estimate']:.2%} -> {o['candidate_accuracy']['estimate']:.2%} (difference {ci(o['difference_points'], '{:+.2f}')} points, McNemar p = {o['mcnemar_p']:.3g})"
+    (worse if o["drop_points"] > 0 else better if o["drop_points"] < 0 else []).append(line)
+    for name, s in val["slices"].items():
+        if s["drop_points"] > 0:
+            worse.append(f"slice {name}: {s['baseline_accuracy']['estimate']:.2%} -> {s['candidate_accuracy']['estimate']:.2%} ({s['right_to_wrong']} right->wrong)")
+    f = val["fidelity"]
+    worse.append(f"output fidelity vs baseline: max abs error {f['max_abs_error']:.3g}, cosine {f['cosine']:.5f}, SQNR {f['sqnr_db']:.1f} dB")
+    for r in c["rules"]:
+        if r["status"] == RISK:
+            worse.append(f"risk: {r['reason']}")
+    return better or ["nothing beyond this run's noise floor"], worse
+
+
+def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
+    """The review note of one candidate, in Markdown."""
+    if c["status"] != "ok":
+        return f"# Review: {c['name']}\n\n**Verdict: {NOT_APPLICABLE}**: {c['reason']}\n"
+    bench, val, man = c["benchmark"], c["validation"], c["manifest"]
+    better, worse = movements(c)
+    base_ops, cand_ops = ctx["baseline_graph"]["op_types"], man["graph"]["op_types"]
+    lines = [
+        f"# Review: {c['name']} on {ctx['model']} (target {ctx['target']})",
+        "",
+        f"**Verdict: {c['verdict']}**",
+        "",
+        *[f"- {r['name']}: **{r['status']}** {('- ' + r['reason']) if r['reason'] else ''}" for r in c["rules"]],
+        "",
+        f"> {summary_sentence(c)}",
+        "",
+        "## What changed",
+        f"- technique `{c['name']}` with options `{man['options']}`",
+        f"- declared to change: {', '.join(man['declares'])}",
+        f"- manifest fields that differ: {', '.join(c['changed']) or 'none'}",
+        f"- one-change check: {'**confounded** by ' + ', '.join(c['confounders']) if c['confounders'] else 'only declared fields differ'}",
+        f"- op types: {_ops(base_ops)} -> {_ops(cand_ops)}",
+        f"- details: `{man.get('details', {})}`",
+        "",
+        "## Which metric improved",
+        *[f"- {x}" for x in better],
+        "",
+        "## Which got worse or stayed risky",
+        *[f"- {x}" for x in worse],
+        "",
+        "## Which validation examples were checked",
+        f"- {val['overall']['n']} validation rows, and every slice below; predictions of both sides in `{ctx['validation_dir']}/{c['name']}/predictions.csv`",
+        f"- {val['failures']['right_to_wrong']} right->wrong flips and the {val['failures']['still_wrong_kept']} hardest still-wrong rows, rendered in `{val['failures']['folder']}/` (index.csv lists them by margin)",
+        *[f"  - `{f['file']}`: label {f['label']}, candidate said {f['candidate_pred']} ({f['set']} row {f['index']})" for f in c["failures"][:5]],
+        "",
+        f"## Check before shipping: {man['check']}",
+        "",
+        "| slice | rows | baseline | candidate | drop (points) | right->wrong | wrong->right |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {k} | {s['n']} | {s['baseline_accuracy']['estimate']:.2%} | {s['candidate_accuracy']['estimate']:.2%} | {s['drop_points']:+.2f} | {s['right_to_wrong']} | {s['wrong_to_right']} |"
+            for k, s in val["slices"].items()
+        ],
+        "",
+        "## Speed (interleaved A B A' rounds in one process; intervals are 95 % bootstrap over rounds)",
+        "",
+        "| batch | baseline p50 | candidate p50 | speedup p50 | speedup p95 | speedup p99 | A/A p50 | noise floor | rounds | ended by |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        *[
+            f"| {s['batch_size']} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {s['noise_floor']:.1%} | {s['rounds']} | {s['stopped_by']} |"
+            for s in bench["batches"]
+        ],
+        "",
+        f"Session load: {bench['load_ms'][B]:.1f} ms -> {bench['load_ms'][C]:.1f} ms. Sessions: `{bench['session']}`.",
+        "",
+        "## Evidence card",
+        "",
+        "| deployment target | artifact | metric | failure check | expected output |",
+        "|---|---|---|---|---|",
+        f"| {ctx['target']} ({bench['session']['provider']}, {bench['session']['intra_op_threads']} threads) on host {ctx['host']} | `{ctx['candidates_dir']}/{c['name']}/model.onnx` (sha256 {man['graph']['sha256'][:12]}, {kib(man['graph']['size_bytes'])}) | p50 speedup at batch 1 {ci(bench['batches'][0]['speedup']['p50'])}; accuracy drop {val['overall']['drop_points']:+.2f} points | {man['check']}: worst slice {val['worst_slice']} {val['slices'][val['worst_slice']]['drop_points']:+.2f} points | same {len(man['graph']['io']['outputs'])} output(s) as the baseline, {', '.join(o['name'] + ' ' + str(o['shape']) for o in man['graph']['io']['outputs'])}; max abs logit error {val['fidelity']['max_abs_error']:.3g} |",
+        "",
+        "## Budget (fixed before measuring)",
+        "",
+        "| rule | budget | measured | status |",
+        "|---|---|---|---|",
+        *[f"| {r['name']} | {r['budget']} | {r['measured']} | {r['status']} |" for r in c["rules"]],
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: str) -> str:
+    rows = []
+    for c in cands:
+        if c["status"] != "ok":
+            rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | {c['reason']} |")
+            continue
+        b1 = c["benchmark"]["batches"][0]
+        big = c["benchmark"]["batches"][-1]
+        v = c["validation"]
+        size = c["benchmark"]["size_bytes"]
+        worst = v["worst_slice"]
+        reasons = "; ".join(r["reason"] for r in c["rules"] if r["status"] in (FAIL, RISK)) or "every rule passed"
+        rows.append(
+            f"| [{c['name']}](review/{c['name']}.md) | **{c['verdict']}** | {ci(b1['speedup']['p50'])} | "
+            f"{ci(b1['speedup']['p95'])} | {big['throughput_ratio']:.2f}x (b{big['batch_size']}) | {pct(size[C] / size[B])} | "
+            f"{ci(v['overall']['difference_points'], '{:+.2f}')} | "
+            f"{worst} {-v['slices'][worst]['drop_points']:+.2f} | {v['overall']['right_to_wrong']} | {reasons} |"
+        )
+    noise = [f"{c['name']}: {c['benchmark']['batches'][0]['noise_floor']:.1%}" for c in cands if c["status"] == "ok"]
+    return "\n".join(
+        [
+            f"# Candidates for {ctx['model']} on target {ctx['target']}",
+            "",
+            f"Host {ctx['host']} ({ctx['cpu']}). Baseline: `{ctx['baseline_file']}` (sha256 {ctx['baseline_graph']['sha256'][:12]}), accuracy {ctx['baseline_accuracy']:.2%}. "
+            f"Speedups are baseline / candidate latency (above 1 = faster) with 95 % intervals; A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
+            "",
+            "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | accuracy change (points) | worst slice (points) | right->wrong | why |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            *rows,
+            "",
+            "![speedup against accuracy change](tradeoff.png)",
+            "",
+            f"MLflow: {tracking_line}",
+            "",
+        ]
+    )
+
+
+def tradeoff_png(cands: list[dict[str, Any]], budget: Any) -> bytes:
+    """Speedup (p50, batch 1) against accuracy change, with intervals and the Pareto front."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = []
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=100)
+    for c in cands:
+        if c["status"] != "ok":
+            continue
+        sp = c["benchmark"]["batches"][0]["speedup"]["p50"]
+        d = c["validation"]["overall"]["difference_points"]
+        x, y = d["estimate"], sp["estimate"]
+        ax.errorbar(x, y, xerr=[[x - d["low"]], [d["high"] - x]], yerr=[[y - sp["low"]], [sp["high"] - y]], fmt="o", capsize=3)
+        ax.annotate(f"{c['name']} ({c['verdict']})", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        pts.append((x, y))
+    front = sorted(p for p in pts if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in pts))
+    if len(front) > 1:
+        ax.plot(*zip(*front, strict=True), "--", color="grey", label="Pareto front")
+    ax.axhline(1.0, color="black", lw=0.8)
+    ax.axhline(budget.min_speedup, color="green", lw=0.8, ls=":", label=f"min speedup {budget.min_speedup:g}x")
+    ax.axvline(0.0, color="black", lw=0.8)
+    ax.axvline(-budget.max_accuracy_drop, color="red", lw=0.8, ls=":", label=f"max drop {budget.max_accuracy_drop:g} pt")
+    ax.set_xlabel("accuracy change vs baseline (points, 95 % interval)")
+    ax.set_ylabel("p50 speedup at batch 1 (x, 95 % interval)")
+    ax.set_title("Speed against accuracy, one change per candidate")
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", metadata={"Software": None})
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _ops(ops: dict[str, int]) -> str:
+    return ", ".join(f"{k} x{v}" for k, v in ops.items())
+

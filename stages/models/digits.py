@@ -1,0 +1,135 @@
+"""digits_cnn: scikit-learn's bundled 8x8 digits and a small CNN trained from scratch."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stages.data import LABELS, MASK_PREFIX, Prepared, Slice
+
+if TYPE_CHECKING:
+    import torch
+
+INPUT = "image"
+
+
+@dataclass
+class Params:
+    validation_share: float = 0.25
+    calibration_size: int = 128
+    low_light_scale: float = 0.3
+    low_light_gamma: float = 1.5
+    channels: list[int] = field(default_factory=lambda: [16, 32])
+    hidden: int = 64
+    epochs: int = 25
+    batch_size: int = 64
+    learning_rate: float = 0.003
+    parity_tolerance: float = 1e-4
+
+    def __post_init__(self) -> None:
+        from stages.params import _require
+
+        _require(0 < self.validation_share < 0.9, "validation_share", self.validation_share, "in (0, 0.9)")
+        _require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
+        _require(0 < self.low_light_scale <= 1, "low_light_scale", self.low_light_scale, "in (0, 1]")
+        _require(self.low_light_gamma > 0, "low_light_gamma", self.low_light_gamma, "> 0")
+        _require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
+        _require(min(self.channels + [self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
+        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        _require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
+
+
+def prepare(p: Params, seed: int) -> Prepared:
+    """Split the digits into train / calibration / validation and build the slices."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    x = (digits.images / 16.0).astype(np.float32)[:, None, :, :]  # N x 1 x 8 x 8, in [0, 1]
+    y = digits.target.astype(np.int64)
+    x_pool, x_val, y_pool, y_val = train_test_split(
+        x, y, test_size=p.validation_share, random_state=seed, stratify=y
+    )
+    x_train, x_cal, y_train, y_cal = train_test_split(
+        x_pool, y_pool, test_size=p.calibration_size, random_state=seed, stratify=y_pool
+    )
+    classes = [str(c) for c in range(10)]
+    validation = {INPUT: x_val, LABELS: y_val}
+    slices = []
+    for c in classes:
+        validation[MASK_PREFIX + f"class_{c}"] = y_val == int(c)
+        slices.append(Slice(f"class_{c}", "validation", f"class_{c}", f"validation images of a {c}"))
+    low = (p.low_light_scale * x_val**p.low_light_gamma).astype(np.float32)
+    slices.append(
+        Slice(
+            "low_light",
+            "low_light",
+            None,
+            f"every validation image darkened to {p.low_light_scale} * x ** {p.low_light_gamma}",
+        )
+    )
+    sets = {
+        "train": {INPUT: x_train, LABELS: y_train},
+        "calibration": {INPUT: x_cal, LABELS: y_cal},
+        "validation": validation,
+        "low_light": {INPUT: low, LABELS: y_val},
+    }
+    info = {"source": "sklearn.datasets.load_digits", "image_shape": [1, 8, 8]}
+    return Prepared([INPUT], classes, sets, slices, info)
+
+
+def build(p: Params, num_classes: int) -> torch.nn.Module:
+    import torch
+    from torch import nn
+
+    c1, c2 = p.channels
+    return nn.Sequential(
+        nn.Conv2d(1, c1, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(c1, c2, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(c2 * 16, p.hidden),
+        nn.ReLU(),
+        nn.Linear(p.hidden, num_classes),
+    ).to(torch.float32)
+
+
+def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """Train deterministically (fixed seed, one thread, fixed shuffle order)."""
+    import torch
+    from tqdm import tqdm
+
+    from stages.training import deterministic, fit_classifier
+
+    with deterministic(seed):
+        model = build(p, len(data.class_names))
+        x = torch.from_numpy(data.sets["train"][INPUT])
+        y = torch.from_numpy(data.sets["train"][LABELS])
+        log = fit_classifier(
+            model,
+            x,
+            y,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            learning_rate=p.learning_rate,
+            seed=seed,
+            progress=tqdm,
+        )
+    return model.eval(), log
+
+
+def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
+    """An input as a file: the 8x8 image scaled up 8x to a grayscale PNG."""
+    from PIL import Image
+
+    img = np.clip(row[INPUT].reshape(8, 8) * 255.0, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).resize((64, 64), Image.NEAREST).save(buf, format="PNG")
+    return ".png", buf.getvalue()

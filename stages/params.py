@@ -1,0 +1,234 @@
+"""The params.yaml schema: every stage loads and validates it before doing any work."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from stages.models import MODELS
+from stages.techniques import TECHNIQUES
+
+PARAMS_FILE = Path("params.yaml")
+GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+
+
+class ParamsError(ValueError):
+    """A params.yaml value that no stage can work with; the message says what to change."""
+
+
+@dataclass
+class Paths:
+    host: str = "reports/host.json"
+    peak: str = "reports/peak.json"
+    data: str = "data/prepared"
+    baseline: str = "models/baseline"
+    candidates: str = "models/candidates"
+    benchmark: str = "reports/benchmark"
+    validation: str = "reports/validation"
+    failures: str = "reports/failures"
+    review: str = "reports/review"
+    dashboard: str = "reports/dashboard.md"
+    tradeoff: str = "reports/tradeoff.png"
+    summary: str = "reports/summary.json"
+    tracking: str = "reports/tracking.json"
+
+
+@dataclass
+class Target:
+    name: str = "cpu"
+    provider: str = "CPUExecutionProvider"
+    intra_op_threads: int = 0  # 0 = one per physical core
+    inter_op_threads: int = 1
+    allow_spinning: bool = False
+    graph_optimization_level: str = "all"
+
+    def __post_init__(self) -> None:
+        _require(self.intra_op_threads >= 0, "target.intra_op_threads", self.intra_op_threads, ">= 0")
+        _require(self.inter_op_threads >= 1, "target.inter_op_threads", self.inter_op_threads, ">= 1")
+        _one_of("target.graph_optimization_level", self.graph_optimization_level, GRAPH_LEVELS)
+
+
+@dataclass
+class Bench:
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    warmup_calls: int = 50
+    calls_per_block: int = 20
+    min_rounds: int = 10
+    max_rounds: int = 400
+    max_seconds: float = 20.0
+    precision: float = 0.02
+    confidence: float = 0.95
+    bootstrap_resamples: int = 2000
+    memory_calls: int = 50
+    load_repeats: int = 5
+
+    def __post_init__(self) -> None:
+        _require(bool(self.batch_sizes), "bench.batch_sizes", self.batch_sizes, "at least one")
+        for b in self.batch_sizes:
+            _require(b >= 1, "bench.batch_sizes", self.batch_sizes, "sizes >= 1")
+        _require(self.batch_sizes[0] == 1, "bench.batch_sizes", self.batch_sizes, "1 first")
+        _require(self.calls_per_block >= 1, "bench.calls_per_block", self.calls_per_block, ">= 1")
+        _require(self.min_rounds >= 2, "bench.min_rounds", self.min_rounds, ">= 2")
+        _require(
+            self.max_rounds >= self.min_rounds, "bench.max_rounds", self.max_rounds, ">= min_rounds"
+        )
+        _require(self.max_seconds > 0, "bench.max_seconds", self.max_seconds, "> 0")
+        _require(0 < self.precision < 1, "bench.precision", self.precision, "in (0, 1)")
+        _require(0 < self.confidence < 1, "bench.confidence", self.confidence, "in (0, 1)")
+        _require(
+            self.bootstrap_resamples >= 100,
+            "bench.bootstrap_resamples",
+            self.bootstrap_resamples,
+            ">= 100",
+        )
+        _require(self.warmup_calls >= 0, "bench.warmup_calls", self.warmup_calls, ">= 0")
+        _require(self.memory_calls >= 1, "bench.memory_calls", self.memory_calls, ">= 1")
+        _require(self.load_repeats >= 1, "bench.load_repeats", self.load_repeats, ">= 1")
+
+
+@dataclass
+class Budget:
+    max_accuracy_drop: float = 1.0  # percentage points
+    max_worst_slice_drop: float = 3.0  # percentage points
+    min_speedup: float = 1.10  # p50, batch 1, lower bound of the interval
+    max_p99_slowdown: float = 1.10  # factor
+    alpha: float = 0.05
+
+    def __post_init__(self) -> None:
+        drop = "a drop in percentage points, >= 0 (1.0 = one point)"
+        _require(self.max_accuracy_drop >= 0, "budget.max_accuracy_drop", self.max_accuracy_drop, drop)
+        _require(
+            self.max_worst_slice_drop >= 0,
+            "budget.max_worst_slice_drop",
+            self.max_worst_slice_drop,
+            drop,
+        )
+        _require(self.min_speedup > 0, "budget.min_speedup", self.min_speedup, "a ratio > 0")
+        _require(
+            self.max_p99_slowdown >= 1, "budget.max_p99_slowdown", self.max_p99_slowdown, ">= 1"
+        )
+        _require(0 < self.alpha < 1, "budget.alpha", self.alpha, "in (0, 1)")
+
+
+@dataclass
+class _Raw:
+    """The top level as OmegaConf checks it; model and technique bodies are checked per name."""
+
+    seed: int = 0
+    paths: Paths = field(default_factory=Paths)
+    model: dict[str, Any] = field(default_factory=dict)
+    target: Target = field(default_factory=Target)
+    technique: dict[str, Any] = field(default_factory=dict)
+    bench: Bench = field(default_factory=Bench)
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass
+class Params:
+    seed: int
+    paths: Paths
+    model_name: str
+    model: Any  # the preset's own dataclass, e.g. stages.models.digits.Params
+    target: Target
+    technique: dict[str, Any]  # technique name -> its options dataclass
+    bench: Bench
+    budget: Budget
+
+    @property
+    def preset(self) -> ModuleType:
+        """The model preset module (data, training, rendering of failures)."""
+        return MODELS[self.model_name]
+
+
+def validate(raw: dict[str, Any]) -> Params:
+    """Check a params mapping against the schema; raise ParamsError naming field and fix."""
+    top = _structured(_Raw, raw, "")
+    model_raw = dict(top.model)
+    name = model_raw.pop("name", None)
+    _one_of("model.name", name, sorted(MODELS))
+    model = _structured(MODELS[name].Params, model_raw, "model.")
+    if not top.technique:
+        raise ParamsError(
+            f"technique: no technique selected; pick one or more of {sorted(TECHNIQUES)}, "
+            "e.g. dvc exp run -S 'technique=[int8_dynamic]'"
+        )
+    techniques = {}
+    for tname, options in top.technique.items():
+        _one_of("technique", tname, sorted(TECHNIQUES))
+        techniques[tname] = _structured(
+            TECHNIQUES[tname].options, dict(options or {}), f"technique.{tname}."
+        )
+    return Params(
+        top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget
+    )
+
+
+def load(path: Path = PARAMS_FILE) -> Params:
+    """Read and validate params.yaml."""
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run from the repository root, or `make params`")
+    with path.open() as f:
+        raw = yaml.safe_load(f)
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{path} is not a mapping of params; recompose it with `make params`")
+    return validate(raw)
+
+
+def as_dict(obj: Any) -> Any:
+    """A dataclass tree as plain dicts (for evidence files and MLflow params)."""
+    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+
+
+def _structured(schema: type, raw: dict[str, Any], where: str) -> Any:
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
+        return OmegaConf.to_object(merged)
+    except ParamsError as e:
+        raise ParamsError(f"{where}{e}") from None
+    except OmegaConfBaseException as e:
+        full_key = getattr(e, "full_key", "") or ""
+        key = f"{where}{full_key}" if full_key else where.rstrip(".")
+        allowed = ", ".join(f.name for f in dataclasses.fields(_schema_at(schema, full_key)))
+        msg = str(e).splitlines()[0]
+        raise ParamsError(
+            f"{key}: {msg}. Allowed keys here: {allowed}. Fix conf/ and recompose params.yaml "
+            "(`make params` or `dvc exp run -S ...`)"
+        ) from None
+
+
+def _schema_at(schema: type, full_key: str) -> type:
+    """The dataclass that holds the last part of a dotted key (for listing its allowed fields)."""
+    for part in full_key.split(".")[:-1]:
+        types = {f.name: f.type for f in dataclasses.fields(schema)}
+        inner = globals().get(str(types.get(part)))
+        if not (isinstance(inner, type) and dataclasses.is_dataclass(inner)):
+            break
+        schema = inner
+    return schema
+
+
+def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ParamsError(f"{name} = {value!r} is not allowed; expected {allowed}")
+
+
+def _one_of(name: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ParamsError(f"{name} = {value!r} is unknown; choose one of: {', '.join(allowed)}")
+
+
+def compose(overrides: list[str] | None = None, conf: Path = Path("conf")) -> dict[str, Any]:
+    """Compose conf/ with Hydra, as `dvc exp run -S` does, into a plain params mapping."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(str(conf.resolve()), version_base=None):
+        cfg = hydra_compose(config_name="config", overrides=overrides or [])
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

@@ -1,0 +1,27 @@
+"""Stage `peak`: this machine's practical peak on the target's threads, once per fingerprint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import params as P
+from stages.cli import run
+from stages.io import read_json, write_json
+from stages.measure.peak import measure_peak
+from stages.runtime import threads
+
+
+def main() -> None:
+    p = P.load()
+    host = read_json(Path(p.paths.host), "host")
+    figures = measure_peak(threads(p.target))
+    write_json(Path(p.paths.peak), {"fingerprint": host["fingerprint"], **figures})
+    print(
+        f"peak: fp32 {figures['fp32_matmul_gflops_best']} GFLOP/s, "
+        f"int8 {figures['int8_matmul_gops_best']} GOP/s, "
+        f"copy {figures['copy_bandwidth_gbs_best']} GB/s"
+    )
+
+
+if __name__ == "__main__":
+    run(main)

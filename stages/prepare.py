@@ -1,0 +1,23 @@
+"""Stage `prepare`: the model preset's data, split and sliced, seeded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import data
+from stages import params as P
+from stages.cli import run
+from stages.io import atomic_dir
+
+
+def main() -> None:
+    p = P.load()
+    prepared = p.preset.prepare(p.model, p.seed)
+    with atomic_dir(Path(p.paths.data)) as out:
+        data.write(prepared, out)
+    rows = {k: len(v[data.LABELS]) for k, v in prepared.sets.items()}
+    print(f"prepared {rows} with {len(prepared.slices)} slices")
+
+
+if __name__ == "__main__":
+    run(main)

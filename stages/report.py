@@ -1,0 +1,134 @@
+"""Stage `report`: the verdicts, review notes, dashboard, trade-off plot and MLflow runs."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from stages import params as P
+from stages import tracking
+from stages.baseline import MANIFEST_FILE
+from stages.cli import run
+from stages.evidence import manifest as M
+from stages.evidence import render
+from stages.evidence.verdict import as_dicts, decide
+from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
+from stages.techniques import TECHNIQUES
+
+
+def collect(p: P.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str, Any]:
+    """One candidate's evidence from the files of its optimize, benchmark and validate stages."""
+    man = read_json(Path(p.paths.candidates) / name / "manifest.json", f"optimize@{name}")
+    c: dict[str, Any] = {"name": name, "status": man["status"], "reason": man.get("reason", ""), "manifest": man}
+    if man["status"] != "ok":
+        return c
+    bench = read_json(Path(p.paths.benchmark) / name / "benchmark.json", f"benchmark@{name}")
+    val = read_json(Path(p.paths.validation) / name / "validation.json", f"validate@{name}")
+    index = Path(p.paths.failures) / name / "index.csv"
+    failures = _csv_rows(index) if index.exists() else []
+    inputs = bench["inputs"]
+    sides = {
+        side: M.side(graph, bench["sessions"][side], inputs)
+        for side, graph in (("baseline", baseline_graph), ("candidate", man["graph"]))
+    }
+    changed = M.changes(sides["baseline"], sides["candidate"])
+    c.update(
+        benchmark=bench,
+        validation=val,
+        failures=failures,
+        sides=sides,
+        changed=changed,
+        confounders=M.confounders(changed, TECHNIQUES[name].declares),
+    )
+    return c
+
+
+def main() -> None:
+    p = P.load()
+    host = read_json(Path(p.paths.host), "host")
+    base_man = read_json(Path(p.paths.baseline) / MANIFEST_FILE, "baseline")
+    cands = [collect(p, name, base_man["graph"]) for name in p.technique]
+    for c in cands:
+        verdict, rules = decide(c, p.budget)
+        c["verdict"], c["rules"] = verdict, as_dicts(rules)
+    ok = [c for c in cands if c["status"] == "ok"]
+    ctx = {
+        "model": p.model_name,
+        "target": p.target.name,
+        "host": host["fingerprint"],
+        "cpu": host["cpu_model"],
+        "baseline_graph": base_man["graph"],
+        "baseline_file": f"{p.paths.baseline}/model.onnx",
+        "baseline_accuracy": ok[0]["validation"]["overall"]["baseline_accuracy"]["estimate"] if ok else float("nan"),
+        "validation_dir": p.paths.validation,
+        "candidates_dir": p.paths.candidates,
+    }
+    summary = {
+        "model": p.model_name,
+        "target": p.target.name,
+        "host": host["fingerprint"],
+        "bench": P.as_dict(p.bench),
+        "budget": P.as_dict(p.budget),
+        "candidates": {c["name"]: _summary_of(c) for c in cands},
+    }
+    with atomic_dir(Path(p.paths.review)) as folder:
+        for c in cands:
+            write_text(folder / f"{c['name']}.md", render.review(c, ctx))
+    write_bytes(Path(p.paths.tradeoff), render.tradeoff_png(cands, p.budget))
+    write_json(Path(p.paths.summary), summary)
+    try:
+        result = tracking.log(summary, tracking.artifacts_of(p.paths, list(p.technique)), [Path(p.paths.tradeoff)])
+        line = f"logged to `{result['uri']}`, parent run `{result['parent_run']}` (`make ui` to browse)"
+    except Exception as e:  # any tracking failure: the evidence stands, the note says how to retry
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        result = {"status": "failed", "uri": tracking.tracking_uri(), "error": reason[:500]}
+        line = (
+            f"**logging failed** for `{result['uri']}`: {result['error']}. The evidence files are "
+            "complete; once the server is reachable, rerun `python -m stages.tracking` "
+            "(or `dvc repro -f -s report`)."
+        )
+        print(f"warning: MLflow logging failed: {reason}", file=sys.stderr)
+    write_json(Path(p.paths.tracking), result)
+    write_text(Path(p.paths.dashboard), render.dashboard(cands, ctx, line))
+    for c in cands:
+        print(f"{c['name']}: {c['verdict']}")
+
+
+def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"verdict": c["verdict"], "status": c["status"], "options": c["manifest"]["options"]}
+    if c["status"] == "ok":
+        b1 = c["benchmark"]["batches"][0]
+        v = c["validation"]["overall"]
+        out["metrics"] = {
+            "speedup_p50_b1": b1["speedup"]["p50"]["estimate"],
+            "speedup_p50_b1_low": b1["speedup"]["p50"]["low"],
+            "speedup_p50_b1_high": b1["speedup"]["p50"]["high"],
+            "speedup_p95_b1": b1["speedup"]["p95"]["estimate"],
+            "speedup_p99_b1": b1["speedup"]["p99"]["estimate"],
+            "noise_floor_b1": b1["noise_floor"],
+            "throughput_ratio_largest_batch": c["benchmark"]["batches"][-1]["throughput_ratio"],
+            "size_ratio": c["benchmark"]["size_bytes"]["candidate"] / c["benchmark"]["size_bytes"]["baseline"],
+            "baseline_accuracy": v["baseline_accuracy"]["estimate"],
+            "candidate_accuracy": v["candidate_accuracy"]["estimate"],
+            "accuracy_drop_points": v["drop_points"],
+            "worst_slice_drop_points": c["validation"]["slices"][c["validation"]["worst_slice"]]["drop_points"],
+            "right_to_wrong": v["right_to_wrong"],
+            "confounded": int(bool(c["confounders"])),
+        }
+        out["worst_slice"] = c["validation"]["worst_slice"]
+    else:
+        out["reason"] = c["reason"]
+        out["metrics"] = {}
+    return out
+
+
+def _csv_rows(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+if __name__ == "__main__":
+    run(main)

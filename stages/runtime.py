@@ -1,0 +1,131 @@
+"""ONNX Runtime sessions built from the target: the only place runtime settings come from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import onnx
+import psutil
+
+from stages.io import EvidenceError
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+    from stages.params import Target
+
+
+class TargetUnavailable(RuntimeError):
+    """The target's execution provider is not on this machine; nothing falls back to the CPU."""
+
+
+def check_target(target: Target) -> None:
+    """Fail before any work when the target's execution provider is missing."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if target.provider not in available:
+        hint = (
+            "install onnxruntime-gpu with a matching CUDA runtime on a machine with an NVIDIA GPU, "
+            "or choose another target (e.g. -S target=cpu)"
+            if target.provider == "CUDAExecutionProvider"
+            else "choose a target whose provider is listed"
+        )
+        raise TargetUnavailable(
+            f"target {target.name!r} needs {target.provider}, but this onnxruntime offers "
+            f"{available}: {hint}. There is no silent fallback to another provider."
+        )
+
+
+def threads(target: Target) -> int:
+    """The intra-op thread count actually used: 0 resolves to the physical core count."""
+    return target.intra_op_threads or psutil.cpu_count(logical=False) or 1
+
+
+def session_settings(target: Target) -> dict[str, Any]:
+    """The session settings both sides of a comparison share, as recorded in the manifest."""
+    return {
+        "provider": target.provider,
+        "intra_op_threads": threads(target),
+        "inter_op_threads": target.inter_op_threads,
+        "allow_spinning": target.allow_spinning,
+        "execution_mode": "sequential",
+        "graph_optimization_level": target.graph_optimization_level,
+    }
+
+
+def check_model(path: Path, produced_by: str) -> None:
+    """A missing, truncated or invalid ONNX file is an error that says how to restore it."""
+    if not path.is_file():
+        raise EvidenceError(f"{path} is missing: run `dvc repro {produced_by}` (or `dvc checkout`)")
+    try:
+        onnx.checker.check_model(str(path), full_check=False)
+    except Exception as e:  # onnx raises several types for unreadable protobufs
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise EvidenceError(
+            f"{path} is not a valid ONNX model ({first}); it may be truncated: "
+            f"rerun `dvc repro -f -s {produced_by}` or restore it with `dvc checkout {path}`"
+        ) from None
+
+
+def session(path: Path, target: Target, produced_by: str) -> ort.InferenceSession:
+    """A session on the target's provider with its threads; fails if the provider is not used."""
+    check_target(target)
+    check_model(path, produced_by)
+    return open_session(path, session_settings(target))
+
+
+def open_session(path: Path, settings: dict[str, Any]) -> ort.InferenceSession:
+    """A session from recorded settings (see session_settings); the provider must be the one used."""
+    import onnxruntime as ort
+
+    levels = {
+        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = settings["intra_op_threads"]
+    so.inter_op_num_threads = settings["inter_op_threads"]
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = levels[settings["graph_optimization_level"]]
+    spinning = "1" if settings["allow_spinning"] else "0"
+    so.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    so.log_severity_level = 3  # errors only
+    provider = settings["provider"]
+    sess = ort.InferenceSession(str(path), so, providers=[provider])
+    used = sess.get_providers()[0]
+    if used != provider:
+        raise TargetUnavailable(f"{path} runs on {used}, not {provider}: check the provider install")
+    return sess
+
+
+def readout(sess: ort.InferenceSession) -> dict[str, Any]:
+    """The settings a live session reports about itself, for the one-change check."""
+    so = sess.get_session_options()
+    return {
+        "provider": sess.get_providers()[0],
+        "intra_op_threads": so.intra_op_num_threads,
+        "inter_op_threads": so.inter_op_num_threads,
+        "allow_spinning": so.get_session_config_entry("session.intra_op.allow_spinning") == "1",
+        "execution_mode": str(so.execution_mode).rsplit(".", 1)[-1],
+        "graph_optimization_level": str(so.graph_optimization_level).rsplit(".", 1)[-1],
+    }
+
+
+def model_files(path: Path) -> list[Path]:
+    """The ONNX file plus any external-data files it references (they travel together)."""
+    model = onnx.load(str(path), load_external_data=False)
+    extra = set()
+    for init in model.graph.initializer:
+        for entry in init.external_data:
+            if entry.key == "location":
+                extra.add(path.parent / entry.value)
+    return [path, *sorted(extra)]
+
+
+def size_on_disk(path: Path) -> int:
+    """Bytes of the model file and its external data."""
+    return sum(p.stat().st_size for p in model_files(path))

@@ -1,0 +1,287 @@
+"""Statistics for benchmark verdicts: round-bootstrap latency intervals, accuracy, error metrics.
+
+Calls in one interleaved round share machine state (clocks, heat, background load), so bootstraps
+resample whole rounds, with the same round indices for both sides so that drift cancels in ratios.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+from scipy import stats
+from statsmodels.stats.contingency_tables import mcnemar
+from statsmodels.stats.proportion import proportion_confint
+
+Verdict = Literal["faster", "slower", "no measurable change"]
+Stat = Callable[[np.ndarray], np.ndarray]  # reduces the last axis, e.g. a percentile of calls
+
+# Upper bound on the float64 elements materialised per bootstrap batch (~32 MB) so that long
+# rounds or many resamples do not exhaust memory.
+_MAX_BATCH_ELEMENTS = 4_000_000
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _check_confidence(confidence: float) -> None:
+    _require(0 < confidence < 1, f"confidence must be in (0, 1), got {confidence}")
+
+
+def _check_q(q: float) -> None:
+    _require(0 <= q <= 100, f"q must be in [0, 100], got {q}")
+
+
+def _check_counts(**counts: int) -> None:
+    for name, value in counts.items():
+        _require(value >= 0, f"{name} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A point estimate with a two-sided confidence interval."""
+
+    estimate: float
+    low: float
+    high: float
+
+    def __post_init__(self) -> None:
+        _require(
+            self.low <= self.high, f"low must be <= high, got low={self.low}, high={self.high}"
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        """Return the interval as a JSON-friendly dict."""
+        return {"estimate": self.estimate, "low": self.low, "high": self.high}
+
+    def contains(self, value: float) -> bool:
+        """Return True when value lies inside the closed interval."""
+        return self.low <= value <= self.high
+
+    @property
+    def half_width_rel(self) -> float:
+        """Half-width relative to |estimate|; inf when the estimate is 0."""
+        if self.estimate == 0:
+            return math.inf
+        return (self.high - self.low) / 2 / abs(self.estimate)
+
+
+def _as_rounds(rounds: Sequence[np.ndarray], name: str, positive: bool) -> list[np.ndarray]:
+    """Validate rounds and return them as 1-D float64 arrays."""
+    _require(len(rounds) >= 2, f"{name} must hold at least 2 rounds, got {len(rounds)}")
+    out = []
+    for i, r in enumerate(rounds):
+        arr = np.asarray(r, dtype=np.float64).ravel()
+        _require(arr.size > 0, f"{name}[{i}] is empty; every round needs at least 1 sample")
+        _require(bool(np.all(np.isfinite(arr))), f"{name}[{i}] has non-finite values; need finite")
+        _require(
+            not positive or bool(np.all(arr > 0)),
+            f"{name}[{i}] has values <= 0; ratio sides must be positive",
+        )
+        out.append(arr)
+    return out
+
+
+def _pooled_stat(rounds: list[np.ndarray], idx: np.ndarray, stat: Stat) -> np.ndarray:
+    """Statistic over the pooled calls of each row of round indices: (k, n_rounds) -> (k,)."""
+    if len({r.size for r in rounds}) == 1:
+        # Equal-length rounds stack to (n_rounds, calls); fancy indexing builds all resamples.
+        return stat(np.stack(rounds)[idx].reshape(len(idx), -1))
+    # Unequal round lengths cannot be stacked; loop over resamples (slower but exact).
+    return np.array([stat(np.concatenate([rounds[i] for i in row])) for row in idx])
+
+
+def _round_ci(
+    sides: list[list[np.ndarray]], stat: Stat, confidence: float, n_resamples: int, seed: int
+) -> Interval:
+    """Percentile round-bootstrap of stat(side 0), or of stat(side 0) / stat(side 1)."""
+    _check_confidence(confidence)
+    _require(n_resamples >= 1, f"n_resamples must be >= 1, got {n_resamples}")
+    n_calls = sum(r.size for side in sides for r in side)
+
+    def statistic(idx: np.ndarray, axis: int = -1) -> np.ndarray:
+        idx = np.moveaxis(idx, axis, -1)
+        rows = idx.reshape(-1, idx.shape[-1])
+        # The same resampled round indices drive every side: the paired (cluster) bootstrap.
+        values = [_pooled_stat(side, rows, stat) for side in sides]
+        ratio = values[0] if len(values) == 1 else values[0] / values[1]
+        return ratio.reshape(idx.shape[:-1])
+
+    idx = np.arange(len(sides[0]))
+    res = stats.bootstrap(
+        (idx,),
+        statistic,
+        n_resamples=n_resamples,
+        batch=max(1, _MAX_BATCH_ELEMENTS // n_calls),
+        vectorized=True,
+        confidence_level=confidence,
+        method="percentile",
+        rng=np.random.default_rng(seed),
+    )
+    ci = res.confidence_interval
+    return Interval(float(statistic(idx)), float(ci.low), float(ci.high))
+
+
+def _ratio_sides(
+    a_rounds: Sequence[np.ndarray], b_rounds: Sequence[np.ndarray]
+) -> list[list[np.ndarray]]:
+    a = _as_rounds(a_rounds, "a_rounds", positive=True)
+    b = _as_rounds(b_rounds, "b_rounds", positive=True)
+    _require(
+        len(a) == len(b),
+        f"a_rounds and b_rounds must have the same number of rounds, got {len(a)} and {len(b)}",
+    )
+    return [a, b]
+
+
+def percentile_ratio_ci(
+    a_rounds: Sequence[np.ndarray],
+    b_rounds: Sequence[np.ndarray],
+    q: float,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Ratio of pooled q-th percentiles (A / B) with a paired round-bootstrap interval."""
+    _check_q(q)
+    sides = _ratio_sides(a_rounds, b_rounds)
+    return _round_ci(sides, lambda x: np.percentile(x, q, axis=-1), confidence, n_resamples, seed)
+
+
+def mean_ratio_ci(
+    a_rounds: Sequence[np.ndarray],
+    b_rounds: Sequence[np.ndarray],
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Ratio of pooled means (A / B) with a paired round-bootstrap interval."""
+    sides = _ratio_sides(a_rounds, b_rounds)
+    return _round_ci(sides, lambda x: np.mean(x, axis=-1), confidence, n_resamples, seed)
+
+
+def percentile_ci(
+    rounds: Sequence[np.ndarray],
+    q: float,
+    *,
+    confidence: float = 0.95,
+    n_resamples: int = 2000,
+    seed: int = 0,
+) -> Interval:
+    """Pooled q-th percentile of one side with a round-bootstrap interval."""
+    _check_q(q)
+    sides = [_as_rounds(rounds, "rounds", positive=False)]
+    return _round_ci(sides, lambda x: np.percentile(x, q, axis=-1), confidence, n_resamples, seed)
+
+
+def tail_is_reliable(n_samples: int, q: float, min_tail: int = 10) -> bool:
+    """True when at least min_tail samples lie beyond the q-th percentile."""
+    _check_counts(n_samples=n_samples, min_tail=min_tail)
+    _check_q(q)
+    # Tolerance absorbs float error in (100 - q), e.g. 10_000 calls at q=99.9 is exactly 10.
+    return n_samples * (100.0 - q) / 100.0 >= min_tail - 1e-9
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interval:
+    """Proportion successes/n with its Wilson score interval."""
+    _require(n >= 1, f"n must be >= 1, got {n}")
+    _require(0 <= successes <= n, f"successes must be in [0, n={n}], got {successes}")
+    _check_confidence(confidence)
+    low, high = proportion_confint(successes, n, alpha=1 - confidence, method="wilson")
+    # The Wilson bounds are exactly 0 at successes=0 and 1 at successes=n; statsmodels can leave
+    # float residue there (e.g. 7e-18), so pin them.
+    low = 0.0 if successes == 0 else max(0.0, float(low))
+    high = 1.0 if successes == n else min(1.0, float(high))
+    return Interval(successes / n, low, high)
+
+
+def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
+    """Exact (binomial) McNemar p-value for the discordant pair counts; 1.0 when both are 0."""
+    _check_counts(right_to_wrong=right_to_wrong, wrong_to_right=wrong_to_right)
+    if right_to_wrong == wrong_to_right == 0:
+        return 1.0
+    # Only the off-diagonal (discordant) cells enter the test.
+    table = [[0, right_to_wrong], [wrong_to_right, 0]]
+    return float(mcnemar(table, exact=True).pvalue)
+
+
+def paired_accuracy_difference(
+    right_to_wrong: int, wrong_to_right: int, n: int, confidence: float = 0.95
+) -> Interval:
+    """Candidate-minus-baseline accuracy on paired predictions, with a paired Wald interval."""
+    _check_counts(right_to_wrong=right_to_wrong, wrong_to_right=wrong_to_right)
+    _require(n >= 1, f"n must be >= 1, got {n}")
+    b, c = right_to_wrong, wrong_to_right
+    _require(b + c <= n, f"right_to_wrong + wrong_to_right must be <= n={n}, got {b + c}")
+    _check_confidence(confidence)
+    estimate = (c - b) / n
+    if b + c == 0:
+        return Interval(0.0, 0.0, 0.0)
+    se = math.sqrt(max(0.0, b + c - (c - b) ** 2 / n)) / n
+    z = float(stats.norm.ppf(1 - (1 - confidence) / 2))
+    return Interval(estimate, max(-1.0, estimate - z * se), min(1.0, estimate + z * se))
+
+
+def noise_floor(aa_ratio: Interval, minimum: float = 0.03) -> float:
+    """Relative noise floor from an A/A speedup interval, never below minimum.
+
+    The 3% default exists because two ONNX Runtime sessions of the same file can differ
+    persistently by 1-2%, which a single A/A run may not reveal.
+    """
+    _require(minimum >= 0, f"minimum must be >= 0, got {minimum}")
+    return max(minimum, *(abs(v - 1) for v in (aa_ratio.estimate, aa_ratio.low, aa_ratio.high)))
+
+
+def classify_speedup(speedup: Interval, floor: float) -> Verdict:
+    """Classify a speedup interval against a relative noise floor."""
+    _require(floor >= 0, f"floor must be >= 0, got {floor}")
+    if speedup.low > 1 + floor:
+        return "faster"
+    # 1/(1+floor) rather than 1-floor keeps the band symmetric on a log (ratio) scale.
+    if speedup.high < 1 / (1 + floor):
+        return "slower"
+    return "no measurable change"
+
+
+def _paired_arrays(ref: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    r = np.asarray(ref, dtype=np.float64)
+    t = np.asarray(test, dtype=np.float64)
+    _require(
+        r.shape == t.shape, f"ref and test must have the same shape, got {r.shape} and {t.shape}"
+    )
+    _require(r.size > 0, "ref and test must be non-empty, got size 0")
+    return r.ravel(), t.ravel()
+
+
+def max_abs_error(ref: np.ndarray, test: np.ndarray) -> float:
+    """Largest elementwise |ref - test|."""
+    r, t = _paired_arrays(ref, test)
+    return float(np.max(np.abs(r - t)))
+
+
+def cosine_similarity(ref: np.ndarray, test: np.ndarray) -> float:
+    """Cosine similarity of the flattened arrays; 1.0 when both are all-zero, 0.0 if one is."""
+    r, t = _paired_arrays(ref, test)
+    norm_r, norm_t = float(np.linalg.norm(r)), float(np.linalg.norm(t))
+    if norm_r == 0 or norm_t == 0:
+        return 1.0 if norm_r == norm_t else 0.0
+    return float(np.dot(r, t) / (norm_r * norm_t))
+
+
+def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB; inf when identical, -inf for a zero signal."""
+    r, t = _paired_arrays(ref, test)
+    signal = float(np.sum(r**2))
+    noise = float(np.sum((r - t) ** 2))
+    if noise == 0:
+        return math.inf
+    if signal == 0:
+        return -math.inf
+    return 10 * math.log10(signal / noise)

@@ -1,0 +1,54 @@
+"""The catalog of single-change techniques: one module each, registered in one plain dict."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from stages.techniques import int8
+from stages.techniques.base import Context, NotApplicable
+
+
+@dataclass(frozen=True)
+class Technique:
+    options: type
+    apply: Callable[[Context], dict[str, Any]]  # returns what it changed, for the manifest
+    declares: tuple[str, ...]  # manifest fields this technique may change; anything else confounds
+    check: str  # the check before shipping, as the review note names it
+
+
+# What quantization may change: the graph's ops, dtypes and bytes; never its inputs and outputs.
+_QUANTIZED = (
+    "graph.op_types",
+    "graph.dtypes",
+    "graph.parameters",
+    "graph.nodes",
+    "graph.sha256",
+    "graph.size_bytes",
+)
+
+TECHNIQUES: dict[str, Technique] = {
+    "int8_dynamic": Technique(
+        int8.DynamicOptions,
+        int8.apply_dynamic,
+        _QUANTIZED,
+        "accuracy drop on real validation cases, overall and per slice",
+    ),
+    "int8_static": Technique(
+        int8.StaticOptions,
+        int8.apply_static,
+        _QUANTIZED,
+        "accuracy drop on real validation cases, overall and per slice",
+    ),
+}
+
+
+__all__ = ["TECHNIQUES", "Context", "NotApplicable", "Technique"]
+
+
+def get(name: str) -> Technique:
+    try:
+        return TECHNIQUES[name]
+    except KeyError:
+        raise KeyError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}") from None

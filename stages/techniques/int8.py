@@ -1,0 +1,145 @@
+"""INT8 quantization with ONNX Runtime's own tools: dynamic (weights only) and static (calibrated)."""
+
+from __future__ import annotations
+
+import tempfile
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages.techniques.base import Context
+
+QUANT_TYPES = ("qint8", "quint8")
+FORMATS = ("qdq", "qoperator")
+CALIBRATIONS = ("minmax", "entropy", "percentile")
+
+
+def _check_common(o: Any) -> None:
+    from stages.params import _one_of, _require
+
+    _one_of("weight_type", o.weight_type, QUANT_TYPES)
+    for op in o.op_types:
+        _require(isinstance(op, str) and op != "", "op_types", o.op_types, "ONNX op type names")
+
+
+@dataclass
+class DynamicOptions:
+    per_channel: bool = True
+    reduce_range: bool = False
+    weight_type: str = "qint8"
+    op_types: list[str] = field(default_factory=list)  # empty = all that ORT supports
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+
+
+@dataclass
+class StaticOptions:
+    format: str = "qdq"
+    calibration: str = "minmax"
+    calibration_size: int = 128
+    per_channel: bool = True
+    activation_type: str = "quint8"
+    weight_type: str = "qint8"
+    op_types: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        from stages.params import _one_of, _require
+
+        _check_common(self)
+        _one_of("format", self.format, FORMATS)
+        _one_of("calibration", self.calibration, CALIBRATIONS)
+        _one_of("activation_type", self.activation_type, QUANT_TYPES)
+        _require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
+
+
+def apply_dynamic(ctx: Context) -> dict[str, Any]:
+    """Weights to INT8 offline; activations are quantized per call at run time."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    o: DynamicOptions = ctx.options
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocess(ctx.baseline, Path(tmp))
+        quantize_dynamic(
+            pre,
+            ctx.model_out,
+            per_channel=o.per_channel,
+            reduce_range=o.reduce_range,
+            weight_type=_qtype(o.weight_type),
+            op_types_to_quantize=o.op_types or None,
+        )
+    return {"quantized": _quantized_ops(ctx.model_out)}
+
+
+def apply_static(ctx: Context) -> dict[str, Any]:
+    """Weights and activations to INT8, activation ranges calibrated on the calibration split."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
+
+    o: StaticOptions = ctx.options
+    feeds = ctx.data.feeds("calibration")
+    available = len(next(iter(feeds.values())))
+    if o.calibration_size > available:
+        raise ValueError(
+            f"technique.int8_static.calibration_size = {o.calibration_size} but the calibration "
+            f"split has {available} rows; lower it or enlarge the model's calibration split"
+        )
+    rows = {k: v[: o.calibration_size] for k, v in feeds.items()}
+    methods = {
+        "minmax": CalibrationMethod.MinMax,
+        "entropy": CalibrationMethod.Entropy,
+        "percentile": CalibrationMethod.Percentile,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocess(ctx.baseline, Path(tmp))
+        quantize_static(
+            pre,
+            ctx.model_out,
+            _Reader(rows, batch=32),
+            quant_format=QuantFormat.QDQ if o.format == "qdq" else QuantFormat.QOperator,
+            per_channel=o.per_channel,
+            activation_type=_qtype(o.activation_type),
+            weight_type=_qtype(o.weight_type),
+            calibrate_method=methods[o.calibration],
+            op_types_to_quantize=o.op_types or None,
+        )
+    return {"quantized": _quantized_ops(ctx.model_out), "calibration_rows": o.calibration_size}
+
+
+class _Reader:
+    """Feeds calibration rows to ORT in fixed-size batches, in order."""
+
+    def __init__(self, rows: dict[str, np.ndarray], batch: int) -> None:
+        n = len(next(iter(rows.values())))
+        self._batches = iter(
+            [{k: v[i : i + batch] for k, v in rows.items()} for i in range(0, n, batch)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+
+def _preprocess(model: Path, tmp: Path) -> Path:
+    """ORT's recommended pre-pass: shape inference and graph cleanup before quantizing."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out = tmp / "preprocessed.onnx"
+    quant_pre_process(str(model), str(out), skip_symbolic_shape=True)
+    return out
+
+
+def _qtype(name: str) -> Any:
+    from onnxruntime.quantization import QuantType
+
+    return QuantType.QInt8 if name == "qint8" else QuantType.QUInt8
+
+
+def _quantized_ops(path: Path) -> dict[str, int]:
+    """Counts of the integer / quantize ops in the written candidate."""
+    import onnx
+
+    ops = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
+    names = ("Integer", "Quantize", "QLinear", "Dequantize")
+    return {op: c for op, c in sorted(ops.items()) if any(s in op for s in names)}

@@ -1,0 +1,63 @@
+"""Deterministic torch training shared by presets and training-based techniques."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@contextlib.contextmanager
+def deterministic(seed: int) -> Iterator[None]:
+    """Seeded, single-threaded, deterministic kernels: two runs give identical weights."""
+    threads = torch.get_num_threads()
+    was_deterministic = torch.are_deterministic_algorithms_enabled()
+    torch.manual_seed(seed)
+    torch.set_num_threads(1)  # float reductions split over threads may sum in another order
+    torch.use_deterministic_algorithms(True)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(was_deterministic)
+
+
+def fit_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    progress: Callable[..., Any],
+) -> dict[str, Any]:
+    """Adam on cross-entropy with a seeded shuffle; returns the loss and accuracy per epoch."""
+    order = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    loss_fn = nn.CrossEntropyLoss()
+    history = []
+    bar = progress(range(epochs), desc="train", unit="epoch")
+    for epoch in bar:
+        model.train()
+        perm = torch.randperm(len(x), generator=order)
+        total, correct = 0.0, 0
+        for start in range(0, len(x), batch_size):
+            idx = perm[start : start + batch_size]
+            optimizer.zero_grad()
+            logits = model(x[idx])
+            loss = loss_fn(logits, y[idx])
+            loss.backward()
+            optimizer.step()
+            total += loss.item() * len(idx)
+            correct += int((logits.argmax(1) == y[idx]).sum())
+        row = {"epoch": epoch + 1, "loss": total / len(x), "train_accuracy": correct / len(x)}
+        history.append(row)
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['train_accuracy']:.3f}")
+    model.eval()
+    return {"epochs": history, "final_loss": history[-1]["loss"]}

@@ -1,0 +1,201 @@
+"""Stage `validate@<technique>`: accuracy of both sides, paired, per slice, and the failures."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages import data as D
+from stages import params as P
+from stages import stats
+from stages.baseline import MODEL_FILE
+from stages.cli import run
+from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
+from stages.runtime import session
+
+EVAL_BATCH = 256  # rows per inference call; fixed so reruns compute in the same order
+HARDEST = 20  # still-wrong examples kept beside the flips
+
+
+def predict(sess: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """Logits for every row, in fixed-size batches, in order."""
+    n = len(next(iter(feeds.values())))
+    parts = [
+        sess.run(None, {k: v[i : i + EVAL_BATCH] for k, v in feeds.items()})[0]
+        for i in range(0, n, EVAL_BATCH)
+    ]
+    return np.concatenate(parts).astype(np.float32)
+
+
+def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Top logit minus the true class's logit: 0 when right, how far off when wrong."""
+    return logits.max(1) - logits[np.arange(len(labels)), labels]
+
+
+def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict[str, Any]:
+    """Accuracy of both sides with intervals, and the paired difference with McNemar's test."""
+    n = int(base_ok.size)
+    r2w = int((base_ok & ~cand_ok).sum())
+    w2r = int((~base_ok & cand_ok).sum())
+    diff = stats.paired_accuracy_difference(r2w, w2r, n, confidence)
+    return {
+        "n": n,
+        "baseline_accuracy": stats.wilson_interval(int(base_ok.sum()), n, confidence).to_dict(),
+        "candidate_accuracy": stats.wilson_interval(int(cand_ok.sum()), n, confidence).to_dict(),
+        "difference_points": {k: 100 * v for k, v in diff.to_dict().items()},
+        "drop_points": 100 * -diff.estimate + 0.0,  # + 0.0: no "-0.0" in the evidence
+        "right_to_wrong": r2w,
+        "wrong_to_right": w2r,
+        "mcnemar_p": stats.mcnemar_exact(r2w, w2r),
+    }
+
+
+def evaluate(base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float) -> dict[str, Any]:
+    """Predictions on every set the slices use, the overall and per-slice comparisons."""
+    sets = ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
+    logits = {
+        name: (predict(base_sess, prepared.feeds(name)), predict(cand_sess, prepared.feeds(name)))
+        for name in sets
+    }
+    ok = {
+        name: (b.argmax(1) == prepared.labels(name), c.argmax(1) == prepared.labels(name))
+        for name, (b, c) in logits.items()
+    }
+    overall = compare(*ok["validation"], confidence)
+    slices = {}
+    for s in prepared.slices:
+        rows = prepared.slice_rows(s)
+        b_ok, c_ok = ok[s.set]
+        slices[s.name] = {"set": s.set, "description": s.description, **compare(b_ok[rows], c_ok[rows], confidence)}
+    worst = max(slices, key=lambda k: (slices[k]["drop_points"], slices[k]["right_to_wrong"], k)) if slices else None
+    ref, test = logits["validation"]
+    fidelity = {
+        "max_abs_error": stats.max_abs_error(ref, test),
+        "cosine": stats.cosine_similarity(ref, test),
+        "sqnr_db": stats.sqnr_db(ref, test),
+    }
+    return {"overall": overall, "slices": slices, "worst_slice": worst, "fidelity": fidelity, "_logits": logits}
+
+
+def failures(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+    """Every right->wrong flip (most confidently wrong first), then the hardest still-wrong rows."""
+    flips, still = [], []
+    for name, (b, c) in logits.items():
+        y = prepared.labels(name)
+        b_pred, c_pred = b.argmax(1), c.argmax(1)
+        b_margin, c_margin = margin(b, y), margin(c, y)
+        for i in np.flatnonzero((b_pred == y) & (c_pred != y)):
+            flips.append(_row("right_to_wrong", name, int(i), y, b_pred, c_pred, b_margin, c_margin))
+        for i in np.flatnonzero((b_pred != y) & (c_pred != y)):
+            still.append(_row("still_wrong", name, int(i), y, b_pred, c_pred, b_margin, c_margin))
+    flips.sort(key=lambda r: (-r["candidate_margin"], r["set"], r["index"]))
+    still.sort(key=lambda r: (-r["candidate_margin"], r["set"], r["index"]))
+    return flips + still[:HARDEST]
+
+
+def _row(kind: str, set_name: str, i: int, y: Any, bp: Any, cp: Any, bm: Any, cm: Any) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "set": set_name,
+        "index": i,
+        "label": int(y[i]),
+        "baseline_pred": int(bp[i]),
+        "candidate_pred": int(cp[i]),
+        "baseline_margin": round(float(bm[i]), 5),
+        "candidate_margin": round(float(cm[i]), 5),
+    }
+
+
+def write_failures(out: Path, rows: list[dict[str, Any]], prepared: D.Prepared, render: Any) -> None:
+    """One file per failure (the input rendered by the preset) plus index.csv."""
+    buf = io.StringIO()
+    fields = ["rank", "file", *(rows[0].keys() if rows else [])]
+    w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    w.writeheader()
+    for rank, r in enumerate(rows, 1):
+        row = {k: prepared.sets[r["set"]][k][r["index"] : r["index"] + 1] for k in prepared.inputs}
+        suffix, content = render(row)
+        name = f"{rank:03d}_{r['kind']}_{r['set']}_{r['index']}_true{r['label']}_cand{r['candidate_pred']}{suffix}"
+        write_bytes(out / name, content)
+        w.writerow({"rank": rank, "file": name, **r})
+    write_text(out / "index.csv", buf.getvalue())
+
+
+def predictions_csv(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["set", "index", "label", "baseline_pred", "candidate_pred", "baseline_margin", "candidate_margin"])
+    for name, (b, c) in logits.items():
+        y = prepared.labels(name)
+        for i, row in enumerate(zip(y, b.argmax(1), c.argmax(1), margin(b, y), margin(c, y), strict=True)):
+            w.writerow([name, i, int(row[0]), int(row[1]), int(row[2]), f"{row[3]:.5f}", f"{row[4]:.5f}"])
+    return buf.getvalue()
+
+
+def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
+    o, worst = result["overall"], result["worst_slice"]
+    out = {
+        "baseline_accuracy": o["baseline_accuracy"]["estimate"],
+        "candidate_accuracy": o["candidate_accuracy"]["estimate"],
+        "accuracy_drop_points": o["drop_points"],
+        "right_to_wrong": o["right_to_wrong"],
+        "wrong_to_right": o["wrong_to_right"],
+        "mcnemar_p": o["mcnemar_p"],
+        **{f"fidelity_{k}": v for k, v in result["fidelity"].items()},
+    }
+    if worst:
+        out["worst_slice_drop_points"] = result["slices"][worst]["drop_points"]
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("technique")
+    name = parser.parse_args(argv).technique
+    p = P.load()
+    cand_dir = Path(p.paths.candidates) / name
+    manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
+    out = Path(p.paths.validation) / name
+    result: dict[str, Any] = {"technique": name, "status": manifest["status"]}
+    prepared = D.read(Path(p.paths.data))
+    rows: list[dict[str, Any]] = []
+    logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    if manifest["status"] == "ok":
+        base = session(Path(p.paths.baseline) / MODEL_FILE, p.target, "baseline")
+        cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
+        result.update(evaluate(base, cand, prepared, p.bench.confidence))
+        logits = result.pop("_logits")
+        rows = failures(prepared, logits)
+        result["failures"] = {
+            "right_to_wrong": sum(r["kind"] == "right_to_wrong" for r in rows),
+            "still_wrong_kept": sum(r["kind"] == "still_wrong" for r in rows),
+            "folder": str(Path(p.paths.failures) / name),
+        }
+    else:
+        result["reason"] = manifest.get("reason", "")
+    with atomic_dir(Path(p.paths.failures) / name) as folder:
+        write_failures(folder, rows, prepared, p.preset.render_failure)
+    write_text(out / "predictions.csv", predictions_csv(prepared, logits))
+    slices_rows = ["slice,baseline_accuracy,candidate_accuracy"] + [
+        f"{k},{v['baseline_accuracy']['estimate']:.6f},{v['candidate_accuracy']['estimate']:.6f}"
+        for k, v in result.get("slices", {}).items()
+    ]
+    write_text(out / "slices.csv", "\n".join(slices_rows) + "\n")
+    write_json(out / "metrics.json", flat_metrics(result) if logits else {})
+    write_json(out / "validation.json", result)
+    if logits:
+        o = result["overall"]
+        print(
+            f"{name}: accuracy {o['baseline_accuracy']['estimate']:.4f} -> "
+            f"{o['candidate_accuracy']['estimate']:.4f}, flips {o['right_to_wrong']} right->wrong, "
+            f"{o['wrong_to_right']} wrong->right, worst slice {result['worst_slice']}"
+        )
+
+
+if __name__ == "__main__":
+    run(main)

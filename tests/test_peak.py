@@ -1,0 +1,134 @@
+"""Tests for stages.measure.peak: deterministic fingerprint and a short real peak run."""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages.measure.peak import (
+    ISA_FLAGS,
+    LIBRARIES,
+    _matmul_integer_session,
+    _matmul_session,
+    describe_host,
+    fingerprint,
+    measure_peak,
+)
+
+RATE_PREFIXES = (
+    "fp32_matmul_gflops",
+    "int8_matmul_gops",
+    "numpy_matmul_gflops",
+    "copy_bandwidth_gbs",
+)
+
+
+@pytest.fixture(scope="module")
+def host() -> dict[str, Any]:
+    return describe_host()
+
+
+@pytest.fixture(scope="module")
+def peak() -> dict[str, Any]:
+    start = time.perf_counter()
+    result = measure_peak(1, seconds=0.5)
+    result["_wall_s"] = time.perf_counter() - start
+    return result
+
+
+def test_describe_host_is_deterministic(host: dict[str, Any]) -> None:
+    again = describe_host()
+    assert again == host
+    assert fingerprint(again) == fingerprint(host)
+
+
+def test_fingerprint_is_16_hex_and_key_order_independent(host: dict[str, Any]) -> None:
+    fp = fingerprint(host)
+    assert len(fp) == 16
+    int(fp, 16)  # raises if not hex
+    reordered = dict(reversed(list(host.items())))
+    assert fingerprint(reordered) == fp
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("cpu_model",), "Some Other CPU"),
+        (("logical_cores",), 999),
+        (("isa_flags", "avx2"), None),
+        (("libraries", "onnxruntime"), "0.0.1"),
+    ],
+)
+def test_fingerprint_changes_with_any_field(
+    host: dict[str, Any], path: tuple[str, ...], value: Any
+) -> None:
+    changed = copy.deepcopy(host)
+    target = changed
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value if value is not None else not target[path[-1]]
+    assert fingerprint(changed) != fingerprint(host)
+
+
+def test_describe_host_fields(host: dict[str, Any]) -> None:
+    assert set(host["isa_flags"]) == set(ISA_FLAGS)
+    assert all(isinstance(v, bool) for v in host["isa_flags"].values())
+    assert set(host["libraries"]) == set(LIBRARIES)
+    assert all(isinstance(v, str) and v for v in host["libraries"].values())
+    assert host["libraries"]["onnxruntime"] != "not installed"
+    assert isinstance(host["cpu_model"], str)
+    assert isinstance(host["logical_cores"], int) and host["logical_cores"] >= 1
+    assert host["memory_total_gib"] > 0
+    assert host["memory_total_gib"] == round(host["memory_total_gib"], 1)
+    assert "CPUExecutionProvider" in host["ort_providers"]
+
+
+def test_matmul_integer_session_matches_numpy() -> None:
+    session, weight = _matmul_integer_session(16, threads=1, seed=3)
+    assert weight.dtype == np.int8
+    a = np.random.default_rng(4).integers(0, 256, (16, 16), dtype=np.uint8)
+    (y,) = session.run(None, {"A": a})
+    assert y.dtype == np.int32
+    np.testing.assert_array_equal(y, a.astype(np.int32) @ weight.astype(np.int32))
+    # uint8 in, int32 out and an exact integer product: only MatMulInteger fits all three
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    assert session.get_outputs()[0].type == "tensor(int32)"
+
+
+def test_matmul_session_matches_numpy() -> None:
+    session = _matmul_session(8, threads=1, seed=1)
+    a = np.eye(8, dtype=np.float32)
+    (y,) = session.run(None, {"A": a})  # identity input returns the weight itself
+    b = np.random.default_rng(1).standard_normal((8, 8), dtype=np.float32)
+    np.testing.assert_allclose(y, b)
+
+
+def test_measure_peak_figures(peak: dict[str, Any]) -> None:
+    assert peak["n"] == 1024 and peak["threads"] == 1 and peak["copy_mib"] == 256
+    for prefix in RATE_PREFIXES:
+        median, best = peak[f"{prefix}_median"], peak[f"{prefix}_best"]
+        assert isinstance(median, float) and median > 0
+        assert best >= median
+        assert isinstance(peak[f"{prefix}_calls"], int) and peak[f"{prefix}_calls"] >= 3
+    # uint8 x int8 on VNNI should beat fp32; loose bound so slow CI machines still pass
+    assert peak["int8_matmul_gops_median"] > 0.5 * peak["fp32_matmul_gflops_median"]
+
+
+def test_measure_peak_respects_time_budget(peak: dict[str, Any]) -> None:
+    assert peak["_wall_s"] < 4.0  # 0.5 s asked; allows session build and buffer allocation
+
+
+@pytest.mark.parametrize("threads", [-1, -8])
+def test_negative_threads_raise(threads: int) -> None:
+    with pytest.raises(ValueError, match=rf"threads.*{threads}"):
+        measure_peak(threads, seconds=0.1)
+
+
+@pytest.mark.parametrize("seconds", [0.0, -1.0, float("nan")])
+def test_bad_seconds_raise(seconds: float) -> None:
+    with pytest.raises(ValueError, match="seconds"):
+        measure_peak(1, seconds=seconds)

@@ -1,0 +1,379 @@
+"""Tests for stages.stats: round-bootstrap intervals, accuracy statistics and error metrics."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+from statsmodels.stats.proportion import proportion_confint
+
+from stages.stats import (
+    Interval,
+    classify_speedup,
+    cosine_similarity,
+    max_abs_error,
+    mcnemar_exact,
+    mean_ratio_ci,
+    noise_floor,
+    paired_accuracy_difference,
+    percentile_ci,
+    percentile_ratio_ci,
+    sqnr_db,
+    tail_is_reliable,
+    wilson_interval,
+)
+
+
+def _interleaved(
+    rng: np.random.Generator,
+    n_rounds: int,
+    n_calls: int,
+    ratio: float,
+    drift_sigma: float = 0.2,
+    noise_sigma: float = 0.3,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Simulate interleaved rounds: a per-round drift shared by both sides plus per-call noise.
+
+    Both sides are the same distribution up to scale, so every true percentile ratio is `ratio`.
+    """
+    drift = rng.normal(0.0, drift_sigma, size=n_rounds)  # log-scale, shared within a round
+    a = [np.exp(d + rng.normal(0.0, noise_sigma, n_calls)) * ratio for d in drift]
+    b = [np.exp(d + rng.normal(0.0, noise_sigma, n_calls)) for d in drift]
+    return a, b
+
+
+# --- Interval -------------------------------------------------------------------------------
+
+
+def test_interval_helpers() -> None:
+    iv = Interval(2.0, 1.5, 2.5)
+
+    assert iv.to_dict() == {"estimate": 2.0, "low": 1.5, "high": 2.5}
+    assert iv.contains(1.5) and iv.contains(2.5) and not iv.contains(2.51)
+    assert iv.half_width_rel == pytest.approx(0.25)
+    assert Interval(0.0, -1.0, 1.0).half_width_rel == math.inf
+
+
+def test_interval_rejects_low_above_high() -> None:
+    with pytest.raises(ValueError, match="low must be <= high"):
+        Interval(1.0, 2.0, 0.5)
+
+
+# --- percentile_ratio_ci ----------------------------------------------------------------------
+
+
+def test_percentile_ratio_exact_scaling_gives_the_scale() -> None:
+    rng = np.random.default_rng(0)
+    a = [rng.lognormal(0.0, 0.4, 50) for _ in range(40)]
+    b = [x / 1.5 for x in a]
+
+    ci = percentile_ratio_ci(a, b, 95)
+
+    assert ci.estimate == pytest.approx(1.5, rel=1e-12)
+    assert ci.low == pytest.approx(1.5, rel=1e-12)
+    assert ci.high == pytest.approx(1.5, rel=1e-12)
+
+
+def test_percentile_ratio_recovers_scaled_distribution_and_is_seeded() -> None:
+    rng = np.random.default_rng(1)
+    a = [rng.lognormal(0.0, 0.4, 50) for _ in range(40)]
+    b = [rng.lognormal(0.0, 0.4, 50) / 1.5 for _ in range(40)]
+
+    ci = percentile_ratio_ci(a, b, 50, n_resamples=1000, seed=7)
+    again = percentile_ratio_ci(a, b, 50, n_resamples=1000, seed=7)
+    other = percentile_ratio_ci(a, b, 50, n_resamples=1000, seed=8)
+
+    assert ci.estimate == pytest.approx(1.5, rel=0.05)
+    assert ci.contains(1.5)
+    assert ci.low < ci.estimate < ci.high
+    assert again == ci
+    assert other.estimate == ci.estimate
+    assert (other.low, other.high) != (ci.low, ci.high)
+    assert other.low == pytest.approx(ci.low, rel=0.02)
+    assert other.high == pytest.approx(ci.high, rel=0.02)
+
+
+def test_percentile_ratio_estimate_is_pooled_percentile_ratio() -> None:
+    rng = np.random.default_rng(2)
+    a, b = _interleaved(rng, 10, 30, ratio=1.2)
+
+    ci = percentile_ratio_ci(a, b, 99, n_resamples=200)
+
+    expected = np.percentile(np.concatenate(a), 99) / np.percentile(np.concatenate(b), 99)
+    assert ci.estimate == pytest.approx(expected, rel=1e-12)
+
+
+def test_percentile_ratio_resamples_rounds_paired() -> None:
+    # Strong shared drift cancels only if both sides are resampled with the same round indices;
+    # misaligning the rounds keeps the pooled estimate but must widen the interval.
+    rng = np.random.default_rng(3)
+    a, b = _interleaved(rng, 30, 20, ratio=1.3, drift_sigma=0.5, noise_sigma=0.1)
+    misaligned = b[1:] + b[:1]
+
+    paired = percentile_ratio_ci(a, b, 50, n_resamples=500)
+    unpaired = percentile_ratio_ci(a, misaligned, 50, n_resamples=500)
+
+    assert paired.estimate == pytest.approx(unpaired.estimate, rel=1e-12)
+    assert (paired.high - paired.low) * 3 < unpaired.high - unpaired.low
+
+
+def test_percentile_ratio_coverage_is_near_nominal() -> None:
+    rng = np.random.default_rng(4)
+    true_ratio = 1.25  # both sides share a distribution up to scale, so every quantile ratio
+    n_experiments = 200
+
+    covered = 0
+    for seed in range(n_experiments):
+        a, b = _interleaved(rng, 30, 20, ratio=true_ratio)
+        ci = percentile_ratio_ci(a, b, 50, n_resamples=400, seed=seed)
+        covered += ci.contains(true_ratio)
+
+    assert 0.85 <= covered / n_experiments <= 0.99
+
+
+def test_percentile_ratio_handles_unequal_round_lengths() -> None:
+    rng = np.random.default_rng(5)
+    a = [rng.lognormal(0.0, 0.3, int(n)) * 2.0 for n in rng.integers(10, 40, size=20)]
+    b = [rng.lognormal(0.0, 0.3, int(n)) for n in rng.integers(10, 40, size=20)]
+
+    ci = percentile_ratio_ci(a, b, 50, n_resamples=300, seed=1)
+
+    expected = np.percentile(np.concatenate(a), 50) / np.percentile(np.concatenate(b), 50)
+    assert ci.estimate == pytest.approx(expected, rel=1e-12)
+    assert ci.contains(2.0)
+    assert percentile_ratio_ci(a, b, 50, n_resamples=300, seed=1) == ci
+
+
+def test_percentile_ratio_is_fast() -> None:
+    rng = np.random.default_rng(6)
+    a, b = _interleaved(rng, 40, 50, ratio=1.1)
+
+    start = time.perf_counter()
+    percentile_ratio_ci(a, b, 99, n_resamples=2000)
+    elapsed = time.perf_counter() - start
+
+    # Typically ~0.2 s; the generous bound only catches a fall back to per-resample loops.
+    assert elapsed < 2.0
+
+
+# --- mean_ratio_ci / percentile_ci ----------------------------------------------------------
+
+
+def test_mean_ratio_ci_contains_true_ratio() -> None:
+    rng = np.random.default_rng(7)
+    a, b = _interleaved(rng, 40, 50, ratio=0.8)
+
+    ci = mean_ratio_ci(a, b)
+
+    expected = np.mean(np.concatenate(a)) / np.mean(np.concatenate(b))
+    assert ci.estimate == pytest.approx(expected, rel=1e-12)
+    assert ci.contains(0.8)
+
+
+def test_percentile_ci_contains_true_median() -> None:
+    rng = np.random.default_rng(8)
+    rounds = [rng.lognormal(1.0, 0.5, 200) for _ in range(50)]  # true median is e**1
+
+    ci = percentile_ci(rounds, 50, n_resamples=1000)
+
+    assert ci.contains(math.e)
+    assert ci.half_width_rel < 0.05
+
+
+# --- input validation for the bootstrap functions -------------------------------------------
+
+_A = [np.ones(5), np.ones(5)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"a_rounds": _A, "b_rounds": [np.ones(5)] * 3, "q": 50}, "same number of rounds"),
+        ({"a_rounds": [np.ones(5)], "b_rounds": [np.ones(5)], "q": 50}, "a_rounds must hold"),
+        ({"a_rounds": _A, "b_rounds": [np.ones(5), np.array([])], "q": 50}, r"b_rounds\[1\]"),
+        ({"a_rounds": _A, "b_rounds": _A, "q": 101}, "q must be in"),
+        ({"a_rounds": _A, "b_rounds": _A, "q": -1}, "q must be in"),
+        ({"a_rounds": _A, "b_rounds": _A, "q": 50, "confidence": 1.0}, "confidence"),
+        ({"a_rounds": _A, "b_rounds": _A, "q": 50, "confidence": 0}, "confidence"),
+        ({"a_rounds": _A, "b_rounds": _A, "q": 50, "n_resamples": 0}, "n_resamples"),
+        ({"a_rounds": [np.ones(5), np.array([1, np.nan])], "b_rounds": _A, "q": 50}, "a_rounds"),
+        ({"a_rounds": [np.ones(5), np.zeros(5)], "b_rounds": _A, "q": 50}, "a_rounds"),
+    ],
+)
+def test_percentile_ratio_ci_rejects_bad_input(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        percentile_ratio_ci(**kwargs)
+
+
+def test_percentile_ci_and_mean_ratio_reject_bad_input() -> None:
+    with pytest.raises(ValueError, match="rounds must hold at least 2"):
+        percentile_ci([np.ones(3)], 50)
+    with pytest.raises(ValueError, match="q must be in"):
+        percentile_ci(_A, 100.5)
+    with pytest.raises(ValueError, match="same number of rounds"):
+        mean_ratio_ci(_A, _A + _A)
+
+
+# --- tail_is_reliable -----------------------------------------------------------------------
+
+
+def test_tail_is_reliable_thresholds() -> None:
+    assert not tail_is_reliable(999, 99)
+    assert tail_is_reliable(1000, 99)
+    assert tail_is_reliable(100, 90)  # exactly 10 beyond p90 despite 1 - 0.9 != 0.1 in floats
+    assert tail_is_reliable(10_000, 99.9)
+    assert not tail_is_reliable(199, 95)
+    assert tail_is_reliable(40, 50, min_tail=20)
+
+
+def test_tail_is_reliable_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="n_samples"):
+        tail_is_reliable(-1, 99)
+    with pytest.raises(ValueError, match="q must be in"):
+        tail_is_reliable(10, 150)
+
+
+# --- accuracy statistics ----------------------------------------------------------------------
+
+
+def test_wilson_interval_matches_statsmodels() -> None:
+    ci = wilson_interval(95, 100)
+
+    low, high = proportion_confint(95, 100, alpha=0.05, method="wilson")
+    assert ci.estimate == 0.95
+    assert ci.low == pytest.approx(low, abs=1e-12)
+    assert ci.high == pytest.approx(high, abs=1e-12)
+    assert ci.low == pytest.approx(0.88825, abs=1e-4)
+    assert ci.high == pytest.approx(0.97846, abs=1e-4)
+
+
+def test_wilson_interval_stays_in_unit_range_at_extremes() -> None:
+    none = wilson_interval(0, 50)
+    all_ = wilson_interval(50, 50)
+
+    assert none.estimate == 0.0 and none.low == 0.0 and 0 < none.high < 0.1
+    assert all_.estimate == 1.0 and all_.high == 1.0 and 0.9 < all_.low < 1.0
+
+
+def test_wilson_interval_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="successes"):
+        wilson_interval(11, 10)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        wilson_interval(0, 0)
+    with pytest.raises(ValueError, match="confidence"):
+        wilson_interval(1, 10, confidence=1.5)
+
+
+def test_mcnemar_exact() -> None:
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(5, 5) == 1.0
+    assert mcnemar_exact(10, 0) < 0.01
+    assert mcnemar_exact(10, 0) == pytest.approx(2 * 0.5**10)
+    assert mcnemar_exact(3, 7) == pytest.approx(mcnemar_exact(7, 3))
+
+
+def test_mcnemar_exact_rejects_negative_counts() -> None:
+    with pytest.raises(ValueError, match="wrong_to_right must be >= 0, got -1"):
+        mcnemar_exact(1, -1)
+
+
+def test_paired_accuracy_difference() -> None:
+    better = paired_accuracy_difference(right_to_wrong=2, wrong_to_right=12, n=1000)
+    worse = paired_accuracy_difference(right_to_wrong=12, wrong_to_right=2, n=1000)
+    none = paired_accuracy_difference(0, 0, 1000)
+
+    assert better.estimate == pytest.approx(0.01)
+    se = math.sqrt(14 - 100 / 1000) / 1000
+    assert better.low == pytest.approx(0.01 - 1.959964 * se, rel=1e-5)
+    assert better.high == pytest.approx(0.01 + 1.959964 * se, rel=1e-5)
+    assert better.low > 0
+    assert worse.estimate == pytest.approx(-0.01) and worse.high < 0
+    assert none == Interval(0.0, 0.0, 0.0)
+
+
+def test_paired_accuracy_difference_clips_to_unit_range() -> None:
+    ci = paired_accuracy_difference(right_to_wrong=1, wrong_to_right=2, n=3)
+
+    assert -1.0 <= ci.low <= ci.estimate <= ci.high <= 1.0
+
+
+def test_paired_accuracy_difference_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="must be <= n=10, got 11"):
+        paired_accuracy_difference(5, 6, 10)
+    with pytest.raises(ValueError, match="right_to_wrong"):
+        paired_accuracy_difference(-1, 0, 10)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        paired_accuracy_difference(0, 0, 0)
+
+
+# --- noise floor and verdicts ---------------------------------------------------------------
+
+
+def test_noise_floor_uses_widest_deviation_or_minimum() -> None:
+    assert noise_floor(Interval(1.005, 0.99, 1.01)) == 0.03
+    assert noise_floor(Interval(1.02, 0.95, 1.06)) == pytest.approx(0.06)
+    assert noise_floor(Interval(0.96, 0.93, 0.99)) == pytest.approx(0.07)
+    assert noise_floor(Interval(1.0, 0.99, 1.01), minimum=0.0) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="minimum"):
+        noise_floor(Interval(1.0, 1.0, 1.0), minimum=-0.1)
+
+
+@pytest.mark.parametrize(
+    ("speedup", "floor", "expected"),
+    [
+        (Interval(1.5, 1.4, 1.6), 0.03, "faster"),
+        (Interval(1.05, 1.02, 1.08), 0.03, "no measurable change"),  # low inside the floor
+        (Interval(0.6, 0.55, 0.65), 0.03, "slower"),
+        (Interval(0.97, 0.965, 0.975), 0.03, "no measurable change"),  # 0.975 > 1/1.03
+        (Interval(0.96, 0.955, 0.966), 0.03, "slower"),  # 0.966 < 1/1.03 ~ 0.9709
+        (Interval(1.0, 0.8, 1.3), 0.03, "no measurable change"),  # straddles 1
+        (Interval(1.05, 1.04, 1.06), 0.0, "faster"),
+    ],
+)
+def test_classify_speedup(speedup: Interval, floor: float, expected: str) -> None:
+    assert classify_speedup(speedup, floor) == expected
+
+
+def test_classify_speedup_with_floor_from_aa_run() -> None:
+    floor = noise_floor(Interval(1.01, 0.98, 1.05))  # 5% A/A spread beats the 3% minimum
+
+    assert classify_speedup(Interval(1.04, 1.045, 1.06), floor) == "no measurable change"
+    assert classify_speedup(Interval(1.10, 1.06, 1.14), floor) == "faster"
+    with pytest.raises(ValueError, match="floor must be >= 0"):
+        classify_speedup(Interval(1.0, 1.0, 1.0), -0.01)
+
+
+# --- numeric error metrics ------------------------------------------------------------------
+
+
+def test_error_metrics_on_simple_arrays() -> None:
+    ref = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
+    test = ref + np.array([[0.0, 0.5], [0.0, -0.25]], dtype=np.float32)
+
+    assert max_abs_error(ref, test) == pytest.approx(0.5)
+    assert max_abs_error(ref, ref) == 0.0
+    assert sqnr_db(ref, test) == pytest.approx(10 * math.log10(30 / 0.3125))
+    assert sqnr_db(ref, ref) == math.inf
+    assert cosine_similarity(ref, 2 * ref) == pytest.approx(1.0)
+    assert cosine_similarity(ref, -ref) == pytest.approx(-1.0)
+    assert cosine_similarity(np.array([1.0, 0.0]), np.array([0.0, 1.0])) == pytest.approx(0.0)
+
+
+def test_error_metrics_zero_arrays() -> None:
+    zeros = np.zeros(4)
+
+    assert cosine_similarity(zeros, zeros) == 1.0
+    assert cosine_similarity(zeros, np.ones(4)) == 0.0
+    assert sqnr_db(zeros, zeros) == math.inf
+    assert sqnr_db(zeros, np.ones(4)) == -math.inf
+
+
+@pytest.mark.parametrize("metric", [max_abs_error, cosine_similarity, sqnr_db])
+def test_error_metrics_reject_shape_mismatch(
+    metric: Callable[[np.ndarray, np.ndarray], float],
+) -> None:
+    with pytest.raises(ValueError, match=r"\(2, 3\) and \(3, 2\)"):
+        metric(np.zeros((2, 3)), np.zeros((3, 2)))
