@@ -3,8 +3,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 export MLFLOW_DISABLE_TELEMETRY := true
+# `python` in dvc.yaml's commands is the venv's
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params clean-venv
+.PHONY: repro test lint ui params
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)

@@ -145,5 +145,6 @@ def summarize(
         "noise_floor": floor,
         "effect": stats.classify_speedup(speedup["p50"], floor),
         "reliable": {f"p{q}": stats.tail_is_reliable(calls, q) for q in PERCENTILES},
-        "precise": speedup["p50"].half_width_rel <= precision,  # else the figure is imprecise
+        # precise: the stopping rule was met (its interval used fewer resamples than this final one)
+        "precise": t.stopped_by == "precision" or speedup["p50"].half_width_rel <= precision,
     }

@@ -1,0 +1,54 @@
+"""Shared fixtures: the real config shrunk, and tiny ONNX models built in tmp_path."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages import params as P
+from stages.data import LABELS, Prepared
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture()
+def cfg() -> dict[str, Any]:
+    """The real composition of conf/, as a plain mapping a test may shrink before validating."""
+    return P.compose(conf=ROOT / "conf")
+
+
+@pytest.fixture(scope="session")
+def tiny_data() -> Prepared:
+    """Random 1x8x8 images, 4 classes: enough rows to calibrate and compare."""
+    rng = np.random.default_rng(0)
+    sets = {}
+    for name, n in (("train", 64), ("calibration", 32), ("validation", 48)):
+        sets[name] = {
+            "image": rng.random((n, 1, 8, 8), dtype=np.float32),
+            LABELS: rng.integers(0, 4, n).astype(np.int64),
+        }
+    return Prepared(["image"], ["a", "b", "c", "d"], sets)
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_data: Prepared) -> Path:
+    """A conv + linear classifier exported with the pipeline's own exporter (dynamic batch)."""
+    import torch
+
+    from stages.baseline import export
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 64, 4),
+    ).eval()
+    path = tmp_path_factory.mktemp("tiny") / "model.onnx"
+    export(model, {"image": tiny_data.sets["validation"]["image"][:2]}, path)
+    return path

@@ -1,0 +1,274 @@
+"""The real `dvc repro` on the digits model, in a temporary copy of the repository.
+
+The config is the real one, shrunk (fewer epochs, short timing), through the same composer that
+`make params` and `dvc exp run -S` use. Tests run in file order on one pipeline run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TECHNIQUES = ["int8_dynamic", "int8_static"]
+SHRINK = [
+    "model.epochs=8",
+    "bench.warmup_calls=5",
+    "bench.min_rounds=4",
+    "bench.max_rounds=30",
+    "bench.max_seconds=1.5",
+    "bench.memory_calls=5",
+    "bench.load_repeats=2",
+    "bench.bootstrap_resamples=300",
+]
+VERDICTS = {"SHIP", "HOLD", "REJECT"}
+
+pytestmark = pytest.mark.slow
+
+
+def run(
+    repo: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    base = os.environ.copy()
+    base.pop("MLFLOW_TRACKING_URI", None)
+    base["PATH"] = (
+        f"{Path(sys.executable).parent}{os.pathsep}{base['PATH']}"  # `python` in dvc.yaml
+    )
+    base["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    done = subprocess.run(
+        list(args),
+        cwd=repo,
+        env={**base, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if check and done.returncode != 0:
+        raise AssertionError(
+            f"{args} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        )
+    return done
+
+
+def dvc(repo: Path, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return run(repo, sys.executable, "-m", "dvc", *args, **kw)
+
+
+def digest(repo: Path, patterns: list[str]) -> dict[str, str]:
+    files = sorted(f for pat in patterns for f in repo.glob(pat) if f.is_file())
+    return {str(f.relative_to(repo)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files}
+
+
+def load(repo: Path, rel: str) -> Any:
+    return json.loads((repo / rel).read_text())
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the working tree as a fresh clone would have it, shrunk, after one dvc repro."""
+    dest = tmp_path_factory.mktemp("workbench")
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, listed):
+        if (ROOT / rel).is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, dest / rel)
+    run(dest, "git", "init", "-q")
+    run(dest, sys.executable, "-m", "stages.compose", *SHRINK)
+    run(dest, "git", "add", "-A")
+    run(dest, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy")
+    dvc(dest, "repro")
+    return dest
+
+
+def test_evidence_files_and_verdicts(repo: Path) -> None:
+    summary = load(repo, "reports/summary.json")
+    assert sorted(summary["candidates"]) == TECHNIQUES
+    for t in TECHNIQUES:
+        bench = load(repo, f"reports/benchmark/{t}/benchmark.json")
+        assert bench["status"] == "ok" and [b["batch_size"] for b in bench["batches"]] == [1, 32]
+        for b in bench["batches"]:
+            sp = b["speedup"]["p50"]
+            assert 0 < sp["low"] <= sp["estimate"] <= sp["high"]
+            assert b["stopped_by"] in {"precision", "max_seconds", "max_rounds"}
+            for side in ("baseline", "candidate", "baseline_again"):
+                assert b["sides"][side]["calls"] == b["rounds"] * 20
+        assert bench["sessions"]["baseline"] == bench["sessions"]["candidate"]
+        lines = (repo / f"reports/benchmark/{t}/latencies.csv").read_text().splitlines()
+        assert len(lines) - 1 == sum(3 * b["calls_per_side"] for b in bench["batches"])
+        assert bench["memory"]["candidate"]["peak_over_start_bytes"] > 0
+        val = load(repo, f"reports/validation/{t}/validation.json")
+        assert val["overall"]["n"] == 450 and "low_light" in val["slices"]
+        index = (repo / f"reports/failures/{t}/index.csv").read_text().splitlines()
+        assert (
+            len(index) - 1
+            == val["failures"]["right_to_wrong"] + val["failures"]["still_wrong_kept"]
+        )
+        for row in index[1:]:
+            assert (repo / f"reports/failures/{t}" / row.split(",")[1]).is_file()
+        note = (repo / f"reports/review/{t}.md").read_text()
+        for heading in (
+            "## What changed",
+            "## Which metric improved",
+            "## Which got worse or stayed risky",
+            "## Which validation examples were checked",
+            "## Evidence card",
+            "## Check before shipping",
+        ):
+            assert heading in note
+        verdict = summary["candidates"][t]["verdict"]
+        assert verdict in VERDICTS and f"**Verdict: {verdict}**" in note
+        assert summary["candidates"][t]["metrics"]["confounded"] == 0
+    dashboard = (repo / "reports/dashboard.md").read_text()
+    assert all(f"[{t}](review/{t}.md)" in dashboard for t in TECHNIQUES)
+    assert (repo / "reports/tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    assert "b1_speedup_p50" in shown and "candidate_accuracy" in shown
+
+
+def test_aa_comparison_is_centred_on_one(repo: Path) -> None:
+    for t in TECHNIQUES:
+        for b in load(repo, f"reports/benchmark/{t}/benchmark.json")["batches"]:
+            aa = b["aa_p50"]
+            assert 0.8 < aa["estimate"] < 1.25  # the same model against itself: no real effect
+            assert b["noise_floor"] >= 0.03
+
+
+def test_mlflow_has_a_parent_run_and_one_child_per_candidate(repo: Path) -> None:
+    tracking = load(repo, "reports/tracking.json")
+    assert tracking["status"] == "logged" and tracking["uri"] == f"sqlite:///{repo / 'mlflow.db'}"
+    with sqlite3.connect(repo / "mlflow.db") as db:
+        tags = db.execute("select run_uuid, key, value from tags").fetchall()
+    by_run: dict[str, dict[str, str]] = {}
+    for run_id, key, value in tags:
+        by_run.setdefault(run_id, {})[key] = value
+    children = {t["technique"]: t for t in by_run.values() if "technique" in t}
+    assert sorted(children) == TECHNIQUES
+    summary = load(repo, "reports/summary.json")
+    for t, tags_of in children.items():
+        assert tags_of["mlflow.parentRunId"] == tracking["parent_run"]
+        assert tags_of["verdict"] == summary["candidates"][t]["verdict"]
+        assert len(tags_of["git_commit"]) == 40 and tags_of["host_fingerprint"] == summary["host"]
+
+
+def test_second_repro_runs_only_the_host_check(repo: Path) -> None:
+    out = dvc(repo, "repro").stdout
+    assert "Running stage 'host'" in out
+    ran = [
+        line
+        for line in out.splitlines()
+        if line.startswith("Running stage") and "'host'" not in line
+    ]
+    assert ran == []
+
+
+def test_forced_repro_gives_identical_evidence(repo: Path) -> None:
+    patterns = [
+        "data/prepared/*",
+        "models/**/*",
+        "reports/validation/**/*",
+        "reports/failures/**/*",
+    ]
+    before = digest(repo, patterns)
+    accuracy = {
+        t: load(repo, "reports/summary.json")["candidates"][t]["metrics"]["candidate_accuracy"]
+        for t in TECHNIQUES
+    }
+    dvc(repo, "repro", "-f")
+    after = digest(repo, patterns)
+    assert len(before) > 30 and before == after
+    again = load(repo, "reports/summary.json")["candidates"]
+    assert {t: again[t]["metrics"]["candidate_accuracy"] for t in TECHNIQUES} == accuracy
+
+
+def test_unreachable_tracking_server_keeps_the_evidence(repo: Path) -> None:
+    done = run(
+        repo,
+        sys.executable,
+        "-m",
+        "stages.report",
+        env={"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"},
+    )
+    assert "MLflow logging failed" in done.stderr
+    tracking = load(repo, "reports/tracking.json")
+    assert tracking["status"] == "failed" and tracking["uri"] == "http://127.0.0.1:9"
+    dashboard = (repo / "reports/dashboard.md").read_text()
+    assert "logging failed" in dashboard and "python -m stages.tracking" in dashboard
+    assert all((repo / f"reports/review/{t}.md").is_file() for t in TECHNIQUES)
+    run(repo, sys.executable, "-m", "stages.report")  # reachable again: logged once more
+    assert load(repo, "reports/tracking.json")["status"] == "logged"
+
+
+def test_bad_params_stop_at_the_first_stage_and_keep_the_evidence(repo: Path) -> None:
+    kept = digest(repo, ["reports/**/*"])
+    params = (repo / "params.yaml").read_text()
+    try:
+        (repo / "params.yaml").write_text(params.replace("  int8_static:\n", "  int8_statik:\n"))
+        done = dvc(repo, "repro", check=False)
+        assert done.returncode != 0
+        assert "int8_statik" in done.stderr and "int8_static" in done.stderr
+        assert digest(repo, ["reports/**/*"]) == kept
+
+        run(repo, sys.executable, "-m", "stages.compose", *SHRINK, "target=cuda")
+        done = dvc(repo, "repro", check=False)
+        assert done.returncode != 0
+        assert "CUDAExecutionProvider" in done.stderr and "no silent fallback" in done.stderr
+        assert digest(repo, ["reports/**/*"]) == kept
+    finally:
+        (repo / "params.yaml").write_text(params)
+
+
+def test_truncated_model_is_a_clear_error(repo: Path) -> None:
+    model = repo / "models/candidates/int8_static/model.onnx"
+    evidence = (repo / "reports/benchmark/int8_static/benchmark.json").read_bytes()
+    original = model.read_bytes()
+    try:
+        model.write_bytes(original[: len(original) // 2])
+        done = run(repo, sys.executable, "-m", "stages.benchmark", "int8_static", check=False)
+        assert done.returncode == 1
+        assert "models/candidates/int8_static/model.onnx" in done.stderr and "dvc" in done.stderr
+        assert "Traceback" not in done.stderr
+        assert (repo / "reports/benchmark/int8_static/benchmark.json").read_bytes() == evidence
+        model.unlink()
+        done = run(repo, sys.executable, "-m", "stages.validate", "int8_static", check=False)
+        assert done.returncode == 1 and "is missing" in done.stderr
+    finally:
+        model.write_bytes(original)
+
+
+def test_exp_run_one_candidate_on_the_edge_target(repo: Path) -> None:
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "edge-static",
+        "-S",
+        "technique=[int8_static]",
+        "-S",
+        "target=edge",
+    )
+    summary = load(repo, "reports/summary.json")
+    assert list(summary["candidates"]) == ["int8_static"] and summary["target"] == "edge"
+    bench = load(repo, "reports/benchmark/int8_static/benchmark.json")
+    assert bench["sessions"]["candidate"]["intra_op_threads"] == 1
+    shown = dvc(repo, "exp", "show", "--no-pager", "--csv").stdout
+    assert "edge-static" in shown and "b1_speedup_p50" in shown

@@ -1,0 +1,378 @@
+"""Tests for stages.measure.timing: the interleaved rounds, their stopping rule, and the summary.
+
+The stopping tests run on a fake clock: each fake call advances it by a chosen number of
+nanoseconds, so latencies, elapsed seconds and therefore the stopping reason are deterministic.
+"""
+
+from __future__ import annotations
+
+import gc
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages.measure import timing
+from stages.measure.timing import (
+    AGAIN,
+    BASELINE,
+    CANDIDATE,
+    ORDERS,
+    PERCENTILES,
+    Protocol,
+    Timings,
+    interleave,
+    summarize,
+)
+
+SIDES = (BASELINE, CANDIDATE, AGAIN)
+
+
+class FakeClock:
+    """Stands in for the `time` module inside stages.measure.timing; only calls advance it."""
+
+    def __init__(self) -> None:
+        self.ns = 0
+
+    def perf_counter_ns(self) -> int:
+        return self.ns
+
+    def perf_counter(self) -> float:
+        return self.ns / 1e9
+
+    def advance(self, ns: int) -> None:
+        self.ns += int(ns)
+
+
+@pytest.fixture()
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    monkeypatch.setattr(timing, "time", fake)
+    return fake
+
+
+def _feeds(n: int) -> list[dict[str, np.ndarray]]:
+    """Feeds whose single array holds its own index, so a call can tell which one it got."""
+    return [{"x": np.array([i])} for i in range(n)]
+
+
+def _protocol(**overrides: Any) -> Protocol:
+    kw: dict[str, Any] = {
+        "warmup_calls": 0,
+        "calls_per_block": 4,
+        "min_rounds": 2,
+        "max_rounds": 6,
+        "max_seconds": 1e9,
+        "precision": 1e-12,
+        "confidence": 0.95,
+        "check_every": 1,
+        "check_resamples": 100,
+    }
+    kw.update(overrides)
+    return Protocol(**kw)
+
+
+def _recorder(log: list[tuple[str, int]]) -> dict[str, Callable[[dict[str, np.ndarray]], None]]:
+    """No-op calls that append (side, feed index) to a shared log, in call order."""
+
+    def make(side: str) -> Callable[[dict[str, np.ndarray]], None]:
+        return lambda feed: log.append((side, int(feed["x"][0])))
+
+    return {side: make(side) for side in SIDES}
+
+
+def _costed(
+    clock: FakeClock, costs_ns: dict[str, Callable[[], int]]
+) -> dict[str, Callable[[dict[str, np.ndarray]], None]]:
+    """Calls that advance the fake clock by their side's cost."""
+
+    def make(cost: Callable[[], int]) -> Callable[[dict[str, np.ndarray]], None]:
+        return lambda feed: clock.advance(cost())
+
+    return {side: make(costs_ns[side]) for side in SIDES}
+
+
+def _noisy(rng: np.random.Generator, mean_ns: int) -> Callable[[], int]:
+    return lambda: int(mean_ns * rng.uniform(0.5, 1.5))
+
+
+# --- interleave: structure --------------------------------------------------------------------
+
+
+def test_round_orders_alternate_and_every_side_gets_equal_blocks() -> None:
+    log: list[tuple[str, int]] = []
+    p = _protocol(calls_per_block=3, max_rounds=5)
+
+    t = interleave(_recorder(log), _feeds(7), p)
+
+    assert t.n_rounds == 5
+    assert t.orders == [ORDERS[r % 2] for r in range(5)]
+    assert ORDERS[0] != ORDERS[1]
+    assert set(t.rounds) == set(SIDES)
+    for side in SIDES:
+        assert len(t.rounds[side]) == 5
+        assert all(block.shape == (3,) for block in t.rounds[side])
+    # The calls really ran in the recorded order, one whole block per side.
+    sides_called = [side for side, _ in log]
+    expected = [side for order in t.orders for side in order for _ in range(3)]
+    assert sides_called == expected
+
+
+def test_every_side_sees_the_same_feeds_in_a_round() -> None:
+    log: list[tuple[str, int]] = []
+    cpb, n_feeds, rounds = 4, 6, 5  # 6 feeds, 4 per block: rounds wrap around the feed list
+    p = _protocol(calls_per_block=cpb, max_rounds=rounds)
+
+    t = interleave(_recorder(log), _feeds(n_feeds), p)
+
+    per_round = 3 * cpb
+    assert len(log) == rounds * per_round
+    for r in range(t.n_rounds):
+        chunk = log[r * per_round : (r + 1) * per_round]
+        seen = {side: [i for s, i in chunk if s == side] for side in SIDES}
+        expected = [(r * cpb + k) % n_feeds for k in range(cpb)]
+        assert seen[BASELINE] == seen[CANDIDATE] == seen[AGAIN] == expected
+
+
+def test_warmup_calls_run_before_the_timed_rounds() -> None:
+    log: list[tuple[str, int]] = []
+    p = _protocol(warmup_calls=2, calls_per_block=3, max_rounds=2)
+
+    t = interleave(_recorder(log), _feeds(5), p)
+
+    warmup = log[:6]
+    assert warmup == [(side, i) for side in ORDERS[0] for i in (0, 1)]
+    assert len(log) == 6 + t.n_rounds * 3 * 3
+    assert sum(len(b) for b in t.rounds[BASELINE]) == t.n_rounds * 3  # warm-up is not kept
+
+
+def test_latencies_are_milliseconds_per_call(clock: FakeClock) -> None:
+    costs = {BASELINE: 2_000_000, CANDIDATE: 500_000, AGAIN: 2_000_000}  # ns
+    calls = _costed(clock, {s: (lambda c=c: c) for s, c in costs.items()})
+    p = _protocol(calls_per_block=5, max_rounds=3, min_rounds=3)
+
+    t = interleave(calls, _feeds(2), p)
+
+    for side, ns in costs.items():
+        for block in t.rounds[side]:
+            np.testing.assert_allclose(block, ns / 1e6)
+
+
+@pytest.mark.parametrize(
+    "calls",
+    [
+        {BASELINE: print, CANDIDATE: print},
+        {BASELINE: print, CANDIDATE: print, AGAIN: print, "extra": print},
+        {"a": print, "b": print, "c": print},
+    ],
+    ids=["missing", "extra", "wrong-names"],
+)
+def test_bad_calls_dict_is_refused(calls: dict[str, Any]) -> None:
+    with pytest.raises(ValueError, match="calls must be"):
+        interleave(calls, _feeds(1), _protocol())
+
+
+def test_gc_is_enabled_again_after_a_failing_call() -> None:
+    def boom(feed: dict[str, np.ndarray]) -> None:
+        raise RuntimeError("call failed")
+
+    calls = {BASELINE: lambda feed: None, CANDIDATE: boom, AGAIN: lambda feed: None}
+    assert gc.isenabled()
+
+    with pytest.raises(RuntimeError, match="call failed"):
+        interleave(calls, _feeds(1), _protocol())
+
+    assert gc.isenabled()
+
+
+# --- interleave: stopping rule ----------------------------------------------------------------
+
+
+def test_stops_by_max_rounds_when_precision_cannot_be_reached(clock: FakeClock) -> None:
+    rng = np.random.default_rng(0)
+    costs = {side: _noisy(rng, 1_000_000) for side in SIDES}
+    p = _protocol(min_rounds=2, max_rounds=7, precision=1e-9, max_seconds=1e9)
+
+    t = interleave(_costed(clock, costs), _feeds(3), p)
+
+    assert t.stopped_by == "max_rounds"
+    assert t.n_rounds == 7
+    assert all(len(t.rounds[s]) == 7 for s in SIDES)
+
+
+def test_stops_by_max_seconds(clock: FakeClock) -> None:
+    # Each call costs 10 ms; a round is 3 sides x 5 calls = 0.15 s; 1 s is passed after 7 rounds.
+    costs = {side: (lambda: 10_000_000) for side in SIDES}
+    p = _protocol(calls_per_block=5, min_rounds=100, max_rounds=1000, max_seconds=1.0)
+
+    t = interleave(_costed(clock, costs), _feeds(3), p)
+
+    assert t.stopped_by == "max_seconds"
+    assert t.n_rounds == 7
+    assert t.seconds == pytest.approx(1.05)
+
+
+def test_max_seconds_still_needs_two_rounds(clock: FakeClock) -> None:
+    costs = {side: (lambda: 10_000_000_000) for side in SIDES}  # one call outlasts the budget
+    p = _protocol(calls_per_block=1, min_rounds=100, max_rounds=1000, max_seconds=1.0)
+
+    t = interleave(_costed(clock, costs), _feeds(1), p)
+
+    assert t.stopped_by == "max_seconds"
+    assert t.n_rounds == 2
+
+
+def test_stops_by_precision_for_identical_sides(clock: FakeClock) -> None:
+    rng = np.random.default_rng(1)
+    cost = _noisy(rng, 1_000_000)
+    p = _protocol(min_rounds=4, max_rounds=200, precision=0.5, check_every=3)
+
+    t = interleave(_costed(clock, dict.fromkeys(SIDES, cost)), _feeds(3), p)
+
+    assert t.stopped_by == "precision"
+    assert p.min_rounds <= t.n_rounds < p.max_rounds
+    assert (t.n_rounds - p.min_rounds) % p.check_every == 0  # only checked every check_every
+
+
+def test_real_clock_no_op_sides_stop_with_a_known_reason() -> None:
+    p = _protocol(calls_per_block=5, min_rounds=2, max_rounds=20, precision=0.5, max_seconds=5.0)
+
+    t = interleave(dict.fromkeys(SIDES, lambda feed: None), _feeds(3), p)
+
+    assert t.stopped_by in {"precision", "max_rounds", "max_seconds"}
+    assert 2 <= t.n_rounds <= 20
+    for side in SIDES:
+        pooled = np.concatenate(t.rounds[side])
+        assert pooled.size == t.n_rounds * 5
+        assert np.all(pooled >= 0)
+
+
+# --- summarize --------------------------------------------------------------------------------
+
+
+def _synthetic(
+    n_rounds: int, n_calls: int, ratio: float = 2.0, stopped_by: str = "precision", seed: int = 0
+) -> Timings:
+    """Baseline and A/A sides around 2 ms; the candidate `ratio` times faster; shared drift."""
+    rng = np.random.default_rng(seed)
+    drift = rng.normal(0.0, 0.05, n_rounds)
+
+    def side(scale: float) -> list[np.ndarray]:
+        return [scale * np.exp(d + rng.normal(0.0, 0.1, n_calls)) for d in drift]
+
+    rounds = {BASELINE: side(2.0), CANDIDATE: side(2.0 / ratio), AGAIN: side(2.0)}
+    orders = [ORDERS[r % 2] for r in range(n_rounds)]
+    return Timings(rounds=rounds, orders=orders, stopped_by=stopped_by, seconds=1.23456)
+
+
+def _summarize(t: Timings, batch_size: int = 1, precision: float = 0.02) -> dict[str, Any]:
+    return summarize(t, batch_size, precision=precision, confidence=0.95, resamples=300, seed=0)
+
+
+def test_summarize_finds_a_two_fold_speedup() -> None:
+    t = _synthetic(n_rounds=30, n_calls=50)
+
+    s = _summarize(t)
+
+    p50 = s["speedup"]["p50"]
+    assert p50["estimate"] == pytest.approx(2.0, rel=0.05)
+    assert p50["low"] <= 2.0 <= p50["high"]
+    assert s["speedup"]["mean"]["estimate"] == pytest.approx(2.0, rel=0.05)
+    assert s["aa_p50"]["estimate"] == pytest.approx(1.0, abs=0.05)
+    assert s["aa_p50"]["low"] <= 1.0 <= s["aa_p50"]["high"]
+    assert s["noise_floor"] >= 0.03
+    assert s["effect"] == "faster"
+    assert s["throughput_ratio"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_summarize_has_every_key() -> None:
+    t = _synthetic(n_rounds=10, n_calls=20)
+
+    s = _summarize(t, batch_size=4)
+
+    assert set(s) == {
+        "batch_size",
+        "rounds",
+        "calls_per_side",
+        "stopped_by",
+        "seconds",
+        "sides",
+        "speedup",
+        "throughput_ratio",
+        "aa_p50",
+        "noise_floor",
+        "effect",
+        "reliable",
+        "precise",
+    }
+    assert s["batch_size"] == 4
+    assert s["rounds"] == 10
+    assert s["calls_per_side"] == 200
+    assert s["stopped_by"] == "precision"
+    assert s["seconds"] == 1.235  # rounded to ms
+    assert set(s["sides"]) == set(SIDES)
+    percentile_keys = {f"p{q}" for q in PERCENTILES}
+    for entry in s["sides"].values():
+        assert set(entry) == percentile_keys | {"mean", "calls", "throughput_per_s"}
+        assert entry["calls"] == 200
+        for q in percentile_keys:
+            assert entry[q]["low"] <= entry[q]["estimate"] <= entry[q]["high"]
+    assert set(s["speedup"]) == percentile_keys | {"mean"}
+    assert set(s["reliable"]) == percentile_keys
+
+
+def test_summarize_throughput_is_items_per_second() -> None:
+    t = _synthetic(n_rounds=5, n_calls=10)
+
+    s = _summarize(t, batch_size=32)
+
+    for side in SIDES:
+        mean_ms = float(np.concatenate(t.rounds[side]).mean())
+        assert s["sides"][side]["mean"] == pytest.approx(mean_ms)
+        assert s["sides"][side]["throughput_per_s"] == pytest.approx(32 / (mean_ms / 1e3))
+
+
+@pytest.mark.parametrize(
+    ("n_rounds", "n_calls", "expected"),
+    [
+        # 200 calls: 100 / 20 / 10 / 2 beyond p50 / p90 / p95 / p99; 10 are needed.
+        (4, 50, {"p50": True, "p90": True, "p95": True, "p99": False}),
+        # 1000 calls: 10 beyond p99.
+        (10, 100, {"p50": True, "p90": True, "p95": True, "p99": True}),
+        # 20 calls: 2 beyond p90.
+        (2, 10, {"p50": True, "p90": False, "p95": False, "p99": False}),
+    ],
+)
+def test_summarize_reliable_flags_follow_call_counts(
+    n_rounds: int, n_calls: int, expected: dict[str, bool]
+) -> None:
+    t = _synthetic(n_rounds=n_rounds, n_calls=n_calls)
+
+    s = _summarize(t)
+
+    assert s["calls_per_side"] == n_rounds * n_calls
+    assert s["reliable"] == expected
+
+
+def test_summarize_precise_follows_the_stopping_reason_and_interval() -> None:
+    t_precision = _synthetic(n_rounds=5, n_calls=10, stopped_by="precision")
+    t_rounds = _synthetic(n_rounds=5, n_calls=10, stopped_by="max_rounds")
+
+    by_precision = _summarize(t_precision, precision=1e-9)
+    too_wide = _summarize(t_rounds, precision=1e-9)
+    loose = _summarize(t_rounds, precision=0.9)
+
+    assert by_precision["precise"] is True
+    assert too_wide["precise"] is False
+    assert loose["precise"] is True
+
+
+def test_summarize_identical_sides_show_no_measurable_change() -> None:
+    t = _synthetic(n_rounds=20, n_calls=30, ratio=1.0)
+
+    s = _summarize(t)
+
+    assert s["effect"] == "no measurable change"
+    assert s["speedup"]["p50"]["low"] <= 1.0 <= s["speedup"]["p50"]["high"]
