@@ -79,7 +79,11 @@ def main() -> None:
         manifest = {
             "model": p.model_name,
             "graph": graph_summary(out / MODEL_FILE),
-            "parity": {"max_abs_error": err, "tolerance": p.model.parity_tolerance, "rows": len(prepared.labels("validation"))},
+            "parity": {
+                "max_abs_error": err,
+                "tolerance": p.model.parity_tolerance,
+                "rows": len(prepared.labels("validation")),
+            },
             "training": log,
         }
         write_json(out / MANIFEST_FILE, manifest)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import statistics
 import tempfile
@@ -19,7 +20,15 @@ from stages.baseline import MODEL_FILE
 from stages.cli import run
 from stages.io import read_json, save_arrays, write_json, write_text
 from stages.measure import memory
-from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Protocol, interleave, summarize
+from stages.measure.timing import (
+    AGAIN,
+    BASELINE,
+    CANDIDATE,
+    Call,
+    Protocol,
+    interleave,
+    summarize,
+)
 from stages.runtime import readout, session, session_settings, size_on_disk
 
 PLOT_PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
@@ -53,7 +62,7 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         CANDIDATE: session(cand, p.target, produced[CANDIDATE]),
         AGAIN: session(base, p.target, "baseline"),  # a second session: the A/A control
     }
-    calls = {side: (lambda feed, s=s: s.run(None, feed)) for side, s in sessions.items()}
+    calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
     proto = Protocol(
         warmup_calls=p.bench.warmup_calls,
         calls_per_block=p.bench.calls_per_block,
@@ -95,11 +104,18 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
     return {
         "batches": results,
         "memory": mem,
-        "load_ms": {BASELINE: load_ms(base, p, "baseline"), CANDIDATE: load_ms(cand, p, produced[CANDIDATE])},
+        "load_ms": {
+            BASELINE: load_ms(base, p, "baseline"),
+            CANDIDATE: load_ms(cand, p, produced[CANDIDATE]),
+        },
         "size_bytes": {BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)},
         "session": settings,
         "sessions": readouts,  # as each live session reported itself
-        "inputs": {"set": "validation", "sha256": D.input_hash(prepared, "validation"), "batch_sizes": p.bench.batch_sizes},
+        "inputs": {
+            "set": "validation",
+            "sha256": D.input_hash(prepared, "validation"),
+            "batch_sizes": p.bench.batch_sizes,
+        },
         "_raw": raw,
     }
 
@@ -120,7 +136,9 @@ def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
         out[f"b{b}_throughput_ratio"] = s["throughput_ratio"]
     sizes, mem = evidence["size_bytes"], evidence["memory"]
     out["size_ratio"] = sizes[CANDIDATE] / sizes[BASELINE]
-    out["memory_ratio"] = mem[CANDIDATE]["peak_over_start_bytes"] / max(1, mem[BASELINE]["peak_over_start_bytes"])
+    out["memory_ratio"] = mem[CANDIDATE]["peak_over_start_bytes"] / max(
+        1, mem[BASELINE]["peak_over_start_bytes"]
+    )
     return out
 
 
@@ -155,19 +173,28 @@ def main(argv: list[str] | None = None) -> None:
     cand_dir = Path(p.paths.candidates) / name
     manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
     out = Path(p.paths.benchmark) / name
-    evidence: dict[str, Any] = {"technique": name, "host": host["fingerprint"], "target": p.target.name}
+    evidence: dict[str, Any] = {
+        "technique": name,
+        "host": host["fingerprint"],
+        "target": p.target.name,
+    }
     if manifest["status"] != "ok":
         evidence.update(status=manifest["status"], reason=manifest.get("reason", ""))
         metrics: dict[str, Any] = {}
         raw: list[tuple[int, Any]] = []
     else:
         prepared = D.read(Path(p.paths.data))
-        measured = measure(p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared)
+        measured = measure(
+            p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared
+        )
         raw = measured.pop("_raw")
         evidence.update(status="ok", protocol=P.as_dict(p.bench), **measured)
         metrics = flat_metrics(evidence)
     write_text(out / "latencies.csv", latencies_csv(raw) if raw else "")
-    write_text(out / "percentiles.csv", percentiles_csv(raw) if raw else "percentile,baseline_ms,candidate_ms,speedup\n")
+    write_text(
+        out / "percentiles.csv",
+        percentiles_csv(raw) if raw else "percentile,baseline_ms,candidate_ms,speedup\n",
+    )
     write_json(out / "metrics.json", metrics)
     write_json(out / "benchmark.json", evidence)  # last: its presence means the rest is there
 

@@ -55,7 +55,9 @@ def write(prepared: Prepared, out: Path) -> None:
     meta = {
         "inputs": prepared.inputs,
         "class_names": prepared.class_names,
-        "sets": {k: {"rows": len(v[LABELS]), "sha256": hashes[k]} for k, v in prepared.sets.items()},
+        "sets": {
+            k: {"rows": len(v[LABELS]), "sha256": hashes[k]} for k, v in prepared.sets.items()
+        },
         "slices": [vars(s) for s in prepared.slices],
         "info": prepared.info,
     }

@@ -76,7 +76,9 @@ def load_arrays(path: Path, produced_by: str) -> dict[str, np.ndarray]:
     except FileNotFoundError:
         raise EvidenceError(f"{path} is missing: run `dvc repro {produced_by}`") from None
     except (zipfile.BadZipFile, ValueError, OSError) as e:
-        raise EvidenceError(f"{path} is unreadable ({e}): rerun `dvc repro -f -s {produced_by}`") from None
+        raise EvidenceError(
+            f"{path} is unreadable ({e}): rerun `dvc repro -f -s {produced_by}`"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> None:
     name = parser.parse_args(argv).technique
     p = P.load()
     if name not in p.technique:
-        raise P.ParamsError(f"technique {name!r} is not selected in params.yaml; selected: {list(p.technique)}")
+        raise P.ParamsError(
+            f"technique {name!r} is not selected in params.yaml; selected: {list(p.technique)}"
+        )
     technique = TECHNIQUES[name]
     base_dir = Path(p.paths.baseline)
     check_model(base_dir / MODEL_FILE, "baseline")

@@ -50,8 +50,12 @@ class Target:
     graph_optimization_level: str = "all"
 
     def __post_init__(self) -> None:
-        _require(self.intra_op_threads >= 0, "target.intra_op_threads", self.intra_op_threads, ">= 0")
-        _require(self.inter_op_threads >= 1, "target.inter_op_threads", self.inter_op_threads, ">= 1")
+        _require(
+            self.intra_op_threads >= 0, "target.intra_op_threads", self.intra_op_threads, ">= 0"
+        )
+        _require(
+            self.inter_op_threads >= 1, "target.inter_op_threads", self.inter_op_threads, ">= 1"
+        )
         _one_of("target.graph_optimization_level", self.graph_optimization_level, GRAPH_LEVELS)
 
 
@@ -103,7 +107,9 @@ class Budget:
 
     def __post_init__(self) -> None:
         drop = "a drop in percentage points, >= 0 (1.0 = one point)"
-        _require(self.max_accuracy_drop >= 0, "budget.max_accuracy_drop", self.max_accuracy_drop, drop)
+        _require(
+            self.max_accuracy_drop >= 0, "budget.max_accuracy_drop", self.max_accuracy_drop, drop
+        )
         _require(
             self.max_worst_slice_drop >= 0,
             "budget.max_worst_slice_drop",
@@ -165,9 +171,7 @@ def validate(raw: dict[str, Any]) -> Params:
         techniques[tname] = _structured(
             TECHNIQUES[tname].options, dict(options or {}), f"technique.{tname}."
         )
-    return Params(
-        top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget
-    )
+    return Params(top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget)
 
 
 def load(path: Path = PARAMS_FILE) -> Params:
@@ -183,7 +187,9 @@ def load(path: Path = PARAMS_FILE) -> Params:
 
 def as_dict(obj: Any) -> Any:
     """A dataclass tree as plain dicts (for evidence files and MLflow params)."""
-    return dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    return obj
 
 
 def _structured(schema: type, raw: dict[str, Any], where: str) -> Any:

@@ -20,7 +20,12 @@ from stages.techniques import TECHNIQUES
 def collect(p: P.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str, Any]:
     """One candidate's evidence from the files of its optimize, benchmark and validate stages."""
     man = read_json(Path(p.paths.candidates) / name / "manifest.json", f"optimize@{name}")
-    c: dict[str, Any] = {"name": name, "status": man["status"], "reason": man.get("reason", ""), "manifest": man}
+    c: dict[str, Any] = {
+        "name": name,
+        "status": man["status"],
+        "reason": man.get("reason", ""),
+        "manifest": man,
+    }
     if man["status"] != "ok":
         return c
     bench = read_json(Path(p.paths.benchmark) / name / "benchmark.json", f"benchmark@{name}")
@@ -60,7 +65,9 @@ def main() -> None:
         "cpu": host["cpu_model"],
         "baseline_graph": base_man["graph"],
         "baseline_file": f"{p.paths.baseline}/model.onnx",
-        "baseline_accuracy": ok[0]["validation"]["overall"]["baseline_accuracy"]["estimate"] if ok else float("nan"),
+        "baseline_accuracy": ok[0]["validation"]["overall"]["baseline_accuracy"]["estimate"]
+        if ok
+        else float("nan"),
         "validation_dir": p.paths.validation,
         "candidates_dir": p.paths.candidates,
     }
@@ -78,7 +85,9 @@ def main() -> None:
     write_bytes(Path(p.paths.tradeoff), render.tradeoff_png(cands, p.budget))
     write_json(Path(p.paths.summary), summary)
     try:
-        result = tracking.log(summary, tracking.artifacts_of(p.paths, list(p.technique)), [Path(p.paths.tradeoff)])
+        result = tracking.log(
+            summary, tracking.artifacts_of(p.paths, list(p.technique)), [Path(p.paths.tradeoff)]
+        )
         line = f"logged to `{result['uri']}`, parent run `{result['parent_run']}` (`make ui` to browse)"
     except Exception as e:  # any tracking failure: the evidence stands, the note says how to retry
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -96,7 +105,11 @@ def main() -> None:
 
 
 def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {"verdict": c["verdict"], "status": c["status"], "options": c["manifest"]["options"]}
+    out: dict[str, Any] = {
+        "verdict": c["verdict"],
+        "status": c["status"],
+        "options": c["manifest"]["options"],
+    }
     if c["status"] == "ok":
         b1 = c["benchmark"]["batches"][0]
         v = c["validation"]["overall"]
@@ -108,11 +121,14 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
             "speedup_p99_b1": b1["speedup"]["p99"]["estimate"],
             "noise_floor_b1": b1["noise_floor"],
             "throughput_ratio_largest_batch": c["benchmark"]["batches"][-1]["throughput_ratio"],
-            "size_ratio": c["benchmark"]["size_bytes"]["candidate"] / c["benchmark"]["size_bytes"]["baseline"],
+            "size_ratio": c["benchmark"]["size_bytes"]["candidate"]
+            / c["benchmark"]["size_bytes"]["baseline"],
             "baseline_accuracy": v["baseline_accuracy"]["estimate"],
             "candidate_accuracy": v["candidate_accuracy"]["estimate"],
             "accuracy_drop_points": v["drop_points"],
-            "worst_slice_drop_points": c["validation"]["slices"][c["validation"]["worst_slice"]]["drop_points"],
+            "worst_slice_drop_points": c["validation"]["slices"][c["validation"]["worst_slice"]][
+                "drop_points"
+            ],
             "right_to_wrong": v["right_to_wrong"],
             "confounded": int(bool(c["confounders"])),
         }

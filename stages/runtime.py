@@ -98,7 +98,9 @@ def open_session(path: Path, settings: dict[str, Any]) -> ort.InferenceSession:
     sess = ort.InferenceSession(str(path), so, providers=[provider])
     used = sess.get_providers()[0]
     if used != provider:
-        raise TargetUnavailable(f"{path} runs on {used}, not {provider}: check the provider install")
+        raise TargetUnavailable(
+            f"{path} runs on {used}, not {provider}: check the provider install"
+        )
     return sess
 
 

@@ -34,7 +34,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def log(summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]) -> dict[str, Any]:
+def log(
+    summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]
+) -> dict[str, Any]:
     """Log the pipeline run; returns where it went. Raises on any tracking failure."""
     import mlflow
 
@@ -49,10 +51,16 @@ def log(summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[P
         "target": summary["target"],
     }
     children = {}
-    with mlflow.start_run(run_name=f"{summary['model']} on {summary['target']}", tags=tags) as parent:
+    with mlflow.start_run(
+        run_name=f"{summary['model']} on {summary['target']}", tags=tags
+    ) as parent:
         mlflow.log_params(_flat({"bench": summary["bench"], "budget": summary["budget"]}))
         for name, c in summary["candidates"].items():
-            with mlflow.start_run(run_name=name, nested=True, tags={**tags, "technique": name, "verdict": c["verdict"]}) as run:
+            with mlflow.start_run(
+                run_name=name,
+                nested=True,
+                tags={**tags, "technique": name, "verdict": c["verdict"]},
+            ) as run:
                 mlflow.log_params(_flat({"technique": name, "options": c["options"]}))
                 mlflow.log_metrics({k: float(v) for k, v in c["metrics"].items() if _number(v)})
                 for path in artifacts.get(name, []):
@@ -101,7 +109,11 @@ def main() -> None:
 
     p = P.load()
     summary = read_json(Path(p.paths.summary), "report")
-    result = log(summary, artifacts_of(p.paths, list(summary["candidates"])), [Path(p.paths.dashboard), Path(p.paths.tradeoff)])
+    result = log(
+        summary,
+        artifacts_of(p.paths, list(summary["candidates"])),
+        [Path(p.paths.dashboard), Path(p.paths.tradeoff)],
+    )
     print(f"logged to {result['uri']}: parent run {result['parent_run']}")
 
 

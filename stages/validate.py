@@ -55,7 +55,9 @@ def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict
     }
 
 
-def evaluate(base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float) -> dict[str, Any]:
+def evaluate(
+    base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float
+) -> dict[str, Any]:
     """Predictions on every set the slices use, the overall and per-slice comparisons."""
     sets = ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
     logits = {
@@ -71,18 +73,34 @@ def evaluate(base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: f
     for s in prepared.slices:
         rows = prepared.slice_rows(s)
         b_ok, c_ok = ok[s.set]
-        slices[s.name] = {"set": s.set, "description": s.description, **compare(b_ok[rows], c_ok[rows], confidence)}
-    worst = max(slices, key=lambda k: (slices[k]["drop_points"], slices[k]["right_to_wrong"], k)) if slices else None
+        slices[s.name] = {
+            "set": s.set,
+            "description": s.description,
+            **compare(b_ok[rows], c_ok[rows], confidence),
+        }
+    worst = (
+        max(slices, key=lambda k: (slices[k]["drop_points"], slices[k]["right_to_wrong"], k))
+        if slices
+        else None
+    )
     ref, test = logits["validation"]
     fidelity = {
         "max_abs_error": stats.max_abs_error(ref, test),
         "cosine": stats.cosine_similarity(ref, test),
         "sqnr_db": stats.sqnr_db(ref, test),
     }
-    return {"overall": overall, "slices": slices, "worst_slice": worst, "fidelity": fidelity, "_logits": logits}
+    return {
+        "overall": overall,
+        "slices": slices,
+        "worst_slice": worst,
+        "fidelity": fidelity,
+        "_logits": logits,
+    }
 
 
-def failures(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]) -> list[dict[str, Any]]:
+def failures(
+    prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> list[dict[str, Any]]:
     """Every right->wrong flip (most confidently wrong first), then the hardest still-wrong rows."""
     flips, still = [], []
     for name, (b, c) in logits.items():
@@ -90,7 +108,9 @@ def failures(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarra
         b_pred, c_pred = b.argmax(1), c.argmax(1)
         b_margin, c_margin = margin(b, y), margin(c, y)
         for i in np.flatnonzero((b_pred == y) & (c_pred != y)):
-            flips.append(_row("right_to_wrong", name, int(i), y, b_pred, c_pred, b_margin, c_margin))
+            flips.append(
+                _row("right_to_wrong", name, int(i), y, b_pred, c_pred, b_margin, c_margin)
+            )
         for i in np.flatnonzero((b_pred != y) & (c_pred != y)):
             still.append(_row("still_wrong", name, int(i), y, b_pred, c_pred, b_margin, c_margin))
     flips.sort(key=lambda r: (-r["candidate_margin"], r["set"], r["index"]))
@@ -98,7 +118,9 @@ def failures(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarra
     return flips + still[:HARDEST]
 
 
-def _row(kind: str, set_name: str, i: int, y: Any, bp: Any, cp: Any, bm: Any, cm: Any) -> dict[str, Any]:
+def _row(
+    kind: str, set_name: str, i: int, y: Any, bp: Any, cp: Any, bm: Any, cm: Any
+) -> dict[str, Any]:
     return {
         "kind": kind,
         "set": set_name,
@@ -111,7 +133,9 @@ def _row(kind: str, set_name: str, i: int, y: Any, bp: Any, cp: Any, bm: Any, cm
     }
 
 
-def write_failures(out: Path, rows: list[dict[str, Any]], prepared: D.Prepared, render: Any) -> None:
+def write_failures(
+    out: Path, rows: list[dict[str, Any]], prepared: D.Prepared, render: Any
+) -> None:
     """One file per failure (the input rendered by the preset) plus index.csv."""
     buf = io.StringIO()
     fields = ["rank", "file", *(rows[0].keys() if rows else [])]
@@ -129,11 +153,25 @@ def write_failures(out: Path, rows: list[dict[str, Any]], prepared: D.Prepared, 
 def predictions_csv(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["set", "index", "label", "baseline_pred", "candidate_pred", "baseline_margin", "candidate_margin"])
+    w.writerow(
+        [
+            "set",
+            "index",
+            "label",
+            "baseline_pred",
+            "candidate_pred",
+            "baseline_margin",
+            "candidate_margin",
+        ]
+    )
     for name, (b, c) in logits.items():
         y = prepared.labels(name)
-        for i, row in enumerate(zip(y, b.argmax(1), c.argmax(1), margin(b, y), margin(c, y), strict=True)):
-            w.writerow([name, i, int(row[0]), int(row[1]), int(row[2]), f"{row[3]:.5f}", f"{row[4]:.5f}"])
+        for i, row in enumerate(
+            zip(y, b.argmax(1), c.argmax(1), margin(b, y), margin(c, y), strict=True)
+        ):
+            w.writerow(
+                [name, i, int(row[0]), int(row[1]), int(row[2]), f"{row[3]:.5f}", f"{row[4]:.5f}"]
+            )
     return buf.getvalue()
 
 

@@ -31,13 +31,27 @@ def summary_sentence(c: dict[str, Any]) -> str:
     bench, val = c["benchmark"], c["validation"]
     b1 = bench["batches"][0]
     size = bench["size_bytes"][C] / bench["size_bytes"][B]
-    mem = bench["memory"][C]["peak_over_start_bytes"] / max(1, bench["memory"][B]["peak_over_start_bytes"])
+    mem = bench["memory"][C]["peak_over_start_bytes"] / max(
+        1, bench["memory"][B]["peak_over_start_bytes"]
+    )
     p95b, p95c = b1["sides"][B]["p95"]["estimate"], b1["sides"][C]["p95"]["estimate"]
-    moved = {"faster": "improved", "slower": "worsened", "no measurable change": "did not measurably change"}[b1["effect"]]
+    moved = {
+        "faster": "improved",
+        "slower": "worsened",
+        "no measurable change": "did not measurably change",
+    }[b1["effect"]]
     o = val["overall"]
-    acc = f"accuracy changed {-o['drop_points']:+.1f} points" if o["drop_points"] else "accuracy did not change"
+    acc = (
+        f"accuracy changed {-o['drop_points']:+.1f} points"
+        if o["drop_points"]
+        else "accuracy did not change"
+    )
     flips = [(v["right_to_wrong"], k) for k, v in val["slices"].items() if v["right_to_wrong"]]
-    where = f"the most new failures were on {max(flips)[1]} ({max(flips)[0]})" if flips else "no example turned from right to wrong"
+    where = (
+        f"the most new failures were on {max(flips)[1]} ({max(flips)[0]})"
+        if flips
+        else "no example turned from right to wrong"
+    )
     return (
         f"{c['name']} changed model size by {pct(size)} and peak memory by {pct(mem)}, "
         f"P95 latency at batch 1 {moved} ({ms(p95b)} -> {ms(p95c)}), {acc} "
@@ -58,10 +72,14 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
             elif sp["high"] < 1 / (1 + s["noise_floor"]):
                 worse.append(line)
         if not s["precise"]:
-            worse.append(f"batch {s['batch_size']} timing is imprecise: {s['stopped_by']} ended it before the interval reached the asked precision")
+            worse.append(
+                f"batch {s['batch_size']} timing is imprecise: {s['stopped_by']} ended it before the interval reached the asked precision"
+            )
         for q, ok in s["reliable"].items():
             if not ok and q == "p99":
-                worse.append(f"p99 at batch {s['batch_size']} rests on {s['calls_per_side']} calls: too few for a stable tail")
+                worse.append(
+                    f"p99 at batch {s['batch_size']} rests on {s['calls_per_side']} calls: too few for a stable tail"
+                )
     size = bench["size_bytes"]
     line = f"size on disk: {kib(size[B])} -> {kib(size[C])} ({pct(size[C] / size[B])})"
     (better if size[C] < size[B] else worse if size[C] > size[B] else []).append(line)
@@ -77,9 +95,13 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
     (worse if o["drop_points"] > 0 else better if o["drop_points"] < 0 else []).append(line)
     for name, s in val["slices"].items():
         if s["drop_points"] > 0:
-            worse.append(f"slice {name}: {s['baseline_accuracy']['estimate']:.2%} -> {s['candidate_accuracy']['estimate']:.2%} ({s['right_to_wrong']} right->wrong)")
+            worse.append(
+                f"slice {name}: {s['baseline_accuracy']['estimate']:.2%} -> {s['candidate_accuracy']['estimate']:.2%} ({s['right_to_wrong']} right->wrong)"
+            )
     f = val["fidelity"]
-    worse.append(f"output fidelity vs baseline: max abs error {f['max_abs_error']:.3g}, cosine {f['cosine']:.5f}, SQNR {f['sqnr_db']:.1f} dB")
+    worse.append(
+        f"output fidelity vs baseline: max abs error {f['max_abs_error']:.3g}, cosine {f['cosine']:.5f}, SQNR {f['sqnr_db']:.1f} dB"
+    )
     for r in c["rules"]:
         if r["status"] == RISK:
             worse.append(f"risk: {r['reason']}")
@@ -98,7 +120,10 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "",
         f"**Verdict: {c['verdict']}**",
         "",
-        *[f"- {r['name']}: **{r['status']}** {('- ' + r['reason']) if r['reason'] else ''}" for r in c["rules"]],
+        *[
+            f"- {r['name']}: **{r['status']}** {('- ' + r['reason']) if r['reason'] else ''}"
+            for r in c["rules"]
+        ],
         "",
         f"> {summary_sentence(c)}",
         "",
@@ -119,7 +144,10 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "## Which validation examples were checked",
         f"- {val['overall']['n']} validation rows, and every slice below; predictions of both sides in `{ctx['validation_dir']}/{c['name']}/predictions.csv`",
         f"- {val['failures']['right_to_wrong']} right->wrong flips and the {val['failures']['still_wrong_kept']} hardest still-wrong rows, rendered in `{val['failures']['folder']}/` (index.csv lists them by margin)",
-        *[f"  - `{f['file']}`: label {f['label']}, candidate said {f['candidate_pred']} ({f['set']} row {f['index']})" for f in c["failures"][:5]],
+        *[
+            f"  - `{f['file']}`: label {f['label']}, candidate said {f['candidate_pred']} ({f['set']} row {f['index']})"
+            for f in c["failures"][:5]
+        ],
         "",
         f"## Check before shipping: {man['check']}",
         "",
@@ -168,14 +196,21 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
         v = c["validation"]
         size = c["benchmark"]["size_bytes"]
         worst = v["worst_slice"]
-        reasons = "; ".join(r["reason"] for r in c["rules"] if r["status"] in (FAIL, RISK)) or "every rule passed"
+        reasons = (
+            "; ".join(r["reason"] for r in c["rules"] if r["status"] in (FAIL, RISK))
+            or "every rule passed"
+        )
         rows.append(
             f"| [{c['name']}](review/{c['name']}.md) | **{c['verdict']}** | {ci(b1['speedup']['p50'])} | "
             f"{ci(b1['speedup']['p95'])} | {big['throughput_ratio']:.2f}x (b{big['batch_size']}) | {pct(size[C] / size[B])} | "
             f"{ci(v['overall']['difference_points'], '{:+.2f}')} | "
             f"{worst} {-v['slices'][worst]['drop_points']:+.2f} | {v['overall']['right_to_wrong']} | {reasons} |"
         )
-    noise = [f"{c['name']}: {c['benchmark']['batches'][0]['noise_floor']:.1%}" for c in cands if c["status"] == "ok"]
+    noise = [
+        f"{c['name']}: {c['benchmark']['batches'][0]['noise_floor']:.1%}"
+        for c in cands
+        if c["status"] == "ok"
+    ]
     return "\n".join(
         [
             f"# Candidates for {ctx['model']} on target {ctx['target']}",
@@ -210,16 +245,41 @@ def tradeoff_png(cands: list[dict[str, Any]], budget: Any) -> bytes:
         sp = c["benchmark"]["batches"][0]["speedup"]["p50"]
         d = c["validation"]["overall"]["difference_points"]
         x, y = d["estimate"], sp["estimate"]
-        ax.errorbar(x, y, xerr=[[x - d["low"]], [d["high"] - x]], yerr=[[y - sp["low"]], [sp["high"] - y]], fmt="o", capsize=3)
-        ax.annotate(f"{c['name']} ({c['verdict']})", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
+        ax.errorbar(
+            x,
+            y,
+            xerr=[[x - d["low"]], [d["high"] - x]],
+            yerr=[[y - sp["low"]], [sp["high"] - y]],
+            fmt="o",
+            capsize=3,
+        )
+        ax.annotate(
+            f"{c['name']} ({c['verdict']})",
+            (x, y),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=8,
+        )
         pts.append((x, y))
     front = sorted(p for p in pts if not any(q != p and q[0] >= p[0] and q[1] >= p[1] for q in pts))
     if len(front) > 1:
         ax.plot(*zip(*front, strict=True), "--", color="grey", label="Pareto front")
     ax.axhline(1.0, color="black", lw=0.8)
-    ax.axhline(budget.min_speedup, color="green", lw=0.8, ls=":", label=f"min speedup {budget.min_speedup:g}x")
+    ax.axhline(
+        budget.min_speedup,
+        color="green",
+        lw=0.8,
+        ls=":",
+        label=f"min speedup {budget.min_speedup:g}x",
+    )
     ax.axvline(0.0, color="black", lw=0.8)
-    ax.axvline(-budget.max_accuracy_drop, color="red", lw=0.8, ls=":", label=f"max drop {budget.max_accuracy_drop:g} pt")
+    ax.axvline(
+        -budget.max_accuracy_drop,
+        color="red",
+        lw=0.8,
+        ls=":",
+        label=f"max drop {budget.max_accuracy_drop:g} pt",
+    )
     ax.set_xlabel("accuracy change vs baseline (points, 95 % interval)")
     ax.set_ylabel("p50 speedup at batch 1 (x, 95 % interval)")
     ax.set_title("Speed against accuracy, one change per candidate")
@@ -233,4 +293,3 @@ def tradeoff_png(cands: list[dict[str, Any]], budget: Any) -> bytes:
 
 def _ops(ops: dict[str, int]) -> str:
     return ", ".join(f"{k} x{v}" for k, v in ops.items())
-

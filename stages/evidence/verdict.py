@@ -113,7 +113,11 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
         status, reason = RISK, "no measurable change: the effect is inside this run's noise floor"
     if status == PASS and not s["precise"]:
         status, reason = RISK, f"the interval is wider than asked ({s['stopped_by']} ended it)"
-    out = [Rule("p50 speedup, batch 1", f">= {b.min_speedup:g}x (lower bound)", measured, status, reason)]
+    out = [
+        Rule(
+            "p50 speedup, batch 1", f">= {b.min_speedup:g}x (lower bound)", measured, status, reason
+        )
+    ]
     p99 = s["speedup"]["p99"]
     slowdown = 1 / p99["estimate"]
     reliable = s["reliable"]["p99"]

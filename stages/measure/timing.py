@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,7 +51,9 @@ class Timings:
         return len(self.orders)
 
 
-def time_block(call: Call, feeds: Sequence[dict[str, np.ndarray]], start: int, n: int) -> np.ndarray:
+def time_block(
+    call: Call, feeds: Sequence[dict[str, np.ndarray]], start: int, n: int
+) -> np.ndarray:
     """Latency in ms of n consecutive calls, feeding inputs start, start+1, ... (cycled)."""
     out = np.empty(n, dtype=np.int64)
     clock = time.perf_counter_ns
@@ -63,7 +65,9 @@ def time_block(call: Call, feeds: Sequence[dict[str, np.ndarray]], start: int, n
     return out / 1e6
 
 
-def interleave(calls: dict[str, Call], feeds: Sequence[dict[str, np.ndarray]], p: Protocol) -> Timings:
+def interleave(
+    calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], p: Protocol
+) -> Timings:
     """Run the interleaved rounds over the three sides; the stopping rule is on the p50 speedup."""
     if set(calls) != {BASELINE, CANDIDATE, AGAIN}:
         raise ValueError(f"calls must be {BASELINE}, {CANDIDATE}, {AGAIN}; got {sorted(calls)}")
@@ -115,7 +119,7 @@ def summarize(
     t: Timings, batch_size: int, *, precision: float, confidence: float, resamples: int, seed: int
 ) -> dict[str, Any]:
     """Percentiles with intervals per side, speedups with intervals, and the A/A noise floor."""
-    kw = {"confidence": confidence, "n_resamples": resamples, "seed": seed}
+    kw: dict[str, Any] = {"confidence": confidence, "n_resamples": resamples, "seed": seed}
     base, cand, again = (t.rounds[s] for s in (BASELINE, CANDIDATE, AGAIN))
     sides = {}
     for side, rounds in t.rounds.items():
@@ -140,7 +144,8 @@ def summarize(
         "seconds": round(t.seconds, 3),
         "sides": sides,
         "speedup": {k: v.to_dict() for k, v in speedup.items()},
-        "throughput_ratio": sides[CANDIDATE]["throughput_per_s"] / sides[BASELINE]["throughput_per_s"],
+        "throughput_ratio": sides[CANDIDATE]["throughput_per_s"]
+        / sides[BASELINE]["throughput_per_s"],
         "aa_p50": aa.to_dict(),
         "noise_floor": floor,
         "effect": stats.classify_speedup(speedup["p50"], floor),

@@ -32,12 +32,19 @@ class Params:
     def __post_init__(self) -> None:
         from stages.params import _require
 
-        _require(0 < self.validation_share < 0.9, "validation_share", self.validation_share, "in (0, 0.9)")
+        _require(
+            0 < self.validation_share < 0.9,
+            "validation_share",
+            self.validation_share,
+            "in (0, 0.9)",
+        )
         _require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
-        _require(0 < self.low_light_scale <= 1, "low_light_scale", self.low_light_scale, "in (0, 1]")
+        _require(
+            0 < self.low_light_scale <= 1, "low_light_scale", self.low_light_scale, "in (0, 1]"
+        )
         _require(self.low_light_gamma > 0, "low_light_gamma", self.low_light_gamma, "> 0")
         _require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
-        _require(min(self.channels + [self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
+        _require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
         _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
         _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
@@ -63,7 +70,9 @@ def prepare(p: Params, seed: int) -> Prepared:
     slices = []
     for c in classes:
         validation[MASK_PREFIX + f"class_{c}"] = y_val == int(c)
-        slices.append(Slice(f"class_{c}", "validation", f"class_{c}", f"validation images of a {c}"))
+        slices.append(
+            Slice(f"class_{c}", "validation", f"class_{c}", f"validation images of a {c}")
+        )
     low = (p.low_light_scale * x_val**p.low_light_gamma).astype(np.float32)
     slices.append(
         Slice(
@@ -131,5 +140,5 @@ def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
 
     img = np.clip(row[INPUT].reshape(8, 8) * 255.0, 0, 255).astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(img).resize((64, 64), Image.NEAREST).save(buf, format="PNG")
+    Image.fromarray(img).resize((64, 64), Image.Resampling.NEAREST).save(buf, format="PNG")
     return ".png", buf.getvalue()

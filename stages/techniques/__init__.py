@@ -51,4 +51,6 @@ def get(name: str) -> Technique:
     try:
         return TECHNIQUES[name]
     except KeyError:
-        raise KeyError(f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}") from None
+        raise KeyError(
+            f"unknown technique {name!r}; choose one of: {', '.join(TECHNIQUES)}"
+        ) from None
