@@ -16,8 +16,8 @@ import numpy as np
 
 from stages import data as D
 from stages import params as P
-from stages.baseline import MODEL_FILE
 from stages.cli import run
+from stages.export import MODEL_FILE
 from stages.io import read_json, save_arrays, write_json, write_text
 from stages.measure import memory
 from stages.measure.timing import (

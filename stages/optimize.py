@@ -7,9 +7,9 @@ from pathlib import Path
 
 from stages import data as D
 from stages import params as P
-from stages.baseline import MANIFEST_FILE, MODEL_FILE
 from stages.cli import run
 from stages.evidence.manifest import changes, graph_summary
+from stages.export import MANIFEST_FILE, MODEL_FILE
 from stages.io import atomic_dir, read_json, write_json
 from stages.runtime import check_model
 from stages.techniques import TECHNIQUES, Context, NotApplicable
@@ -30,7 +30,9 @@ def main(argv: list[str] | None = None) -> None:
     baseline = read_json(base_dir / MANIFEST_FILE, "baseline")
     prepared = D.read(Path(p.paths.data))
     with atomic_dir(Path(p.paths.candidates) / name) as out:
-        ctx = Context(base_dir / MODEL_FILE, p.technique[name], prepared, out, p.seed)
+        ctx = Context(
+            base_dir / MODEL_FILE, p.technique[name], prepared, out, p.seed, p.preset, p.model
+        )
         manifest = {
             "technique": name,
             "options": P.as_dict(p.technique[name]),

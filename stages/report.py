@@ -8,11 +8,11 @@ from typing import Any
 
 from stages import params as P
 from stages import tracking
-from stages.baseline import MANIFEST_FILE
 from stages.cli import run
 from stages.evidence import manifest as M
 from stages.evidence import render
 from stages.evidence.verdict import as_dicts, decide
+from stages.export import MANIFEST_FILE
 from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
 from stages.techniques import TECHNIQUES
 

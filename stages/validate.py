@@ -13,8 +13,8 @@ import numpy as np
 from stages import data as D
 from stages import params as P
 from stages import stats
-from stages.baseline import MODEL_FILE
 from stages.cli import run
+from stages.export import MODEL_FILE
 from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
 from stages.runtime import session
 

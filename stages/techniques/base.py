@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 from stages.data import Prepared
-
-MODEL_FILE = "model.onnx"
+from stages.export import MODEL_FILE, WEIGHTS_FILE, load_torch
 
 
 class NotApplicable(Exception):
@@ -24,6 +24,17 @@ class Context:
     data: Prepared
     out: Path  # write the candidate model to out / MODEL_FILE
     seed: int
+    preset: ModuleType | None = None  # the model preset (build, train); None for ONNX-only models
+    model_params: Any = None  # the preset's params dataclass
+
+    def torch_baseline(self) -> Any:
+        """The baseline as a torch module, for techniques that retrain or restructure it."""
+        weights = self.baseline.parent / WEIGHTS_FILE
+        if self.preset is None or not weights.is_file():
+            raise NotApplicable(
+                "the baseline has no torch weights to start from (an ONNX-only model)"
+            )
+        return load_torch(self.preset, self.model_params, len(self.data.class_names), weights)
 
     @property
     def model_out(self) -> Path:

@@ -1,0 +1,71 @@
+"""The baseline's files on disk: export torch -> ONNX, the parity check, reloading the weights."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from stages.stats import max_abs_error
+
+MODEL_FILE = "model.onnx"
+WEIGHTS_FILE = "model.pt"
+MANIFEST_FILE = "manifest.json"
+
+
+class ParityError(RuntimeError):
+    """The exported graph does not compute what the framework model computes."""
+
+
+def export(module: Any, example: dict[str, np.ndarray], path: Path) -> None:
+    """torch -> ONNX with a dynamic batch axis on every input and output, weights in one file."""
+    import torch
+
+    names = list(example)
+    batch = torch.export.Dim("batch")
+    args = tuple(torch.from_numpy(v) for v in example.values())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+        torch.onnx.export(
+            module,
+            args,
+            str(path),
+            dynamo=True,
+            external_data=False,
+            verbose=False,
+            input_names=names,
+            output_names=["logits"],
+            dynamic_shapes=tuple({0: batch} for _ in names),
+        )
+
+
+def parity(module: Any, path: Path, feeds: dict[str, np.ndarray], tolerance: float) -> float:
+    """Max abs error of ONNX Runtime's logits against torch's on real inputs; raise above tolerance."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        expected = module(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    err = max_abs_error(expected, got)
+    if not err <= tolerance:
+        raise ParityError(
+            f"exported ONNX differs from torch by {err:.3g} (max abs logit error), above "
+            f"model.parity_tolerance = {tolerance:g}: the export is wrong; check unsupported ops"
+        )
+    return err
+
+
+def load_torch(preset: ModuleType, model_params: Any, num_classes: int, weights: Path) -> Any:
+    """The baseline's torch module, rebuilt from its preset and saved weights (for training
+    techniques: fine-tuning, pruning, distillation)."""
+    import torch
+
+    module = preset.build(model_params, num_classes)
+    module.load_state_dict(torch.load(weights, weights_only=True))
+    return module.eval()
