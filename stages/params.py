@@ -171,6 +171,12 @@ def validate(raw: dict[str, Any]) -> Params:
         techniques[tname] = _structured(
             TECHNIQUES[tname].options, dict(options or {}), f"technique.{tname}."
         )
+        cross_check = TECHNIQUES[tname].check_options
+        if cross_check is not None:
+            try:
+                cross_check(techniques[tname], model)
+            except ParamsError as e:
+                raise ParamsError(f"technique.{tname}.{e}") from None
     return Params(top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget)
 
 

@@ -16,6 +16,10 @@ class Technique:
     apply: Callable[[Context], dict[str, Any]]  # returns what it changed, for the manifest
     declares: tuple[str, ...]  # manifest fields this technique may change; anything else confounds
     check: str  # the check before shipping, as the review note names it
+    # Markdown lines for the review note's check section, from the candidate's evidence
+    report: Callable[[dict[str, Any]], list[str]] | None = None
+    # cross-field checks of the options against the model's params (raise ParamsError)
+    check_options: Callable[[Any, Any], None] | None = None
 
 
 # What quantization may change: the graph's ops, dtypes and bytes; never its inputs and outputs.
