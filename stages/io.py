@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same arrays, same bytes
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once: the process umask, for files made by mkstemp / mkdtemp
 
 
 class EvidenceError(RuntimeError):
@@ -27,6 +29,7 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Write through a temp file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; evidence is as readable as any file
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -75,7 +78,7 @@ def load_arrays(path: Path, produced_by: str) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise EvidenceError(f"{path} is missing: run `dvc repro {produced_by}`") from None
-    except (zipfile.BadZipFile, ValueError, OSError) as e:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise EvidenceError(
             f"{path} is unreadable ({e}): rerun `dvc repro -f -s {produced_by}`"
         ) from None
@@ -86,6 +89,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; on success it replaces `path`, on failure it vanishes."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
         yield tmp
         if path.exists():

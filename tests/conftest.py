@@ -40,7 +40,7 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_data: Prepared) -> 
     """A conv + linear classifier exported with the pipeline's own exporter (dynamic batch)."""
     import torch
 
-    from stages.baseline import export
+    from stages.export import export
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(

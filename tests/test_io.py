@@ -97,11 +97,6 @@ def test_load_arrays_on_missing_file_raises_evidence_error(tmp_path: Path) -> No
     assert "dvc repro prepare" in str(err.value)
 
 
-@pytest.mark.xfail(
-    reason="load_arrays catches BadZipFile/ValueError/OSError but np.load raises EOFError on an "
-    "empty file, so a zero-byte .npz escapes as a bare EOFError instead of an EvidenceError",
-    strict=True,
-)
 def test_load_arrays_on_empty_file_raises_evidence_error(tmp_path: Path) -> None:
     path = tmp_path / "set.npz"
     path.write_bytes(b"")
@@ -264,11 +259,6 @@ def umask_022() -> Iterator[None]:
     os.umask(old)
 
 
-@pytest.mark.xfail(
-    reason="write_bytes renames a tempfile.mkstemp file, which is created 0600 whatever the "
-    "umask, so every evidence file (reports, params-derived JSON, models) ends up owner-only",
-    strict=True,
-)
 @pytest.mark.usefixtures("umask_022")
 def test_write_bytes_honours_the_umask(tmp_path: Path) -> None:
     plain, atomic = tmp_path / "plain.txt", tmp_path / "atomic.txt"
@@ -279,11 +269,6 @@ def test_write_bytes_honours_the_umask(tmp_path: Path) -> None:
     assert atomic.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777 == 0o644
 
 
-@pytest.mark.xfail(
-    reason="atomic_dir renames a tempfile.mkdtemp folder, which is created 0700 whatever the "
-    "umask, so e.g. reports/review and every candidate folder end up owner-only",
-    strict=True,
-)
 @pytest.mark.usefixtures("umask_022")
 def test_atomic_dir_honours_the_umask(tmp_path: Path) -> None:
     plain = tmp_path / "plain"

@@ -47,7 +47,7 @@ def test_unknown_target_is_refused_by_hydra_with_the_choices() -> None:
 
 def test_unknown_technique_names_the_allowed_ones(cfg: dict[str, Any]) -> None:
     cfg["technique"]["int4_magic"] = {}
-    with pytest.raises(P.ParamsError, match="int4_magic.*int8_dynamic"):
+    with pytest.raises(P.ParamsError, match=r"int4_magic.*int8_dynamic"):
         P.validate(cfg)
 
 
@@ -59,7 +59,7 @@ def test_no_technique_selected(cfg: dict[str, Any]) -> None:
 
 def test_unknown_model_names_the_presets(cfg: dict[str, Any]) -> None:
     cfg["model"]["name"] = "resnet9000"
-    with pytest.raises(P.ParamsError, match="model.name.*digits_cnn"):
+    with pytest.raises(P.ParamsError, match=r"model\.name.*digits_cnn"):
         P.validate(cfg)
 
 
@@ -104,7 +104,7 @@ def test_values_that_make_no_sense(
     cfg[section][key] = value
     with pytest.raises(P.ParamsError) as e:
         P.validate(cfg)
-    assert needle in str(e.value) and "expected" in str(e.value) or "choose" in str(e.value)
+    assert (needle in str(e.value) and "expected" in str(e.value)) or "choose" in str(e.value)
 
 
 def test_load_reports_a_missing_file(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ nanoseconds, so latencies, elapsed seconds and therefore the stopping reason are
 from __future__ import annotations
 
 import gc
-import types
 from collections.abc import Callable
 from typing import Any
 

@@ -141,5 +141,7 @@ def _quantized_ops(path: Path) -> dict[str, int]:
     import onnx
 
     ops = Counter(n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node)
-    names = ("Integer", "Quantize", "QLinear", "Dequantize")
-    return {op: c for op, c in sorted(ops.items()) if any(s in op for s in names)}
+    names = ("Integer", "Quantize", "Dequantize")  # plus Q-prefixed ops: QLinearConv, QGemm ...
+    return {
+        op: c for op, c in sorted(ops.items()) if op.startswith("Q") or any(s in op for s in names)
+    }
