@@ -19,7 +19,7 @@ from stages import params as P
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import read_json, save_arrays, write_json, write_text
-from stages.measure import memory
+from stages.measure import flops, memory
 from stages.measure.timing import (
     AGAIN,
     BASELINE,
@@ -42,6 +42,11 @@ def batches(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarra
             f"bench.batch_sizes has {size} but the validation set has only {n} rows; use <= {n}"
         )
     return [{k: v[i : i + size] for k, v in feeds.items()} for i in range(0, n - size + 1, size)]
+
+
+def achieved(counted: dict[str, Any], p50_ms: float) -> dict[str, Any]:
+    """Arithmetic per call and the rate it ran at, in GFLOP/s (GOP/s for integer work), at p50."""
+    return {**counted, "gflops_p50": counted["flops"] / (p50_ms / 1e3) / 1e9}
 
 
 def load_ms(path: Path, p: P.Params, produced_by: str) -> float:
@@ -75,7 +80,8 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
     feeds = prepared.feeds("validation")
     results, raw = [], []
     for b in p.bench.batch_sizes:
-        timings = interleave(calls, batches(feeds, b), proto)
+        inputs = batches(feeds, b)
+        timings = interleave(calls, inputs, proto)
         s = summarize(
             timings,
             b,
@@ -84,6 +90,11 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
             resamples=p.bench.bootstrap_resamples,
             seed=p.seed,
         )
+        shapes = {k: tuple(v.shape) for k, v in inputs[0].items()}
+        s["compute"] = {
+            side: achieved(flops.count(path, shapes), s["sides"][side]["p50"]["estimate"])
+            for side, path in ((BASELINE, base), (CANDIDATE, cand))
+        }
         results.append(s)
         raw.append((b, timings))
         sp = s["speedup"]["p50"]

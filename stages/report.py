@@ -57,6 +57,9 @@ def main() -> None:
     for c in cands:
         verdict, rules = decide(c, p.budget)
         c["verdict"], c["rules"] = verdict, as_dicts(rules)
+        technique_report = TECHNIQUES[c["name"]].report
+        if c["status"] == "ok" and technique_report is not None:
+            c["check_lines"] = technique_report(c)
     ok = [c for c in cands if c["status"] == "ok"]
     ctx = {
         "model": p.model_name,
@@ -70,6 +73,7 @@ def main() -> None:
         else float("nan"),
         "validation_dir": p.paths.validation,
         "candidates_dir": p.paths.candidates,
+        "peak": read_json(Path(p.paths.peak), "peak"),
     }
     summary = {
         "model": p.model_name,

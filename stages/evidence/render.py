@@ -26,6 +26,28 @@ def pct(ratio: float) -> str:
     return f"{(ratio - 1) * 100:+.0f}%"
 
 
+def peak_of(compute: dict[str, Any], peak: dict[str, Any]) -> tuple[str, float]:
+    """The machine limit that applies to a side: int8 when most of its arithmetic is integer."""
+    if compute["integer_share"] >= 0.5:
+        return "int8 matmul", peak["int8_matmul_gops_best"]
+    return "fp32 matmul", peak["fp32_matmul_gflops_best"]
+
+
+def limit_rows(c: dict[str, Any], peak: dict[str, Any]) -> list[str]:
+    """Achieved GFLOP/s at p50 per side and batch, and the fraction of this machine's peak."""
+    rows = []
+    for s in c["benchmark"]["batches"]:
+        for side in (B, C):
+            comp = s["compute"][side]
+            kind, limit = peak_of(comp, peak)
+            rows.append(
+                f"| {s['batch_size']} | {side} | {comp['flops'] / 1e6:.2f} M | "
+                f"{comp['integer_share']:.0%} | {comp['gflops_p50']:.1f} | {kind} {limit:.0f} | "
+                f"{comp['gflops_p50'] / limit:.1%} |"
+            )
+    return rows
+
+
 def summary_sentence(c: dict[str, Any]) -> str:
     """The one plain sentence a reviewer reads first."""
     bench, val = c["benchmark"], c["validation"]
@@ -42,7 +64,7 @@ def summary_sentence(c: dict[str, Any]) -> str:
     }[b1["effect"]]
     o = val["overall"]
     acc = (
-        f"accuracy changed {-o['drop_points']:+.1f} points"
+        f"accuracy changed {0 - o['drop_points']:+.1f} points"
         if o["drop_points"]
         else "accuracy did not change"
     )
@@ -151,6 +173,8 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "",
         f"## Check before shipping: {man['check']}",
         "",
+        *c.get("check_lines", []),
+        "",
         "| slice | rows | baseline | candidate | drop (points) | right->wrong | wrong->right |",
         "|---|---:|---:|---:|---:|---:|---:|",
         *[
@@ -168,6 +192,12 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         ],
         "",
         f"Session load: {bench['load_ms'][B]:.1f} ms -> {bench['load_ms'][C]:.1f} ms. Sessions: `{bench['session']}`.",
+        "",
+        "### Distance to this machine's limit (operations counted from the graph; peak from `peak`)",
+        "",
+        "| batch | side | ops per call | integer share | achieved G(FL)OP/s at p50 | peak | fraction of peak |",
+        "|---:|---|---:|---:|---:|---|---:|",
+        *limit_rows(c, ctx["peak"]),
         "",
         "## Evidence card",
         "",
@@ -189,7 +219,7 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
     rows = []
     for c in cands:
         if c["status"] != "ok":
-            rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | {c['reason']} |")
+            rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | | {c['reason']} |")
             continue
         b1 = c["benchmark"]["batches"][0]
         big = c["benchmark"]["batches"][-1]
@@ -200,11 +230,15 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             "; ".join(r["reason"] for r in c["rules"] if r["status"] in (FAIL, RISK))
             or "every rule passed"
         )
+        comp = big["compute"]
+        frac = "/".join(
+            f"{comp[s]['gflops_p50'] / peak_of(comp[s], ctx['peak'])[1]:.0%}" for s in (B, C)
+        )
         rows.append(
             f"| [{c['name']}](review/{c['name']}.md) | **{c['verdict']}** | {ci(b1['speedup']['p50'])} | "
             f"{ci(b1['speedup']['p95'])} | {big['throughput_ratio']:.2f}x (b{big['batch_size']}) | {pct(size[C] / size[B])} | "
             f"{ci(v['overall']['difference_points'], '{:+.2f}')} | "
-            f"{worst} {-v['slices'][worst]['drop_points']:+.2f} | {v['overall']['right_to_wrong']} | {reasons} |"
+            f"{worst} {0 - v['slices'][worst]['drop_points']:+.2f} | {v['overall']['right_to_wrong']} | {frac} | {reasons} |"
         )
     noise = [
         f"{c['name']}: {c['benchmark']['batches'][0]['noise_floor']:.1%}"
@@ -218,8 +252,8 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"Host {ctx['host']} ({ctx['cpu']}). Baseline: `{ctx['baseline_file']}` (sha256 {ctx['baseline_graph']['sha256'][:12]}), accuracy {ctx['baseline_accuracy']:.2%}. "
             f"Speedups are baseline / candidate latency (above 1 = faster) with 95 % intervals; A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
             "",
-            "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | accuracy change (points) | worst slice (points) | right->wrong | why |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | accuracy change (points) | worst slice (points) | right->wrong | % of peak, largest batch (base/cand) | why |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             "![speedup against accuracy change](tradeoff.png)",

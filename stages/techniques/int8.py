@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from stages.techniques.base import Context
 
@@ -45,11 +46,15 @@ class StaticOptions:
     activation_type: str = "quint8"
     weight_type: str = "qint8"
     op_types: list[str] = field(default_factory=list)
+    sensitivity_subsets: int = 3  # extra calibrations on random halves, for the spread check
 
     def __post_init__(self) -> None:
         from stages.params import _one_of, _require
 
         _check_common(self)
+        _require(
+            self.sensitivity_subsets >= 0, "sensitivity_subsets", self.sensitivity_subsets, ">= 0"
+        )
         _one_of("format", self.format, FORMATS)
         _one_of("calibration", self.calibration, CALIBRATIONS)
         _one_of("activation_type", self.activation_type, QUANT_TYPES)
@@ -86,17 +91,16 @@ def apply_static(ctx: Context) -> dict[str, Any]:
             f"technique.int8_static.calibration_size = {o.calibration_size} but the calibration "
             f"split has {available} rows; lower it or enlarge the model's calibration split"
         )
-    rows = {k: v[: o.calibration_size] for k, v in feeds.items()}
     methods = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
     }
-    with tempfile.TemporaryDirectory() as tmp:
-        pre = _preprocess(ctx.baseline, Path(tmp))
+
+    def quantize(pre: Path, rows: dict[str, np.ndarray], out: Path) -> None:
         quantize_static(
             pre,
-            ctx.model_out,
+            out,
             _Reader(rows, batch=32),
             quant_format=QuantFormat.QDQ if o.format == "qdq" else QuantFormat.QOperator,
             per_channel=o.per_channel,
@@ -105,7 +109,53 @@ def apply_static(ctx: Context) -> dict[str, Any]:
             calibrate_method=methods[o.calibration],
             op_types_to_quantize=o.op_types or None,
         )
-    return {"quantized": _quantized_ops(ctx.model_out), "calibration_rows": o.calibration_size}
+
+    rng = np.random.default_rng(ctx.seed)
+    half = max(1, o.calibration_size // 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = _preprocess(ctx.baseline, Path(tmp))
+        quantize(pre, {k: v[: o.calibration_size] for k, v in feeds.items()}, ctx.model_out)
+        accuracies = []
+        for i in tqdm(range(o.sensitivity_subsets), desc="calibration sensitivity", unit="subset"):
+            pick = np.sort(rng.choice(available, size=half, replace=False))
+            out = Path(tmp) / f"subset{i}.onnx"
+            quantize(pre, {k: v[pick] for k, v in feeds.items()}, out)
+            accuracies.append(_accuracy(out, ctx))
+    sensitivity = {
+        "subsets": o.sensitivity_subsets,
+        "rows_each": half,
+        "accuracies": accuracies,
+        "candidate_accuracy": _accuracy(ctx.model_out, ctx),
+        "spread_points": 100 * (max(accuracies) - min(accuracies)) if accuracies else 0.0,
+    }
+    return {
+        "quantized": _quantized_ops(ctx.model_out),
+        "calibration_rows": o.calibration_size,
+        "calibration_sensitivity": sensitivity,
+    }
+
+
+def report_static(c: dict[str, Any]) -> list[str]:
+    """The calibration-sensitivity lines of the review note."""
+    s = c["manifest"]["details"].get("calibration_sensitivity")
+    if not s or not s["accuracies"]:
+        return ["- calibration sensitivity: not measured (sensitivity_subsets = 0)"]
+    accs = ", ".join(f"{a:.2%}" for a in s["accuracies"])
+    return [
+        f"- calibration sensitivity: validation accuracy with {s['subsets']} other calibration "
+        f"subsets of {s['rows_each']} rows: {accs}; spread {s['spread_points']:.2f} points "
+        f"(the candidate, calibrated on all rows: {s['candidate_accuracy']:.2%})"
+    ]
+
+
+def _accuracy(model: Path, ctx: Context) -> float:
+    """Validation accuracy of a quantized variant (argmax of the first output)."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    feeds = ctx.data.feeds("validation")
+    logits = sess.run(None, feeds)[0]
+    return float((logits.argmax(1) == ctx.data.labels("validation")).mean())
 
 
 class _Reader:
