@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params
+.PHONY: repro test lint ui params rebenchmark
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -28,6 +28,9 @@ lint: $(BIN)/activate
 
 params: $(BIN)/activate  ## recompose params.yaml from conf/ (overrides: make params ARGS='target=edge')
 	$(BIN)/python -m stages.compose $(ARGS)
+
+rebenchmark: $(BIN)/activate  ## time every candidate again; exit 1 only on a real regression
+	$(BIN)/python -m stages.rebenchmark
 
 ui: $(BIN)/activate  ## browse the MLflow runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,0 +1,144 @@
+"""The regression gate of the scheduled re-benchmark, on synthetic evidence."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages import rebenchmark as R
+from stages.io import EvidenceError
+from stages.measure.timing import Timings, summarize
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def iv(est: float, low: float, high: float) -> dict[str, float]:
+    return {"estimate": est, "low": low, "high": high}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "floor", "status"),
+    [
+        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.03, R.REGRESSION),  # clearly slower now
+        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.03, R.OK),  # intervals overlap
+        (iv(1.0, 0.995, 1.005), iv(0.98, 0.975, 0.985), 0.03, R.OK),  # apart, inside the floor
+        (iv(1.0, 0.995, 1.005), iv(0.90, 0.89, 0.91), 0.03, R.REGRESSION),
+        (iv(1.0, 0.95, 1.05), iv(1.5, 1.45, 1.55), 0.03, R.IMPROVEMENT),
+    ],
+)
+def test_classify(
+    before: dict[str, float], after: dict[str, float], floor: float, status: str
+) -> None:
+    assert R.classify(before, after, floor) == status
+
+
+def evidence(speedup: float, spread: float, floor: float = 0.03) -> dict[str, Any]:
+    return {
+        "status": "ok",
+        "batches": [
+            {
+                "batch_size": 1,
+                "noise_floor": floor,
+                "speedup": {"p50": iv(speedup, speedup - spread, speedup + spread)},
+            }
+        ],
+    }
+
+
+def test_noise_between_two_real_runs_of_the_same_model_passes() -> None:
+    """Two summaries of one simulated machine (same true speedup, new noise) must not regress."""
+    rng = np.random.default_rng(3)
+
+    def run_once() -> dict[str, Any]:
+        t = Timings(
+            orders=[("baseline", "candidate", "baseline_again")] * 30, stopped_by="precision"
+        )
+        drift = rng.lognormal(0, 0.05, size=30)  # the machine speeds up and slows down per round
+        t.rounds = {
+            side: [d * scale * rng.lognormal(0, 0.1, size=20) for d in drift]
+            for side, scale in (("baseline", 1.0), ("candidate", 0.5), ("baseline_again", 1.0))
+        }
+        s = summarize(t, 1, precision=0.02, confidence=0.95, resamples=500, seed=0)
+        return {"status": "ok", "batches": [s]}
+
+    for _ in range(10):
+        rows = R.compare("x", run_once(), run_once())
+        assert [r.status for r in rows] == [R.OK]
+
+
+def test_compare_flags_a_new_batch_size() -> None:
+    after = evidence(1.2, 0.02)
+    after["batches"].append(
+        {"batch_size": 8, "noise_floor": 0.03, "speedup": {"p50": iv(1.3, 1.25, 1.35)}}
+    )
+    rows = R.compare("x", evidence(1.2, 0.02), after)
+    assert [r.status for r in rows] == [R.OK, R.NEW]
+
+
+@pytest.fixture()
+def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def commit(repo: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text(text)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(
+        ["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "e"],
+        cwd=repo,
+        check=True,
+    )
+
+
+def both(speedup: float, spread: float) -> dict[str, str]:
+    return {
+        f"reports/benchmark/{t}/benchmark.json": json.dumps(evidence(speedup, spread))
+        for t in ("int8_dynamic", "int8_static")
+    }
+
+
+def test_gate_passes_on_noise_and_fails_on_a_real_regression(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit(git_repo, both(2.0, 0.05))
+    for rel, text in both(1.97, 0.05).items():  # noise: passes
+        (git_repo / rel).write_text(text)
+    R.main(["--no-run", "--table", "table.md"])
+    assert (
+        "| int8_dynamic | 1 | 2.000 [1.950, 2.050] | 1.970 [1.920, 2.020] |"
+        in capsys.readouterr().out
+    )
+    assert (git_repo / "table.md").read_text().count("| ok |") == 2
+    for rel, text in both(1.5, 0.05).items():  # a real regression: exit 1
+        (git_repo / rel).write_text(text)
+    with pytest.raises(SystemExit) as e:
+        R.main(["--no-run", "--table", "table.md"])
+    assert e.value.code == 1 and "2 regression(s)" in capsys.readouterr().out
+
+
+def test_gate_refuses_a_missing_committed_file(git_repo: Path) -> None:
+    commit(git_repo, {"README": "x"})
+    with pytest.raises(EvidenceError, match=r"no committed benchmark at HEAD.*int8_dynamic"):
+        R.main(["--no-run"])
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", json.dumps({"status": "ok", "batches": [{"batch_size": 1}]})]
+)
+def test_gate_refuses_a_malformed_committed_file(git_repo: Path, text: str) -> None:
+    files = both(2.0, 0.05)
+    files["reports/benchmark/int8_static/benchmark.json"] = text
+    commit(git_repo, files)
+    with pytest.raises(EvidenceError, match=r"int8_static/benchmark\.json at HEAD is malformed"):
+        R.main(["--no-run"])
