@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params rebenchmark
+.PHONY: repro test lint ui params rebenchmark overhead
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -31,6 +31,9 @@ params: $(BIN)/activate  ## recompose params.yaml from conf/ (overrides: make pa
 
 rebenchmark: $(BIN)/activate  ## time every candidate again; exit 1 only on a real regression
 	$(BIN)/python -m stages.rebenchmark
+
+overhead: $(BIN)/activate  ## print the latency the timing harness adds over a bare loop
+	$(BIN)/python -m stages.measure.overhead
 
 ui: $(BIN)/activate  ## browse the MLflow runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -20,6 +20,8 @@ from stages import stats
 BASELINE, CANDIDATE, AGAIN = "baseline", "candidate", "baseline_again"
 ORDERS = ((BASELINE, CANDIDATE, AGAIN), (AGAIN, CANDIDATE, BASELINE))
 PERCENTILES = (50, 90, 95, 99)
+WARMUP_BLOCKS = 10  # at most this many warm-up blocks after the first, per side
+WARMUP_AGREE = 0.05  # successive warm-up block medians within 5 %: warm
 
 Call = Callable[[dict[str, np.ndarray]], Any]
 
@@ -45,6 +47,7 @@ class Timings:
     orders: list[tuple[str, ...]] = field(default_factory=list)
     stopped_by: str = ""
     seconds: float = 0.0
+    warmup_calls: dict[str, int] = field(default_factory=dict)
 
     @property
     def n_rounds(self) -> int:
@@ -65,15 +68,34 @@ def time_block(
     return out / 1e6
 
 
+def warm_up(
+    calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], minimum: int
+) -> dict[str, int]:
+    """Warm each side (caches, allocator arenas, lazy kernel choice) in blocks of `minimum`
+    calls until two successive block medians agree within 5 %; returns the calls used."""
+    used = {side: 0 for side in ORDERS[0]}
+    for side in ORDERS[0] if minimum > 0 else ():
+        n = minimum
+        prev = float(np.median(time_block(calls[side], feeds, 0, n)))
+        blocks = 1
+        while blocks <= WARMUP_BLOCKS:
+            now = float(np.median(time_block(calls[side], feeds, 0, n)))
+            blocks += 1
+            if abs(now / prev - 1) <= WARMUP_AGREE:
+                break
+            prev = now
+        used[side] = blocks * n
+    return used
+
+
 def interleave(
     calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], p: Protocol
 ) -> Timings:
     """Run the interleaved rounds over the three sides; the stopping rule is on the p50 speedup."""
     if set(calls) != {BASELINE, CANDIDATE, AGAIN}:
         raise ValueError(f"calls must be {BASELINE}, {CANDIDATE}, {AGAIN}; got {sorted(calls)}")
-    for side in ORDERS[0]:  # warm-up: caches, allocator arenas, lazy kernel selection
-        time_block(calls[side], feeds, 0, p.warmup_calls)
     t = Timings(rounds={s: [] for s in calls})
+    t.warmup_calls = warm_up(calls, feeds, p.warmup_calls)
     started = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     try:
@@ -142,6 +164,7 @@ def summarize(
         "calls_per_side": calls,
         "stopped_by": t.stopped_by,
         "seconds": round(t.seconds, 3),
+        "warmup_calls": t.warmup_calls,
         "sides": sides,
         "speedup": {k: v.to_dict() for k, v in speedup.items()},
         "throughput_ratio": sides[CANDIDATE]["throughput_per_s"]
