@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from stages import data as D
 from stages import params as P
@@ -17,24 +18,33 @@ def main() -> None:
 
     p = P.load()
     prepared = D.read(Path(p.paths.data))
-    module, log = p.preset.train(p.model, prepared, p.seed)
     feeds = prepared.feeds("validation")
     with atomic_dir(Path(p.paths.baseline)) as out:
-        export(module, {k: v[:2] for k, v in feeds.items()}, out / MODEL_FILE)
-        err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance)
-        torch.save(module.state_dict(), out / WEIGHTS_FILE)
-        manifest = {
-            "model": p.model_name,
-            "graph": graph_summary(out / MODEL_FILE),
-            "parity": {
+        if hasattr(p.preset, "provide_onnx"):  # a model that arrives as ONNX: nothing to train
+            log = p.preset.provide_onnx(p.model, prepared, out / MODEL_FILE)
+            check: dict[str, Any] = {
+                "skipped": "the model arrived as ONNX: there is no framework model to compare"
+            }
+            print(f"baseline: {log}")
+        else:
+            module, log = p.preset.train(p.model, prepared, p.seed)
+            example = {k: v[:2] for k, v in feeds.items()}
+            export(module, example, out / MODEL_FILE, getattr(p.preset, "DYNAMIC_AXES", None))
+            err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance)
+            torch.save(module.state_dict(), out / WEIGHTS_FILE)
+            check = {
                 "max_abs_error": err,
                 "tolerance": p.model.parity_tolerance,
                 "rows": len(prepared.labels("validation")),
-            },
+            }
+            print(f"baseline: parity max abs error {err:.2e}, final loss {log['final_loss']:.4f}")
+        manifest = {
+            "model": p.model_name,
+            "graph": graph_summary(out / MODEL_FILE),
+            "parity": check,
             "training": log,
         }
         write_json(out / MANIFEST_FILE, manifest)
-    print(f"baseline: parity max abs error {err:.2e}, final loss {log['final_loss']:.4f}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import io
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,16 +33,28 @@ from stages.measure.timing import (
 from stages.runtime import readout, session, session_settings, size_on_disk
 
 PLOT_PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
+FIXED = "fixed_length"  # an optional prepared set timed at batch 1 beside the natural inputs
+Feed = dict[str, np.ndarray]
 
 
-def batches(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
-    """Consecutive real validation rows, `size` per call, dropping a short tail."""
+def batches(
+    feeds: dict[str, np.ndarray], size: int, trim: Callable[[Feed], Feed] | None = None
+) -> list[Feed]:
+    """Consecutive real rows, `size` per call, dropping a short tail. A preset's `trim` may cut
+    each batch to its natural shape (e.g. text padded only to its longest sequence)."""
     n = len(next(iter(feeds.values())))
     if n < size:
         raise P.ParamsError(
             f"bench.batch_sizes has {size} but the validation set has only {n} rows; use <= {n}"
         )
-    return [{k: v[i : i + size] for k, v in feeds.items()} for i in range(0, n - size + 1, size)]
+    out = [{k: v[i : i + size] for k, v in feeds.items()} for i in range(0, n - size + 1, size)]
+    return [trim(f) for f in out] if trim else out
+
+
+def median_shapes(inputs: list[Feed]) -> dict[str, tuple[int, ...]]:
+    """Input shapes of the call of median size (operations are counted at this shape)."""
+    by_size = sorted(inputs, key=lambda f: sum(v.size for v in f.values()))
+    return {k: tuple(v.shape) for k, v in by_size[len(by_size) // 2].items()}
 
 
 def achieved(counted: dict[str, Any], p50_ms: float) -> dict[str, Any]:
@@ -77,10 +90,13 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         precision=p.bench.precision,
         confidence=p.bench.confidence,
     )
-    feeds = prepared.feeds("validation")
+    trim = getattr(p.preset, "trim", None)
+    runs = [("validation", b) for b in p.bench.batch_sizes]
+    if FIXED in prepared.sets:  # a preset's fixed-shape case, e.g. text padded to 128 tokens
+        runs.append((FIXED, 1))
     results, raw = [], []
-    for b in p.bench.batch_sizes:
-        inputs = batches(feeds, b)
+    for set_name, b in runs:
+        inputs = batches(prepared.feeds(set_name), b, None if set_name == FIXED else trim)
         timings = interleave(calls, inputs, proto)
         s = summarize(
             timings,
@@ -90,16 +106,17 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
             resamples=p.bench.bootstrap_resamples,
             seed=p.seed,
         )
-        shapes = {k: tuple(v.shape) for k, v in inputs[0].items()}
+        s["inputs"] = set_name
+        shapes = median_shapes(inputs)
         s["compute"] = {
             side: achieved(flops.count(path, shapes), s["sides"][side]["p50"]["estimate"])
             for side, path in ((BASELINE, base), (CANDIDATE, cand))
         }
         results.append(s)
-        raw.append((b, timings))
+        raw.append((set_name, b, timings))
         sp = s["speedup"]["p50"]
         print(
-            f"{name} batch {b}: p50 speedup {sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}]"
+            f"{name} {set_name} batch {b}: p50 speedup {sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}]"
             f" over {s['rounds']} rounds ({s['stopped_by']}); A/A noise floor {s['noise_floor']:.1%}"
         )
     settings = session_settings(p.target)
@@ -107,7 +124,7 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
     del sessions
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "feeds.npz"
-        save_arrays(one, batches(feeds, 1)[0])
+        save_arrays(one, batches(prepared.feeds("validation"), 1, trim)[0])
         mem = {
             BASELINE: memory.measure(base, one, p.bench.memory_calls, settings),
             CANDIDATE: memory.measure(cand, one, p.bench.memory_calls, settings),
@@ -135,7 +152,7 @@ def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
     """The headline figures, flat, for `dvc metrics` and `dvc exp show`."""
     out: dict[str, Any] = {}
     for s in evidence["batches"]:
-        b = s["batch_size"]
+        b = s["batch_size"] if s["inputs"] == "validation" else f"{s['batch_size']}_{s['inputs']}"
         for q in ("p50", "p95", "p99"):
             out[f"b{b}_speedup_{q}"] = s["speedup"][q]["estimate"]
             out[f"b{b}_baseline_{q}_ms"] = s["sides"][BASELINE][q]["estimate"]
@@ -153,20 +170,21 @@ def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def latencies_csv(raw: list[tuple[int, Any]]) -> str:
+def latencies_csv(raw: list[tuple[str, int, Any]]) -> str:
+    """Every timed call with its round, position in the round, side and input set."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["batch_size", "round", "position", "side", "call", "latency_ms"])
-    for b, t in raw:
+    w.writerow(["inputs", "batch_size", "round", "position", "side", "call", "latency_ms"])
+    for set_name, b, t in raw:
         for r, order in enumerate(t.orders):
             for pos, side in enumerate(order):
                 for c, ms in enumerate(t.rounds[side][r]):
-                    w.writerow([b, r, pos, side, c, f"{ms:.6f}"])
+                    w.writerow([set_name, b, r, pos, side, c, f"{ms:.6f}"])
     return buf.getvalue()
 
 
-def percentiles_csv(raw: list[tuple[int, Any]]) -> str:
-    _, t = raw[0]  # batch 1
+def percentiles_csv(raw: list[tuple[str, int, Any]]) -> str:
+    _, _, t = raw[0]  # validation inputs, batch 1
     base, cand = (np.concatenate(t.rounds[s]) for s in (BASELINE, CANDIDATE))
     rows = ["percentile,baseline_ms,candidate_ms,speedup"]
     for q in PLOT_PERCENTILES:
@@ -192,7 +210,7 @@ def main(argv: list[str] | None = None) -> None:
     if manifest["status"] != "ok":
         evidence.update(status=manifest["status"], reason=manifest.get("reason", ""))
         metrics: dict[str, Any] = {}
-        raw: list[tuple[int, Any]] = []
+        raw: list[tuple[str, int, Any]] = []
     else:
         prepared = D.read(Path(p.paths.data))
         measured = measure(

@@ -21,12 +21,21 @@ class ParityError(RuntimeError):
     """The exported graph does not compute what the framework model computes."""
 
 
-def export(module: Any, example: dict[str, np.ndarray], path: Path) -> None:
-    """torch -> ONNX with a dynamic batch axis on every input and output, weights in one file."""
+def export(
+    module: Any,
+    example: dict[str, np.ndarray],
+    path: Path,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
+) -> None:
+    """torch -> ONNX, weights in one file. Every input gets a dynamic batch axis (axis 0)
+    unless `dynamic_axes` names the dynamic axes per input, e.g. {"ids": {0: "batch", 1: "seq"}};
+    axes of the same name share one dimension."""
     import torch
 
     names = list(example)
-    batch = torch.export.Dim("batch")
+    axes = dynamic_axes or {name: {0: "batch"} for name in names}
+    dims = {d: torch.export.Dim(d) for spec in axes.values() for d in spec.values()}
+    shapes = tuple({axis: dims[d] for axis, d in axes.get(name, {}).items()} for name in names)
     args = tuple(torch.from_numpy(v) for v in example.values())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -40,7 +49,7 @@ def export(module: Any, example: dict[str, np.ndarray], path: Path) -> None:
             verbose=False,
             input_names=names,
             output_names=["logits"],
-            dynamic_shapes=tuple({0: batch} for _ in names),
+            dynamic_shapes=shapes,
         )
 
 

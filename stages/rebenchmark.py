@@ -26,6 +26,7 @@ OK, REGRESSION, IMPROVEMENT, NEW = "ok", "REGRESSION", "improvement", "new"
 @dataclass(frozen=True)
 class Row:
     technique: str
+    inputs: str  # the input set timed: "validation", or a preset's fixed-shape set
     batch_size: int
     before: dict[str, float] | None  # p50 speedup interval committed
     after: dict[str, float]  # p50 speedup interval measured now
@@ -47,13 +48,25 @@ def compare(technique: str, before: dict[str, Any] | None, after: dict[str, Any]
     """One row per batch size of one candidate's benchmark evidence."""
     if after.get("status") != "ok":
         return []
-    old = {b["batch_size"]: b for b in before["batches"]} if before else {}
+
+    def key(b: dict[str, Any]) -> tuple[str, int]:
+        return b.get("inputs", "validation"), b["batch_size"]
+
+    old = {key(b): b for b in before["batches"]} if before else {}
     rows = []
     for b in after["batches"]:
-        prev = old.get(b["batch_size"])
+        prev = old.get(key(b))
         if prev is None:
             rows.append(
-                Row(technique, b["batch_size"], None, b["speedup"]["p50"], b["noise_floor"], NEW)
+                Row(
+                    technique,
+                    key(b)[0],
+                    b["batch_size"],
+                    None,
+                    b["speedup"]["p50"],
+                    b["noise_floor"],
+                    NEW,
+                )
             )
             continue
         floor = max(b["noise_floor"], prev["noise_floor"])
@@ -61,6 +74,7 @@ def compare(technique: str, before: dict[str, Any] | None, after: dict[str, Any]
         rows.append(
             Row(
                 technique,
+                key(b)[0],
                 b["batch_size"],
                 prev["speedup"]["p50"],
                 b["speedup"]["p50"],
@@ -81,7 +95,7 @@ def table(rows: list[Row], against: str) -> str:
         "| candidate | batch | committed | now | noise floor | status |",
         "|---|---:|---|---|---:|---|",
         *[
-            f"| {r.technique} | {r.batch_size} | {iv(r.before)} | {iv(r.after)} | {r.floor:.1%} | {r.status} |"
+            f"| {r.technique} | {r.batch_size}{'' if r.inputs == 'validation' else ' (' + r.inputs + ')'} | {iv(r.before)} | {iv(r.after)} | {r.floor:.1%} | {r.status} |"
             for r in rows
         ],
         "",

@@ -142,7 +142,12 @@ def write_failures(
     w = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     w.writeheader()
     for rank, r in enumerate(rows, 1):
-        row = {k: prepared.sets[r["set"]][k][r["index"] : r["index"] + 1] for k in prepared.inputs}
+        arrays = prepared.sets[r["set"]]  # inputs, labels and any extra columns (e.g. text)
+        row = {
+            k: v[r["index"] : r["index"] + 1]
+            for k, v in arrays.items()
+            if len(v) == len(arrays[D.LABELS])
+        }
         suffix, content = render(row)
         name = f"{rank:03d}_{r['kind']}_{r['set']}_{r['index']}_true{r['label']}_cand{r['candidate_pred']}{suffix}"
         write_bytes(out / name, content)

@@ -10,6 +10,12 @@ from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK
 B, C = "baseline", "candidate"
 
 
+def batch_label(s: dict[str, Any]) -> str:
+    """A timing run's batch size, with its input set when it is not the validation inputs."""
+    inputs = s.get("inputs", "validation")
+    return str(s["batch_size"]) + ("" if inputs == "validation" else f" ({inputs})")
+
+
 def ms(x: float) -> str:
     return f"{x:.3f} ms" if x < 100 else f"{x:.0f} ms"
 
@@ -41,7 +47,7 @@ def limit_rows(c: dict[str, Any], peak: dict[str, Any]) -> list[str]:
             comp = s["compute"][side]
             kind, limit = peak_of(comp, peak)
             rows.append(
-                f"| {s['batch_size']} | {side} | {comp['flops'] / 1e6:.2f} M | "
+                f"| {batch_label(s)} | {side} | {comp['flops'] / 1e6:.2f} M | "
                 f"{comp['integer_share']:.0%} | {comp['gflops_p50']:.1f} | {kind} {limit:.0f} | "
                 f"{comp['gflops_p50'] / limit:.1%} |"
             )
@@ -88,19 +94,19 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
     for s in bench["batches"]:
         for q in ("p50", "p95", "p99"):
             sp = s["speedup"][q]
-            line = f"{q} latency at batch {s['batch_size']}: {ms(s['sides'][B][q]['estimate'])} -> {ms(s['sides'][C][q]['estimate'])}, speedup {ci(sp)}"
+            line = f"{q} latency at batch {batch_label(s)}: {ms(s['sides'][B][q]['estimate'])} -> {ms(s['sides'][C][q]['estimate'])}, speedup {ci(sp)}"
             if sp["low"] > 1 + s["noise_floor"]:
                 better.append(line)
             elif sp["high"] < 1 / (1 + s["noise_floor"]):
                 worse.append(line)
         if not s["precise"]:
             worse.append(
-                f"batch {s['batch_size']} timing is imprecise: {s['stopped_by']} ended it before the interval reached the asked precision"
+                f"batch {batch_label(s)} timing is imprecise: {s['stopped_by']} ended it before the interval reached the asked precision"
             )
         for q, ok in s["reliable"].items():
             if not ok and q == "p99":
                 worse.append(
-                    f"p99 at batch {s['batch_size']} rests on {s['calls_per_side']} calls: too few for a stable tail"
+                    f"p99 at batch {batch_label(s)} rests on {s['calls_per_side']} calls: too few for a stable tail"
                 )
     size = bench["size_bytes"]
     line = f"size on disk: {kib(size[B])} -> {kib(size[C])} ({pct(size[C] / size[B])})"
@@ -187,7 +193,7 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "| batch | baseline p50 | candidate p50 | speedup p50 | speedup p95 | speedup p99 | A/A p50 | noise floor | rounds | ended by |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *[
-            f"| {s['batch_size']} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {s['noise_floor']:.1%} | {s['rounds']} | {s['stopped_by']} |"
+            f"| {batch_label(s)} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {s['noise_floor']:.1%} | {s['rounds']} | {s['stopped_by']} |"
             for s in bench["batches"]
         ],
         "",
