@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.techniques import int8
+from stages.techniques import fp16, fuse, int8
 from stages.techniques.base import Context, NotApplicable
 
 
@@ -47,6 +47,8 @@ TECHNIQUES: dict[str, Technique] = {
         "sensitivity",
         int8.report_static,
     ),
+    "fp16": Technique(fp16.Options, fp16.apply, fp16.DECLARES, fp16.CHECK, fp16.report),
+    "fuse": Technique(fuse.Options, fuse.apply, fuse.DECLARES, fuse.CHECK, fuse.report),
 }
 
 
