@@ -21,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 TECHNIQUES = ["int8_dynamic", "int8_static"]
 SHRINK = [
+    "model=digits_cnn",  # the fast preset, whatever the default is
+    "technique=[int8_dynamic,int8_static]",
     "model.epochs=8",
     "bench.warmup_calls=5",
     "bench.min_rounds=4",

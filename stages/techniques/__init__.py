@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.techniques import fp16, fuse, int8
+from stages.techniques import distill, fp16, fuse, int8, prune
 from stages.techniques.base import Context, NotApplicable
 
 
@@ -46,6 +46,28 @@ TECHNIQUES: dict[str, Technique] = {
         "accuracy drop on real validation cases, overall and per slice, and calibration "
         "sensitivity",
         int8.report_static,
+    ),
+    "prune_magnitude": Technique(
+        prune.MagnitudeOptions,
+        prune.apply_magnitude,
+        prune.MAGNITUDE_DECLARES,
+        prune.MAGNITUDE_CHECK,
+        prune.report_magnitude,
+    ),
+    "prune_channels": Technique(
+        prune.ChannelOptions,
+        prune.apply_channels,
+        prune.CHANNEL_DECLARES,
+        prune.CHANNEL_CHECK,
+        prune.report_channels,
+    ),
+    "distill": Technique(
+        distill.Options,
+        distill.apply,
+        distill.DECLARES,
+        distill.CHECK,
+        distill.report,
+        distill.check_options,
     ),
     "fp16": Technique(fp16.Options, fp16.apply, fp16.DECLARES, fp16.CHECK, fp16.report),
     "fuse": Technique(fuse.Options, fuse.apply, fuse.DECLARES, fuse.CHECK, fuse.report),
