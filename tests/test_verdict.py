@@ -228,6 +228,23 @@ def test_hold_when_interval_is_not_precise() -> None:
     assert "max_seconds" in bad["p50 speedup, batch 1"].reason
 
 
+def test_hold_when_the_p99_tail_may_have_grown_but_its_interval_allows_less() -> None:
+    # 1.25x slowdown at the estimate, but the interval reaches 1.05 (a 0.95x slowdown)
+    verdict, rules = decide(evidence(p99=(0.8, 0.6, 1.05)), BUDGET)
+
+    bad = {r.name: r for r in rules if r.status != PASS}
+    assert verdict == HOLD
+    assert set(bad) == {"p99 tail, batch 1"} and bad["p99 tail, batch 1"].status == RISK
+
+
+def test_p99_growth_inside_the_noise_floor_is_not_a_failure() -> None:
+    # the interval says at least 1.15x, over budget, but this run's noise floor is 20 %
+    verdict, rules = decide(evidence(p99=(0.8, 0.75, 0.87), noise_floor=0.2), BUDGET)
+
+    assert verdict == HOLD
+    assert {r.name: r.status for r in rules}["p99 tail, batch 1"] == RISK
+
+
 def test_hold_when_p99_is_unreliable() -> None:
     verdict, rules = decide(evidence(p99_reliable=False, calls=500), BUDGET)
 

@@ -120,9 +120,12 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
     ]
     p99 = s["speedup"]["p99"]
     slowdown = 1 / p99["estimate"]
+    least = 1 / p99["high"]  # the smallest slowdown the interval allows
     reliable = s["reliable"]["p99"]
-    if slowdown > b.max_p99_slowdown:
-        status, reason = FAIL, f"the p99 tail grew {slowdown:.2f}x"
+    if least > b.max_p99_slowdown and least > 1 + s["noise_floor"]:
+        status, reason = FAIL, f"the p99 tail grew {slowdown:.2f}x (at least {least:.2f}x)"
+    elif slowdown > b.max_p99_slowdown:
+        status, reason = RISK, f"the p99 tail may have grown {slowdown:.2f}x; its interval allows less"
     elif not reliable:
         status, reason = RISK, f"p99 rests on {s['calls_per_side']} calls, too few for its tail"
     else:
