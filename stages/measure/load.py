@@ -1,0 +1,369 @@
+"""Load generation after MLPerf Inference's LoadGen scenarios: server (Poisson arrivals) and offline.
+
+Batching changes no weights; it changes how requests meet the model. The server scenario replays a
+seeded Poisson arrival schedule in real time against a `call`; a dynamic batcher in front of it
+holds requests until `max_batch_size` are waiting or the oldest has waited `max_queue_delay_ms`,
+then runs them as one batch. With max_batch_size=1 and no delay it is the plain one-request-per-call
+server, so the baseline and the batching candidate face the identical schedule.
+
+Everything runs in the calling thread: a discrete-event loop on `time.perf_counter()`, with no
+helper threads, so a stopped or failed run leaves nothing behind. Waiting for an arrival or a queue
+deadline sleeps, then spins: `time.sleep` wakes 50-100 us late on an idle Linux machine (timer
+slack plus wake-up) and milliseconds late on a busy one, which would show up as queue delay the
+batcher never asked for. So the loop sleeps until SPIN_S before the target and spins on the clock
+for the rest: the spin costs at most SPIN_S of one core per wait, and only while the server is idle
+(never during a call), in exchange for microsecond precision when the core is not taken away.
+Spinning the whole wait is worse on a busy machine: the scheduler preempts a long spinner in favour
+of woken sleepers, and a spin-only loop started late more often than the hybrid in trials here.
+A call is never interrupted: `max_seconds` is checked between calls, so a run can overrun it by at
+most one call. Times in a ServerResult are seconds from the start of the schedule.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import numbers
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+Feed = dict[str, np.ndarray]  # one request: arrays with a leading batch axis of 1
+Call = Callable[[Feed], Any]  # runs the model on a (possibly batched) feed
+
+SPIN_S = 0.0005  # s: the last stretch before a target time is spun on the clock, not slept
+MAX_ARRIVALS = 10_000_000  # expected arrivals above this are not a schedule one thread can serve
+SATURATION_OVERRUN = 1.5  # x duration_s (+ the bound): a sweep run still busy then cannot keep up
+PERCENTILES = (50, 95, 99)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ValueError(message)
+
+
+def _positive(name: str, value: float) -> None:
+    _require(
+        isinstance(value, numbers.Real) and math.isfinite(value) and value > 0,
+        f"{name} must be a finite number > 0, got {value!r}",
+    )
+
+
+def _check_feeds(feeds: Sequence[Feed]) -> None:
+    _require(len(feeds) >= 1, "feeds is empty; at least 1 request feed is needed")
+
+
+def _check_batching(max_batch_size: int, max_queue_delay_ms: float) -> None:
+    _require(
+        isinstance(max_batch_size, int | np.integer) and max_batch_size >= 1,
+        f"max_batch_size must be an integer >= 1, got {max_batch_size!r}",
+    )
+    _require(
+        isinstance(max_queue_delay_ms, numbers.Real)
+        and math.isfinite(max_queue_delay_ms)
+        and max_queue_delay_ms >= 0,
+        f"max_queue_delay_ms must be a finite number >= 0, got {max_queue_delay_ms!r}",
+    )
+
+
+def poisson_arrivals(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
+    """Arrival times in s from 0 of a seeded Poisson process at rate_qps, all < duration_s."""
+    _positive("rate_qps", rate_qps)
+    _positive("duration_s", duration_s)
+    expected = rate_qps * duration_s
+    _require(
+        expected <= MAX_ARRIVALS,
+        f"rate_qps * duration_s = {expected:g} expected arrivals; at most {MAX_ARRIVALS:,} allowed",
+    )
+    rng = np.random.default_rng(seed)
+    # Standard exponential gaps divided by the rate: for one seed, the schedule at rate r over d
+    # seconds is the schedule at rate 1 over r*d seconds, scaled by 1/r (common random numbers
+    # across a saturation sweep). Drawn in chunks sized by r*d only, so a seed fixes the result.
+    chunk = int(expected + 6 * math.sqrt(expected) + 16)
+    total, parts = 0.0, []
+    while total < expected:  # in units of 1/rate: the horizon is rate * duration
+        times = total + np.cumsum(rng.standard_exponential(chunk))
+        parts.append(times)
+        total = float(times[-1])
+    units = np.concatenate(parts)
+    arrivals = units[units < expected] / rate_qps
+    return arrivals[arrivals < duration_s]  # float rounding of the division must not reach it
+
+
+def _stack(name: str, arrays: list[np.ndarray], pad_value: int) -> np.ndarray:
+    a0 = arrays[0]
+    for a in arrays[1:]:
+        _require(a.dtype == a0.dtype, f"input {name!r}: dtypes differ ({a0.dtype} and {a.dtype})")
+        _require(a.ndim == a0.ndim, f"input {name!r}: ranks differ ({a0.ndim} and {a.ndim})")
+    _require(a0.ndim >= 1, f"input {name!r} has no leading batch axis (a 0-d array)")
+    tails = {a.shape[1:] for a in arrays}
+    if len(tails) > 1:
+        _require(
+            a0.ndim == 2 and np.issubdtype(a0.dtype, np.integer),
+            f"input {name!r}: shapes beyond the batch axis differ {sorted(tails)}; only 2-D "
+            f"integer inputs (token ids, attention masks) are padded, this one is "
+            f"{a0.ndim}-D {a0.dtype}",
+        )
+        width = max(a.shape[1] for a in arrays)
+        arrays = [
+            np.pad(a, ((0, 0), (0, width - a.shape[1])), constant_values=pad_value) for a in arrays
+        ]
+    return np.concatenate(arrays, axis=0)
+
+
+def collate(feeds: Sequence[Feed], pad_value: int = 0) -> Feed:
+    """Concatenate requests along axis 0, right-padding 2-D integer inputs to the longest first."""
+    _check_feeds(feeds)
+    first = feeds[0]
+    if len(feeds) == 1:
+        return dict(first)  # the unbatched server pays no copy
+    for k, f in enumerate(feeds[1:], start=1):
+        _require(
+            f.keys() == first.keys(),
+            f"feeds[{k}] has inputs {sorted(f)} but feeds[0] has {sorted(first)}",
+        )
+    return {name: _stack(name, [np.asarray(f[name]) for f in feeds], pad_value) for name in first}
+
+
+@dataclass
+class ServerResult:
+    """Per-request times of one server run (served requests only) and the batches that ran."""
+
+    arrival_s: np.ndarray  # s from the schedule start, per served request
+    start_s: np.ndarray  # s: when the batch holding it started (collation included)
+    end_s: np.ndarray  # s: when that batch returned
+    batch_of: np.ndarray  # batch index per served request
+    batch_sizes: np.ndarray  # requests in each batch, in order
+    duration_s: float  # s: from the first arrival slot to the last completion
+    dropped: int = 0  # requests never started because max_seconds stopped the run
+
+    @property
+    def queue_delay_ms(self) -> np.ndarray:
+        """Time each request waited before its batch started, in ms."""
+        return (self.start_s - self.arrival_s) * 1e3
+
+    @property
+    def service_ms(self) -> np.ndarray:
+        """Time the batch holding each request took to run, in ms."""
+        return (self.end_s - self.start_s) * 1e3
+
+    @property
+    def latency_ms(self) -> np.ndarray:
+        """Time from each request's arrival to its batch's return, in ms."""
+        return (self.end_s - self.arrival_s) * 1e3
+
+    def summary(self, latency_bound_ms: float) -> dict[str, Any]:
+        """Percentiles in ms, batch sizes, throughput, and the requests that missed the bound."""
+        _positive("latency_bound_ms", latency_bound_ms)
+        served = int(self.arrival_s.size)
+        requests = served + self.dropped
+        out: dict[str, Any] = {"requests": requests, "served": served, "dropped": self.dropped}
+        for key, values in (
+            ("latency", self.latency_ms),
+            ("queue_delay", self.queue_delay_ms),
+            ("service", self.service_ms),
+        ):
+            for q in PERCENTILES:
+                out[f"{key}_p{q}_ms"] = float(np.percentile(values, q)) if served else None
+            out[f"{key}_max_ms"] = float(values.max()) if served else None
+        late = int(np.count_nonzero(self.latency_ms > latency_bound_ms))
+        out["batches"] = int(self.batch_sizes.size)
+        out["mean_batch_size"] = float(self.batch_sizes.mean()) if served else None
+        out["duration_s"] = self.duration_s
+        out["throughput_qps"] = served / self.duration_s if self.duration_s > 0 else 0.0
+        out["latency_bound_ms"] = latency_bound_ms
+        out["late"] = late  # served, but after the bound
+        out["missed_bound"] = late + self.dropped  # a dropped request never met it
+        out["missed_share"] = (late + self.dropped) / requests if requests else 0.0
+        return out
+
+
+def _wait_until(target: float) -> float:
+    """Sleep, then spin, until perf_counter() >= target (s); returns the clock it last read."""
+    clock = time.perf_counter
+    now = clock()
+    if target - now > SPIN_S:
+        time.sleep(target - now - SPIN_S)
+        now = clock()
+    while now < target:
+        now = clock()
+    return now
+
+
+def _check_arrivals(arrivals_s: np.ndarray) -> np.ndarray:
+    a = np.asarray(arrivals_s, dtype=np.float64)
+    _require(
+        a.ndim == 1 and a.size >= 1, f"arrivals_s must be a non-empty 1-D array, got {a.shape}"
+    )
+    _require(bool(np.all(np.isfinite(a))), "arrivals_s has non-finite values")
+    _require(bool(a[0] >= 0), f"arrivals_s must be >= 0, got {a[0]}")
+    _require(bool(np.all(np.diff(a) >= 0)), "arrivals_s must be sorted ascending")
+    return a
+
+
+def serve(
+    call: Call,
+    feeds: Sequence[Feed],
+    arrivals_s: np.ndarray,
+    *,
+    max_batch_size: int = 1,
+    max_queue_delay_ms: float = 0.0,
+    max_seconds: float | None = None,
+) -> ServerResult:
+    """Replay the arrival schedule in real time through a dynamic batcher in this one thread."""
+    arrivals = _check_arrivals(arrivals_s)
+    _check_feeds(feeds)
+    _check_batching(max_batch_size, max_queue_delay_ms)
+    if max_seconds is not None:
+        _positive("max_seconds", max_seconds)
+    n, m, size = arrivals.size, len(feeds), int(max_batch_size)
+    delay = max_queue_delay_ms / 1e3  # s
+    starts: list[float] = []  # per batch, absolute perf_counter s
+    ends: list[float] = []
+    sizes: list[int] = []
+    clock = time.perf_counter
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # no collector pause inside the run
+    try:
+        t0 = clock()
+        # Absolute perf_counter time each request becomes available. Python floats, not numpy:
+        # the loop between a wake-up and the call stays in plain Python, which costs a few us
+        # even with cold caches, where one numpy call after an idle wait can cost tens of us.
+        due = (t0 + arrivals).tolist()
+        stop = math.inf if max_seconds is None else t0 + max_seconds
+        i = 0  # the oldest request not yet started
+        while i < n:
+            now = clock()
+            if now >= stop:
+                break
+            if due[i] > now:  # idle with an empty queue: wait for the next arrival
+                if due[i] >= stop:
+                    break
+                now = _wait_until(due[i])
+            full = i + size - 1  # the request that would fill the batch
+            if delay > 0 and (full >= n or due[full] > now):
+                # Wait until the batch fills or the oldest has waited `delay`, whichever is first.
+                # The server cannot know the schedule ends, so a tail batch waits out its delay.
+                target = due[i] + delay if full >= n else min(due[full], due[i] + delay)
+                if target > now:
+                    now = _wait_until(target)
+            j, last = i + 1, min(i + size, n)
+            while j < last and due[j] <= now:  # every request already there, up to the size
+                j += 1
+            s = clock()
+            call(collate([feeds[k % m] for k in range(i, j)]))
+            e = clock()
+            starts.append(s)
+            ends.append(e)
+            sizes.append(j - i)
+            i = j
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    served = i
+    batch_sizes = np.array(sizes, dtype=np.int64)
+    return ServerResult(
+        arrival_s=arrivals[:served].copy(),
+        start_s=np.repeat(np.array(starts) - t0, batch_sizes),
+        end_s=np.repeat(np.array(ends) - t0, batch_sizes),
+        batch_of=np.repeat(np.arange(batch_sizes.size), batch_sizes),
+        batch_sizes=batch_sizes,
+        duration_s=ends[-1] - t0 - float(arrivals[0]) if served else 0.0,
+        dropped=n - served,
+    )
+
+
+def offline(call: Call, feeds: Sequence[Feed], n: int, max_batch_size: int) -> dict[str, Any]:
+    """All n requests available at once, run in batches of max_batch_size: throughput and time."""
+    _check_feeds(feeds)
+    _require(isinstance(n, int | np.integer) and n >= 1, f"n must be an integer >= 1, got {n!r}")
+    _check_batching(max_batch_size, 0.0)
+    m, size = len(feeds), int(max_batch_size)
+    per_batch = []
+    clock = time.perf_counter
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        t0 = clock()
+        for i in range(0, n, size):
+            s = clock()
+            call(collate([feeds[k % m] for k in range(i, min(i + size, n))]))
+            per_batch.append(clock() - s)
+        seconds = clock() - t0
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    batch_ms = np.array(per_batch) * 1e3
+    return {
+        "requests": int(n),
+        "max_batch_size": size,
+        "batches": len(per_batch),
+        "seconds": seconds,
+        "throughput_qps": n / seconds,
+        "batch_p50_ms": float(np.percentile(batch_ms, 50)),
+        "batch_p99_ms": float(np.percentile(batch_ms, 99)),
+    }
+
+
+def saturation(
+    call: Call,
+    feeds: Sequence[Feed],
+    *,
+    rates_qps: Sequence[float],
+    duration_s: float,
+    seed: int,
+    p99_bound_ms: float,
+    max_batch_size: int = 1,
+    max_queue_delay_ms: float = 0.0,
+) -> dict[str, Any]:
+    """Sweep the server rate upwards; the highest rate whose p99 meets the bound, none dropped."""
+    _require(len(rates_qps) >= 1, "rates_qps is empty; give at least 1 rate")
+    for r in rates_qps:
+        _positive("rates_qps", r)
+    _positive("duration_s", duration_s)
+    _positive("p99_bound_ms", p99_bound_ms)
+    _check_feeds(feeds)
+    _check_batching(max_batch_size, max_queue_delay_ms)
+    rates = sorted(set(rates_qps))
+    schedules = [poisson_arrivals(r, duration_s, seed) for r in rates]
+    for r, a in zip(rates, schedules, strict=True):
+        _require(a.size > 0, f"rates_qps {r} gives no arrival in duration_s {duration_s}")
+    # A run still busy at this point cannot keep up: stop it, the rest counts as dropped.
+    max_seconds = SATURATION_OVERRUN * duration_s + p99_bound_ms / 1e3
+    rows: list[dict[str, Any]] = []
+    best: float | None = None
+    failing = 0
+    for r, arrivals in zip(rates, schedules, strict=True):
+        result = serve(
+            call,
+            feeds,
+            arrivals,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            max_seconds=max_seconds,
+        )
+        row = {"rate_qps": r, **result.summary(p99_bound_ms)}
+        p99 = row["latency_p99_ms"]
+        row["meets"] = row["dropped"] == 0 and p99 is not None and p99 <= p99_bound_ms
+        rows.append(row)
+        if row["meets"]:
+            best, failing = r, 0
+        else:
+            failing += 1
+            if failing == 2:
+                break
+    return {
+        "rows": rows,
+        "saturation_qps": best,
+        "stopped_early": len(rows) < len(rates),
+        "rates_qps": rates,
+        "p99_bound_ms": p99_bound_ms,
+        "duration_s": duration_s,
+        "seed": seed,
+        "max_batch_size": int(max_batch_size),
+        "max_queue_delay_ms": max_queue_delay_ms,
+        "max_seconds_per_rate": max_seconds,
+    }
