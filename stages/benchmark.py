@@ -20,7 +20,7 @@ from stages import params as P
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import read_json, save_arrays, write_json, write_text
-from stages.measure import flops, memory
+from stages.measure import flops, memory, scenarios
 from stages.measure.timing import (
     AGAIN,
     BASELINE,
@@ -119,8 +119,23 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
             f"{name} {set_name} batch {b}: p50 speedup {sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}]"
             f" over {s['rounds']} rounds ({s['stopped_by']}); A/A noise floor {s['noise_floor']:.1%}"
         )
+    modes = scenarios.serving(p.technique[name])
+    server: dict[str, Any] | None = None
+    server_csv = ""
+    if name == "batching" or {"server", "offline"} & set(p.bench.scenarios):
+        capacity = 1e3 / results[0]["sides"][BASELINE]["p50"]["estimate"]  # req/s, one per call
+        server, server_csv = scenarios.run(
+            {side: calls[side] for side in (BASELINE, CANDIDATE)},
+            batches(prepared.feeds("validation"), 1, trim),
+            modes,
+            capacity_qps=capacity,
+            bench=p.bench,
+            seed=p.seed,
+        )
     settings = session_settings(p.target)
-    readouts = {side: readout(s) for side, s in sessions.items()}
+    readouts = {
+        side: {**readout(s), **modes.get(side, modes[BASELINE])} for side, s in sessions.items()
+    }
     del sessions
     with tempfile.TemporaryDirectory() as tmp:
         one = Path(tmp) / "feeds.npz"
@@ -138,7 +153,10 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         },
         "size_bytes": {BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)},
         "session": settings,
-        "sessions": readouts,  # as each live session reported itself
+        "sessions": readouts,  # as each live session reported itself, with how it was served
+        "server": server,
+        "primary": "server" if name == "batching" else "single_stream",  # what the verdict weighs
+        "_server_csv": server_csv,
         "inputs": {
             "set": "validation",
             "sha256": D.input_hash(prepared, "validation"),
@@ -211,15 +229,20 @@ def main(argv: list[str] | None = None) -> None:
         evidence.update(status=manifest["status"], reason=manifest.get("reason", ""))
         metrics: dict[str, Any] = {}
         raw: list[tuple[str, int, Any]] = []
+        server_csv = ""
     else:
         prepared = D.read(Path(p.paths.data))
         measured = measure(
             p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared
         )
         raw = measured.pop("_raw")
+        server_csv = measured.pop("_server_csv")
         evidence.update(status="ok", protocol=P.as_dict(p.bench), **measured)
         metrics = flat_metrics(evidence)
     write_text(out / "latencies.csv", latencies_csv(raw) if raw else "")
+    write_text(
+        out / "server.csv", server_csv or "rate_qps,side,request,arrival_s,start_s,end_s,batch\n"
+    )
     write_text(
         out / "percentiles.csv",
         percentiles_csv(raw) if raw else "percentile,baseline_ms,candidate_ms,speedup\n",

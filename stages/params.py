@@ -17,6 +17,7 @@ from stages.techniques import TECHNIQUES
 
 PARAMS_FILE = Path("params.yaml")
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
+SCENARIOS = ("single_stream", "server", "offline")
 
 
 class ParamsError(ValueError):
@@ -72,8 +73,30 @@ class Bench:
     bootstrap_resamples: int = 2000
     memory_calls: int = 50
     load_repeats: int = 5
+    scenarios: list[str] = field(default_factory=lambda: ["single_stream"])
+    server_duration_s: float = 3.0
+    server_load_factors: list[float] = field(default_factory=lambda: [0.5, 0.9, 1.5])
+    server_sweep_factors: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
+    )
+    latency_bound_ms: float = 0.0  # p99 bound under load; 0 = 10 x the baseline's p50, >= 5 ms
+    offline_requests: int = 1000
 
     def __post_init__(self) -> None:
+        for s in self.scenarios:
+            _one_of("bench.scenarios", s, SCENARIOS)
+        _require(
+            self.server_duration_s > 0, "bench.server_duration_s", self.server_duration_s, "> 0"
+        )
+        for name in ("server_load_factors", "server_sweep_factors"):
+            values = getattr(self, name)
+            _require(bool(values) and min(values) > 0, f"bench.{name}", values, "factors > 0")
+        _require(
+            self.latency_bound_ms >= 0, "bench.latency_bound_ms", self.latency_bound_ms, ">= 0"
+        )
+        _require(
+            self.offline_requests >= 1, "bench.offline_requests", self.offline_requests, ">= 1"
+        )
         _require(bool(self.batch_sizes), "bench.batch_sizes", self.batch_sizes, "at least one")
         for b in self.batch_sizes:
             _require(b >= 1, "bench.batch_sizes", self.batch_sizes, "sizes >= 1")

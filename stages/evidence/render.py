@@ -246,6 +246,13 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"{ci(v['overall']['difference_points'], '{:+.2f}')} | "
             f"{worst} {0 - v['slices'][worst]['drop_points']:+.2f} | {v['overall']['right_to_wrong']} | {frac} | {reasons} |"
         )
+    loaded = [
+        f"- {c['name']}: saturation {_qps(c['benchmark']['server']['saturation']['baseline']['saturation_qps'])} "
+        f"-> {_qps(c['benchmark']['server']['saturation']['candidate']['saturation_qps'])} "
+        f"(p99 bound {c['benchmark']['server']['latency_bound_ms']:.2f} ms); see its review note for the tail and queue delay per rate"
+        for c in cands
+        if c["status"] == "ok" and c["benchmark"].get("server")
+    ]
     noise = [
         f"{c['name']}: {c['benchmark']['batches'][0]['noise_floor']:.1%}"
         for c in cands
@@ -262,6 +269,15 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             "|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
+            *(
+                [
+                    "Under load (server scenario, seeded Poisson arrivals, same schedule for both sides):",
+                    *loaded,
+                    "",
+                ]
+                if loaded
+                else []
+            ),
             "![speedup against accuracy change](tradeoff.png)",
             "",
             f"MLflow: {tracking_line}",
@@ -329,6 +345,10 @@ def tradeoff_png(cands: list[dict[str, Any]], budget: Any) -> bytes:
     fig.savefig(buf, format="png", metadata={"Software": None})
     plt.close(fig)
     return buf.getvalue()
+
+
+def _qps(x: float | None) -> str:
+    return "none met the bound" if x is None else f"{x:.0f} req/s"
 
 
 def _ops(ops: dict[str, int]) -> str:

@@ -24,7 +24,10 @@ def rules(c: dict[str, Any], budget: Budget) -> list[Rule]:
     """Each budget rule against the evidence of one candidate (see report.collect)."""
     out = [_one_change(c)]
     out += _accuracy(c["validation"], budget)
-    out += _speed(c["benchmark"]["batches"][0], budget)
+    if c["benchmark"].get("primary") == "server":
+        out += _server(c["benchmark"]["server"], budget)
+    else:
+        out += _speed(c["benchmark"]["batches"][0], budget)
     return out
 
 
@@ -125,7 +128,10 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
     if least > b.max_p99_slowdown and least > 1 + s["noise_floor"]:
         status, reason = FAIL, f"the p99 tail grew {slowdown:.2f}x (at least {least:.2f}x)"
     elif slowdown > b.max_p99_slowdown:
-        status, reason = RISK, f"the p99 tail may have grown {slowdown:.2f}x; its interval allows less"
+        status, reason = (
+            RISK,
+            f"the p99 tail may have grown {slowdown:.2f}x; its interval allows less",
+        )
     elif not reliable:
         status, reason = RISK, f"p99 rests on {s['calls_per_side']} calls, too few for its tail"
     else:
@@ -135,6 +141,50 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
             "p99 tail, batch 1",
             f"slowdown <= {b.max_p99_slowdown:g}x",
             f"{slowdown:.3f}x slowdown ({s['calls_per_side']} calls)",
+            status,
+            reason,
+        )
+    )
+    return out
+
+
+def _server(s: dict[str, Any], b: Budget) -> list[Rule]:
+    """A serving change is judged under load: saturation throughput and the tail near it."""
+    base = s["saturation"]["baseline"]["saturation_qps"]
+    cand = s["saturation"]["candidate"]["saturation_qps"]
+    measured = f"baseline {base or 0:.0f} req/s, candidate {cand or 0:.0f} req/s (one run per rate)"
+    if cand is None:
+        status, reason = FAIL, "no rate met the p99 bound with batching"
+    elif base is None or cand / base >= b.min_speedup:
+        status, reason = PASS, ""
+    elif cand / base < 1:
+        status, reason = FAIL, f"batching lowered the saturation point ({cand / base:.2f}x)"
+    else:
+        status, reason = RISK, f"saturation gain {cand / base:.2f}x is below {b.min_speedup:g}x"
+    out = [
+        Rule(
+            "saturation throughput",
+            f">= {b.min_speedup:g}x the baseline's",
+            measured,
+            status,
+            reason,
+        )
+    ]
+    near = min(s["rates"], key=lambda r: abs(r["factor"] - 0.9))
+    bp, cp = near["baseline"]["latency_p99_ms"], near["candidate"]["latency_p99_ms"]
+    if bp is None or cp is None:
+        status, reason, text = RISK, "a side served nothing at this rate", "n/a"
+    else:
+        slowdown = cp / bp
+        text = f"{bp:.3f} ms -> {cp:.3f} ms ({slowdown:.2f}x) at {near['rate_qps']:.0f} req/s"
+        ok = slowdown <= b.max_p99_slowdown
+        status = PASS if ok else RISK
+        reason = "" if ok else f"batching grew the p99 latency {slowdown:.2f}x near saturation"
+    out.append(
+        Rule(
+            "p99 under load, near saturation",
+            f"slowdown <= {b.max_p99_slowdown:g}x",
+            text,
             status,
             reason,
         )

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.techniques import distill, fp16, fuse, int8, prune
+from stages.techniques import batching, distill, fp16, fuse, int8, prune
 from stages.techniques.base import Context, NotApplicable
 
 
@@ -71,6 +71,9 @@ TECHNIQUES: dict[str, Technique] = {
     ),
     "fp16": Technique(fp16.Options, fp16.apply, fp16.DECLARES, fp16.CHECK, fp16.report),
     "fuse": Technique(fuse.Options, fuse.apply, fuse.DECLARES, fuse.CHECK, fuse.report),
+    "batching": Technique(
+        batching.Options, batching.apply, batching.DECLARES, batching.CHECK, batching.report
+    ),
 }
 
 

@@ -62,9 +62,9 @@ def check_options(options: Options, model_params: Any) -> None:
     if model_params is None or not dataclasses.is_dataclass(model_params):
         return  # an ONNX-only model: apply says it does not apply
     preset = _preset_of(model_params)
+    if preset is None or hasattr(preset, "provide_onnx"):
+        return  # nothing to distil from: apply says it does not apply
     student = student_params(options, model_params)
-    if preset is None:
-        return
     _require_smaller(preset, model_params, student, _CHECK_CLASSES, options)
 
 

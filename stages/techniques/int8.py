@@ -87,7 +87,9 @@ def apply_static(ctx: Context) -> dict[str, Any]:
     feeds = ctx.data.feeds("calibration")
     available = len(next(iter(feeds.values())))
     if o.calibration_size > available:
-        raise ValueError(
+        from stages.params import ParamsError
+
+        raise ParamsError(
             f"technique.int8_static.calibration_size = {o.calibration_size} but the calibration "
             f"split has {available} rows; lower it or enlarge the model's calibration split"
         )

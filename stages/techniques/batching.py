@@ -1,0 +1,133 @@
+"""batching: a dynamic batcher in front of the same model. No weight changes: what changes is how
+requests meet the model (measured under load by the benchmark's server and offline scenarios)."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+
+from stages.measure import load
+from stages.techniques.base import Context
+
+DECLARES = ("session.max_batch_size", "session.max_queue_delay_ms")  # how it is served
+CHECK = (
+    "the latency tail and queue delay at rates below, near and above the baseline's saturation "
+    "point, the throughput gained, and batch invariance"
+)
+INVARIANCE_BOUND = 1e-4  # max abs logit difference, batched against one request per call
+
+
+@dataclass
+class Options:
+    max_batch_size: int = 8
+    max_queue_delay_ms: float = 2.0
+
+    def __post_init__(self) -> None:
+        from stages.params import _require
+
+        _require(self.max_batch_size >= 1, "max_batch_size", self.max_batch_size, ">= 1")
+        _require(
+            self.max_queue_delay_ms >= 0, "max_queue_delay_ms", self.max_queue_delay_ms, ">= 0 ms"
+        )
+
+
+def apply(ctx: Context) -> dict[str, Any]:
+    """The candidate is the baseline file itself; check its batch axis and batch invariance."""
+    import onnxruntime as ort
+
+    from stages.params import ParamsError
+
+    graph = onnx.load(str(ctx.baseline), load_external_data=False).graph
+    fixed = [
+        i.name
+        for i in graph.input
+        if not i.type.tensor_type.shape.dim or not i.type.tensor_type.shape.dim[0].dim_param
+    ]
+    if fixed:
+        raise ParamsError(
+            f"technique batching needs a dynamic batch axis (a symbolic first dimension) on every "
+            f"input; {', '.join(fixed)} of {ctx.baseline} has a fixed one: re-export the model "
+            "with a dynamic batch axis, or drop batching from the techniques"
+        )
+    shutil.copyfile(ctx.baseline, ctx.model_out)
+    o: Options = ctx.options
+    sess = ort.InferenceSession(str(ctx.model_out), providers=["CPUExecutionProvider"])
+    rows = ctx.data.feeds("validation")
+    n = min(len(next(iter(rows.values()))), 64 * o.max_batch_size)
+    singles = [{k: v[i : i + 1] for k, v in rows.items()} for i in range(n)]
+    trim = getattr(ctx.preset, "trim", None)
+    if trim:
+        singles = [trim(f) for f in singles]
+    alone = np.concatenate([sess.run(None, f)[0] for f in singles])
+    batched = np.concatenate(
+        [
+            sess.run(None, load.collate(singles[i : i + o.max_batch_size]))[0]
+            for i in range(0, n, o.max_batch_size)
+        ]
+    )
+    err = float(np.abs(alone - batched).max())
+    if err > INVARIANCE_BOUND:
+        raise ValueError(
+            f"batch invariance fails: batched outputs differ from one-at-a-time outputs by "
+            f"{err:.3g} (bound {INVARIANCE_BOUND:g}) on {n} validation rows"
+        )
+    return {
+        "max_batch_size": o.max_batch_size,
+        "max_queue_delay_ms": o.max_queue_delay_ms,
+        "batch_invariance": {"rows": n, "max_abs_error": err, "bound": INVARIANCE_BOUND},
+        "same_argmax": bool((alone.argmax(1) == batched.argmax(1)).all()),
+    }
+
+
+def report(c: dict[str, Any]) -> list[str]:
+    """Tail, queue delay and throughput per rate, saturation points, and batch invariance."""
+    d, server = c["manifest"]["details"], c["benchmark"].get("server")
+    inv = d["batch_invariance"]
+    lines = [
+        f"- Batch invariance: over {inv['rows']} validation rows, batched logits differ from "
+        f"one-request-per-call logits by at most {inv['max_abs_error']:.3g} (bound {inv['bound']:g}); "
+        f"same predictions: {'yes' if d['same_argmax'] else 'NO'}.",
+    ]
+    if not server:
+        return [*lines, "- The server scenario did not run: no load figures."]
+    sat = server["saturation"]
+    b_sat, c_sat = sat["baseline"]["saturation_qps"], sat["candidate"]["saturation_qps"]
+
+    def qps(x: float | None) -> str:
+        return "none met the bound" if x is None else f"{x:.0f} req/s"
+
+    lines.append(
+        f"- Saturation point (highest rate with p99 <= {server['latency_bound_ms']:.2f} ms and nothing "
+        f"dropped): baseline {qps(b_sat)}, batched {qps(c_sat)}"
+        + (f" ({c_sat / b_sat:.2f}x)" if b_sat and c_sat else "")
+        + ". One run per rate: these figures carry no interval."
+    )
+    lines += [
+        "",
+        "| rate (x capacity) | req/s | side | p50 / p99 latency (ms) | p99 queue delay (ms) | p50 service (ms) | mean batch | throughput (req/s) | missed bound |",
+        "|---:|---:|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in server["rates"]:
+        for side in ("baseline", "candidate"):
+            s = row[side]
+            if not s["served"]:
+                lines.append(
+                    f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} | nothing served | | | | | {s['missed_bound']} |"
+                )
+                continue
+            lines.append(
+                f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} | {s['latency_p50_ms']:.3f} / "
+                f"{s['latency_p99_ms']:.3f} | {s['queue_delay_p99_ms']:.3f} | {s['service_p50_ms']:.3f} | "
+                f"{s['mean_batch_size']:.2f} | {s['throughput_qps']:.0f} | {s['missed_bound']} of {s['requests']} |"
+            )
+    off = server.get("offline")
+    if off:
+        lines.append(
+            f"- Offline (all requests at once): baseline {off['baseline']['throughput_qps']:.0f} req/s, "
+            f"batched {off['candidate']['throughput_qps']:.0f} req/s."
+        )
+    return lines
