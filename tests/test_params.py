@@ -24,8 +24,10 @@ def test_committed_params_equal_the_composition(cfg: dict[str, Any]) -> None:
 def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
     options = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml"))
     assert options, f"conf/{group} is empty"
+    needs = {"onnx_file": ["model.path=/models/m.onnx", "model.data=/models/val.npz"]}
     for option in options:
-        params = P.validate(P.compose([f"{group}={option}"], conf=ROOT / "conf"))
+        overrides = [f"{group}={option}", *needs.get(option, [])]
+        params = P.validate(P.compose(overrides, conf=ROOT / "conf"))
         assert params is not None
 
 

@@ -2,6 +2,10 @@
 
 from types import ModuleType
 
-from stages.models import digits
+from stages.models import digits, fashion, onnx_file
 
-MODELS: dict[str, ModuleType] = {"digits_cnn": digits}
+MODELS: dict[str, ModuleType] = {
+    "digits_cnn": digits,
+    "fashion_cnn": fashion,
+    "onnx_file": onnx_file,
+}
