@@ -22,11 +22,13 @@ EVAL_BATCH = 256  # rows per inference call; fixed so reruns compute in the same
 HARDEST = 20  # still-wrong examples kept beside the flips
 
 
-def predict(sess: Any, feeds: dict[str, np.ndarray]) -> np.ndarray:
-    """Logits for every row, in fixed-size batches, in order."""
+def predict(sess: Any, feeds: dict[str, np.ndarray], trim: Any = None) -> np.ndarray:
+    """Logits for every row, in fixed-size batches, in order (each cut to its natural shape by
+    the preset's `trim`, e.g. text padded only to its longest sequence)."""
     n = len(next(iter(feeds.values())))
+    cut = trim or (lambda f: f)
     parts = [
-        sess.run(None, {k: v[i : i + EVAL_BATCH] for k, v in feeds.items()})[0]
+        sess.run(None, cut({k: v[i : i + EVAL_BATCH] for k, v in feeds.items()}))[0]
         for i in range(0, n, EVAL_BATCH)
     ]
     return np.concatenate(parts).astype(np.float32)
@@ -56,12 +58,15 @@ def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict
 
 
 def evaluate(
-    base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float
+    base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float, trim: Any = None
 ) -> dict[str, Any]:
     """Predictions on every set the slices use, the overall and per-slice comparisons."""
     sets = ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
     logits = {
-        name: (predict(base_sess, prepared.feeds(name)), predict(cand_sess, prepared.feeds(name)))
+        name: (
+            predict(base_sess, prepared.feeds(name), trim),
+            predict(cand_sess, prepared.feeds(name), trim),
+        )
         for name in sets
     }
     ok = {
@@ -211,7 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     if manifest["status"] == "ok":
         base = session(Path(p.paths.baseline) / MODEL_FILE, p.target, "baseline")
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
-        result.update(evaluate(base, cand, prepared, p.bench.confidence))
+        trim = getattr(p.preset, "trim", None)
+        result.update(evaluate(base, cand, prepared, p.bench.confidence, trim))
         logits = result.pop("_logits")
         rows = failures(prepared, logits)
         result["failures"] = {

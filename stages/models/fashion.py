@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import torch
 
 INPUT = "image"
+STUDENT = {"channels": [16, 32], "hidden": 64}  # distill's default student
 SIDE = 28  # pixels per side
 DEFAULT_DIR = (
     "/usr/share/datasets/fashion-mnist"  # where `apt-get install dataset-fashion-mnist` puts it

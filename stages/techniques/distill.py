@@ -17,8 +17,9 @@ _CHECK_CLASSES = 10
 
 @dataclass
 class Options:
-    # the preset's params fields that differ for the student (digits_cnn: channels, hidden)
-    student: dict[str, Any] = field(default_factory=lambda: {"channels": [8, 16], "hidden": 32})
+    # the preset's params fields that differ for the student (digits_cnn: channels, hidden);
+    # empty = the preset's own default student (its STUDENT)
+    student: dict[str, Any] = field(default_factory=dict)
     temperature: float = 4.0  # softens both sides' logits for the soft-label loss
     alpha: float = 0.7  # weight of the soft-label loss; 1 - alpha weighs the true labels
     epochs: int = 25
@@ -65,22 +66,29 @@ def check_options(options: Options, model_params: Any) -> None:
     if preset is None or hasattr(preset, "provide_onnx"):
         return  # nothing to distil from: apply says it does not apply
     student = student_params(options, model_params)
-    _require_smaller(preset, model_params, student, _CHECK_CLASSES, options)
+    if not getattr(preset, "HEAVY", False):  # heavy presets (pretrained encoders) check in apply
+        _require_smaller(preset, model_params, student, _CHECK_CLASSES, options)
 
 
 def student_params(options: Options, model_params: Any) -> Any:
     """The model's params with the student's fields replaced (validated by the params class)."""
     from stages.params import ParamsError
 
+    fields = options.student or getattr(_preset_of(model_params), "STUDENT", {})
+    if not fields:
+        raise ParamsError(
+            "student is empty and this model preset has no default student: set "
+            "technique.distill.student to the params fields that differ"
+        )
     allowed = [f.name for f in dataclasses.fields(model_params)]
-    unknown = sorted(k for k in options.student if k not in allowed)
+    unknown = sorted(k for k in fields if k not in allowed)
     if unknown:
         raise ParamsError(
             f"student has unknown key(s) {', '.join(unknown)}; allowed keys (fields of the "
             f"model's params): {', '.join(allowed)}"
         )
     try:
-        return dataclasses.replace(model_params, **options.student)
+        return dataclasses.replace(model_params, **fields)
     except ParamsError as e:
         raise ParamsError(f"student.{e}") from None
 
@@ -143,10 +151,10 @@ def apply(ctx: Context) -> dict[str, Any]:
             history.append(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['train_accuracy']:.3f}")
         student.eval()
-    export(student, _example(ctx), ctx.model_out)
+    export(student, _example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
     student_n = _count(student)
     return {
-        "student": dict(o.student),
+        "student": dict(o.student or getattr(ctx.preset, "STUDENT", {})),
         "temperature": o.temperature,
         "alpha": o.alpha,
         "parameters": {"teacher": teacher_n, "student": student_n, "ratio": student_n / teacher_n},
@@ -165,7 +173,7 @@ def _require_smaller(
     student_n = _count(preset.build(student, num_classes))
     if student_n >= teacher_n:
         raise ParamsError(
-            f"student = {options.student!r} has {student_n:,} parameters, not fewer than the "
+            f"student = {options.student or 'the preset default'!r} has {student_n:,} parameters, not fewer than the "
             f"teacher's {teacher_n:,}; choose smaller values"
         )
     return teacher_n

@@ -103,7 +103,7 @@ def apply_magnitude(ctx: Context) -> dict[str, Any]:
         for m, name in targets:
             prune.remove(m, name)  # weight = weight_orig * mask, made permanent
     module.eval()
-    export(module, _example(ctx), ctx.model_out)
+    export(module, _example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
 
     per_layer: dict[str, dict[str, Any]] = {}
     for name, m in layers:
@@ -184,7 +184,7 @@ def apply_channels(ctx: Context) -> dict[str, Any]:
         smaller, layers = _shrink(module, plan, o.amount, o.norm)
         training = _finetune(smaller, ctx, o) if o.finetune_epochs else None
     smaller.eval()
-    export(smaller, _example(ctx), ctx.model_out)
+    export(smaller, _example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
     after = _count(smaller)
     details: dict[str, Any] = {
         "amount": o.amount,
