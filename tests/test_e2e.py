@@ -6,6 +6,7 @@ The config is the real one, shrunk (fewer epochs, short timing), through the sam
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,3 +276,80 @@ def test_exp_run_one_candidate_on_the_edge_target(repo: Path) -> None:
     assert bench["sessions"]["candidate"]["intra_op_threads"] == 1
     shown = dvc(repo, "exp", "show", "--no-pager", "--csv").stdout
     assert "edge-static" in shown and "b1_speedup_p50" in shown
+
+
+def write_idx(path: Path, arr: np.ndarray) -> None:
+    """Gzipped IDX, as the Fashion-MNIST files are: magic (0, 0, uint8 code, ndim), dims, data."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + arr.astype(np.uint8).tobytes())
+
+
+def test_exp_run_fashion_cnn_on_small_data(repo: Path, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 400), ("t10k", 120)):
+        labels = np.arange(n) % 10
+        images = (rng.random((n, 28, 28)) * 60 + labels[:, None, None] * 19).astype(np.uint8)
+        write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "fashion-small",
+        "-S",
+        "model=fashion_cnn",
+        "-S",
+        f"model.data_dir={tmp_path}",
+        "-S",
+        "model.max_train_rows=400",
+        "-S",
+        "model.calibration_size=40",
+        "-S",
+        "model.epochs=1",
+        "-S",
+        "technique=[int8_static]",
+        "-S",
+        "technique.int8_static.calibration_size=40",
+    )
+    summary = load(repo, "reports/summary.json")
+    assert (
+        summary["model"] == "fashion_cnn"
+        and summary["candidates"]["int8_static"]["verdict"] in VERDICTS
+    )
+    val = load(repo, "reports/validation/int8_static/validation.json")
+    assert val["overall"]["n"] == 120 and "low_light" in val["slices"]
+
+
+def test_exp_run_bring_your_own_onnx(repo: Path, tmp_path: Path) -> None:
+    shutil.copy(repo / "models/baseline/model.onnx", tmp_path / "model.onnx")
+    with np.load(repo / "data/prepared/validation.npz") as z:
+        np.savez(
+            tmp_path / "val.npz",
+            image=z["image"],
+            labels=z["labels"],
+            slice__zeros=z["labels"] == 0,
+        )
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "byo",
+        "-S",
+        "model=onnx_file",
+        "-S",
+        f"model.path={tmp_path / 'model.onnx'}",
+        "-S",
+        f"model.data={tmp_path / 'val.npz'}",
+        "-S",
+        "technique=[int8_dynamic,distill]",
+    )
+    summary = load(repo, "reports/summary.json")
+    assert summary["model"] == "onnx_file"
+    assert summary["candidates"]["distill"]["verdict"] == "NOT APPLICABLE"
+    assert "torch" in summary["candidates"]["distill"]["reason"]
+    assert summary["candidates"]["int8_dynamic"]["verdict"] in VERDICTS
+    assert "zeros" in load(repo, "reports/validation/int8_dynamic/validation.json")["slices"]
+    assert "| distill | **NOT APPLICABLE** |" in (repo / "reports/dashboard.md").read_text()
