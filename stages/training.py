@@ -61,3 +61,29 @@ def fit_classifier(
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['train_accuracy']:.3f}")
     model.eval()
     return {"epochs": history, "final_loss": history[-1]["loss"]}
+
+
+def train_classifier(
+    build: Callable[[], nn.Module], data: Any, p: Any, seed: int, input_name: str
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Build and train an image classifier deterministically on the train split (a preset's
+    `train`): seeded init, one thread, fixed shuffle order, a progress bar with the loss."""
+    from tqdm import tqdm
+
+    with deterministic(seed):
+        model = build()
+        x = torch.from_numpy(data.sets["train"][input_name])
+        y = torch.from_numpy(data.sets["train"]["labels"])
+        log = fit_classifier(
+            model,
+            x,
+            y,
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            learning_rate=p.learning_rate,
+            seed=seed,
+            progress=tqdm,
+        )
+    log["train_rows"] = len(y)
+    log["parameters"] = int(sum(t.numel() for t in model.parameters()))
+    return model.eval(), log

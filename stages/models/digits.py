@@ -113,26 +113,9 @@ def build(p: Params, num_classes: int) -> torch.nn.Module:
 
 def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train deterministically (fixed seed, one thread, fixed shuffle order)."""
-    import torch
-    from tqdm import tqdm
+    from stages.training import train_classifier
 
-    from stages.training import deterministic, fit_classifier
-
-    with deterministic(seed):
-        model = build(p, len(data.class_names))
-        x = torch.from_numpy(data.sets["train"][INPUT])
-        y = torch.from_numpy(data.sets["train"][LABELS])
-        log = fit_classifier(
-            model,
-            x,
-            y,
-            epochs=p.epochs,
-            batch_size=p.batch_size,
-            learning_rate=p.learning_rate,
-            seed=seed,
-            progress=tqdm,
-        )
-    return model.eval(), log
+    return train_classifier(lambda: build(p, len(data.class_names)), data, p, seed, INPUT)
 
 
 def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
