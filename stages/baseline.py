@@ -9,7 +9,15 @@ from stages import data as D
 from stages import params as P
 from stages.cli import run
 from stages.evidence.manifest import graph_summary
-from stages.export import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE, ParityError, export, parity
+from stages.export import (
+    MANIFEST_FILE,
+    MODEL_FILE,
+    PARITY_ROWS,
+    WEIGHTS_FILE,
+    ParityError,
+    export,
+    parity,
+)
 from stages.io import atomic_dir, write_json
 
 
@@ -30,12 +38,13 @@ def main() -> None:
             module, log = p.preset.train(p.model, prepared, p.seed)
             example = {k: v[:2] for k, v in feeds.items()}
             export(module, example, out / MODEL_FILE, getattr(p.preset, "DYNAMIC_AXES", None))
-            err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance)
+            trim = getattr(p.preset, "trim", None)
+            err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance, trim)
             torch.save(module.state_dict(), out / WEIGHTS_FILE)
             check = {
                 "max_abs_error": err,
                 "tolerance": p.model.parity_tolerance,
-                "rows": len(prepared.labels("validation")),
+                "rows": min(PARITY_ROWS, len(prepared.labels("validation"))),
             }
             print(f"baseline: parity max abs error {err:.2e}, final loss {log['final_loss']:.4f}")
         manifest = {

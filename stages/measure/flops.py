@@ -22,10 +22,13 @@ def count(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, Any
     DequantizeLinear (a QDQ pair ONNX Runtime runs as one int8 kernel).
     """
     model = onnx.load(str(path))
+    named: dict[str, int] = {}  # symbolic dim -> its size here, for dims inference leaves named
     for inp in model.graph.input:
         if inp.name in input_shapes:
             dims = inp.type.tensor_type.shape.dim
             for d, size in zip(dims, input_shapes[inp.name], strict=True):
+                if d.dim_param:
+                    named[d.dim_param] = size
                 d.ClearField("dim_param")
                 d.dim_value = size
     model = shape_inference.infer_shapes(model, data_prop=True)
@@ -33,8 +36,9 @@ def count(path: Path, input_shapes: dict[str, tuple[int, ...]]) -> dict[str, Any
     shapes: dict[str, tuple[int, ...]] = {}
     for v in [*g.input, *g.value_info, *g.output]:
         dims = v.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[v.name] = tuple(d.dim_value for d in dims)
+        sizes = [d.dim_value if d.HasField("dim_value") else named.get(d.dim_param) for d in dims]
+        if dims and all(s is not None for s in sizes):
+            shapes[v.name] = tuple(int(s) for s in sizes if s is not None)
     for init in g.initializer:
         shapes[init.name] = tuple(numpy_helper.to_array(init).shape)
     producer = {out: n for n in g.node for out in n.output}

@@ -12,7 +12,9 @@ from stages.measure import load
 from stages.measure.timing import BASELINE, CANDIDATE
 
 Feed = dict[str, Any]
-MIN_BOUND_MS = 5.0  # ms: a p99 bound tighter than the load generator's scheduling jitter means nothing
+MIN_BOUND_MS = (
+    5.0  # ms: a p99 bound tighter than the load generator's scheduling jitter means nothing
+)
 
 
 def serving(options: Any | None) -> dict[str, dict[str, float]]:

@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from stages.techniques.base import Context
+from stages.techniques.base import Context, NotApplicable
 from stages.techniques.prune import _count, _example, _pc, _points, slice_lines
 
 # A stand-in class count for check_options, which runs before any data is read (apply re-checks
@@ -103,6 +103,11 @@ def apply(ctx: Context) -> dict[str, Any]:
     from stages.training import deterministic
 
     o: Options = ctx.options
+    if getattr(ctx.preset, "HEAVY", False):
+        raise NotApplicable(
+            "distilling a pretrained encoder means training a transformer student for hours on "
+            "this CPU; run it on a GPU target, or distil a lighter preset"
+        )
     teacher = ctx.torch_baseline()  # NotApplicable for ONNX-only models
     assert ctx.preset is not None
     num_classes = len(ctx.data.class_names)

@@ -32,6 +32,7 @@ CHECK = (
 VERIFY_PROVIDER = "CPUExecutionProvider"  # where apply() optimizes and checks the fused graph
 NO_PAIR = "no Conv+BatchNormalization pair to fold in this model"
 _ROWS_PER_CALL = 256
+VERIFY_ROWS = 512  # validation rows compared, baseline against the fused graph
 
 
 class FusionError(RuntimeError):
@@ -74,7 +75,10 @@ def apply(ctx: Context) -> dict[str, Any]:
     if o.method == "ort_offline":
         # NCHWc layouts depend on this CPU's vector width: valid only where they were made.
         details["hardware_specific"] = any(op.startswith("com.microsoft.nchwc:") for op in after)
-    details.update(_verify(ctx.baseline, ctx.model_out, ctx.data.feeds("validation"), o.tolerance))
+    rows = {k: v[:VERIFY_ROWS] for k, v in ctx.data.feeds("validation").items()}
+    details.update(
+        _verify(ctx.baseline, ctx.model_out, rows, o.tolerance, getattr(ctx.preset, "trim", None))
+    )
     return details
 
 
@@ -297,7 +301,11 @@ def _check_io(baseline: Path, candidate: Path) -> None:
 
 
 def _verify(
-    baseline: Path, candidate: Path, feeds: dict[str, np.ndarray], tolerance: float
+    baseline: Path,
+    candidate: Path,
+    feeds: dict[str, np.ndarray],
+    tolerance: float,
+    trim: Any = None,
 ) -> dict[str, Any]:
     """Run baseline and candidate on the validation rows on the CPU provider; bound the difference.
 
@@ -313,12 +321,12 @@ def _verify(
         "allow_spinning": False,
         "graph_optimization_level": "disable",
     }
-    ref = _outputs(open_session(baseline, settings), feeds)
+    ref = _outputs(open_session(baseline, settings), feeds, trim)
     errors = {}
     for label, level in (("as_written", "disable"), ("reoptimized_all", "all")):
         try:
             sess = open_session(candidate, {**settings, "graph_optimization_level": level})
-            got = _outputs(sess, feeds)
+            got = _outputs(sess, feeds, trim)
         except Exception as e:  # ORT raises several types for unsupported ops
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FusionError(
@@ -342,10 +350,12 @@ def _verify(
     }
 
 
-def _outputs(sess: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+def _outputs(sess: Any, feeds: dict[str, np.ndarray], trim: Any = None) -> list[np.ndarray]:
+    """Every output for every row, in chunks (each cut to its natural shape by `trim`)."""
     n = len(next(iter(feeds.values())))
+    cut = trim or (lambda f: f)
     parts = [
-        sess.run(None, {k: v[i : i + _ROWS_PER_CALL] for k, v in feeds.items()})
+        sess.run(None, cut({k: v[i : i + _ROWS_PER_CALL] for k, v in feeds.items()}))
         for i in range(0, n, _ROWS_PER_CALL)
     ]
     return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]

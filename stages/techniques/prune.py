@@ -92,6 +92,11 @@ def apply_magnitude(ctx: Context) -> dict[str, Any]:
     from stages.training import deterministic
 
     o: MagnitudeOptions = ctx.options
+    if o.finetune_epochs and getattr(ctx.preset, "HEAVY", False):
+        raise NotApplicable(
+            "fine-tuning a pretrained encoder after pruning takes hours on this CPU: set "
+            "technique.prune_magnitude.finetune_epochs=0 to prune without fine-tuning"
+        )
     module = ctx.torch_baseline()
     layers = _weighted(module)
     if not layers:

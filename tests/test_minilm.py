@@ -1,0 +1,299 @@
+"""Tests for the minilm_sentiment preset on the real encoder and the real snippets, kept small.
+
+The module's model is the real MiniLM-L6 truncated to its first layer (`layers: 1`), trained on
+a stratified sample of 400 snippets (`max_rows: 400`): about 270 to train on, 32 to calibrate,
+100 to validate. One test, marked slow, exports the full six-layer encoder and checks parity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from stages import data as D
+from stages import params as P
+from stages.export import export, parity
+from stages.io import sha256_arrays
+from stages.models import MODELS, minilm
+from stages.validate import write_failures
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL: dict[str, Any] = {"layers": 1, "max_rows": 400, "calibration_size": 32, "epochs": 5}
+SETS = ["train", "calibration", "validation", minilm.FIXED]
+SLICES = ["short", "long", "negation", "class_rotten", "class_fresh"]
+
+
+@pytest.fixture(scope="module")
+def small() -> minilm.Params:
+    return minilm.Params(**SMALL)
+
+
+@pytest.fixture(scope="module")
+def data(small: minilm.Params) -> D.Prepared:
+    return minilm.prepare(small, seed=0)
+
+
+@pytest.fixture(scope="module")
+def trained(small: minilm.Params, data: D.Prepared) -> tuple[torch.nn.Module, dict[str, Any]]:
+    return minilm.train(small, data, seed=0)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(
+    tmp_path_factory: pytest.TempPathFactory,
+    data: D.Prepared,
+    trained: tuple[torch.nn.Module, dict[str, Any]],
+) -> Path:
+    """Exported as the baseline stage does: two validation rows as the example."""
+    path = tmp_path_factory.mktemp("minilm") / "model.onnx"
+    example = {k: v[:2] for k, v in data.feeds("validation").items()}
+    export(trained[0], example, path, minilm.DYNAMIC_AXES)
+    return path
+
+
+def test_yaml_defaults_equal_the_dataclass() -> None:
+    conf = yaml.safe_load((ROOT / "conf" / "model" / "minilm_sentiment.yaml").read_text())
+    assert conf.pop("name") == "minilm_sentiment"
+    assert conf == dataclasses.asdict(minilm.Params())
+
+
+def test_prepare_gives_the_sets_slices_and_length_info(
+    small: minilm.Params, data: D.Prepared, tmp_path: Path
+) -> None:
+    assert data.inputs == ["input_ids", "attention_mask"]
+    assert data.class_names == ["rotten", "fresh"]
+    assert sorted(data.sets) == sorted(SETS)
+    rows = {k: len(v[D.LABELS]) for k, v in data.sets.items()}
+    assert rows["train"] + rows["calibration"] + rows["validation"] == 400
+    assert rows["calibration"] == 32 and rows["validation"] == 100
+    for name in ("train", "calibration", "validation"):
+        s = data.sets[name]
+        for k in data.inputs:
+            assert s[k].dtype == np.int64 and s[k].shape == (rows[name], small.max_length)
+        assert s[minilm.TEXT].dtype == np.dtype(f"<U{minilm.TEXT_WIDTH}")
+        assert all(t for t in s[minilm.TEXT])
+        assert set(np.unique(s[D.LABELS])) == {0, 1}
+        mask = s["attention_mask"]
+        assert (mask[:, 0] == 1).all() and (np.diff(mask, axis=1) <= 0).all()  # padded right
+        assert (s["input_ids"][mask == 0] == 0).all()  # [PAD]
+    v = data.sets["validation"]
+    real = v["attention_mask"].sum(1)
+    assert [s.name for s in data.slices] == SLICES
+    assert all(s.set == "validation" and s.description for s in data.slices)
+    assert np.array_equal(v["slice__short"], real <= small.short_tokens)
+    assert np.array_equal(v["slice__long"], real >= small.long_tokens)
+    assert np.array_equal(v["slice__class_fresh"], v[D.LABELS] == 1)
+    assert 0 < v["slice__negation"].sum() < 100
+    for text, neg in zip(v[minilm.TEXT], v["slice__negation"], strict=True):
+        assert neg == bool(minilm.NEGATION.search(str(text)))
+    fixed = data.sets[minilm.FIXED]
+    assert fixed["input_ids"].shape == (100, small.max_length)
+    for k in (*data.inputs, D.LABELS):
+        assert np.array_equal(fixed[k], v[k])
+    tokens = data.info["tokens"]
+    assert 3 <= tokens["min"] <= tokens["p50"] <= tokens["p90"] <= tokens["max"] <= 128
+    assert data.info["corpus"]["plot"] > 1000 and data.info["corpus"]["used"] == 400
+    D.write(data, tmp_path)  # np.save with allow_pickle=False takes the text column
+    again = D.read(tmp_path)
+    assert np.array_equal(again.sets["validation"][minilm.TEXT], v[minilm.TEXT])
+
+
+def test_prepare_is_deterministic(small: minilm.Params, data: D.Prepared) -> None:
+    again = minilm.prepare(small, seed=0)
+    assert {k: sha256_arrays(v) for k, v in again.sets.items()} == {
+        k: sha256_arrays(v) for k, v in data.sets.items()
+    }
+    assert again.info == data.info
+    other = minilm.prepare(small, seed=1)  # the seed picks the sample and the split
+    assert set(other.sets["validation"][minilm.TEXT]) != set(data.sets["validation"][minilm.TEXT])
+
+
+def test_corpus_drops_plot_rows_and_duplicates() -> None:
+    texts, labels, counts = minilm.read_corpus(minilm.corpus_path())
+    assert len(texts) == len(set(texts)) > 12_000
+    assert counts["plot"] > 1000 and counts["duplicates"] > 0
+    assert 0.55 < labels.mean() < 0.6  # about 7,400 fresh of 12,800
+
+
+@pytest.mark.parametrize(
+    ("text", "negated"),
+    [
+        ("It isn't funny.", True),
+        ("Real Women Have Curves doesn\u2019t offer any easy answers.", True),
+        ("Nothing works here", True),
+        ("Neither smart nor fun.", True),
+        ("A film without a pulse.", True),
+        ("A notable, knowing film; nonetheless a nose for nonsense.", False),
+        ("Cannotation aside, a noted success", False),
+    ],
+)
+def test_negation_words(text: str, negated: bool) -> None:
+    assert bool(minilm.NEGATION.search(text)) is negated
+
+
+def test_train_is_deterministic_and_logs_the_loss(
+    small: minilm.Params, data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
+) -> None:
+    module, log = trained
+    assert not module.training
+    assert len(log["epochs"]) == small.epochs and log["final_loss"] == log["epochs"][-1]["loss"]
+    assert log["train_rows"] == len(data.labels("train"))
+    again, log2 = minilm.train(small, data, seed=0)
+    assert log2 == log
+    a, b = module.state_dict(), again.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert len(module.encoder.encoder.layer) == 1
+    fresh = minilm.build(small, 2)  # the encoder is frozen: only the head moved
+    assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in a.items() if k.startswith("enc"))
+
+
+def test_export_matches_torch_within_tolerance(
+    small: minilm.Params,
+    data: D.Prepared,
+    trained: tuple[torch.nn.Module, dict[str, Any]],
+    onnx_path: Path,
+) -> None:
+    assert [f.name for f in onnx_path.parent.iterdir()] == ["model.onnx"]  # no .onnx.data
+    err = parity(trained[0], onnx_path, data.feeds("validation"), small.parity_tolerance)
+    assert err <= small.parity_tolerance
+
+
+def test_exported_graph_takes_other_batch_sizes_and_lengths(
+    data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]], onnx_path: Path
+) -> None:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for i in sess.get_inputs():
+        assert i.shape == ["batch", "sequence"] and i.type == "tensor(int64)"
+    feeds = data.feeds("validation")
+    cases = [
+        minilm.trim({k: v[:1] for k, v in feeds.items()}),
+        minilm.trim({k: v[3:8] for k, v in feeds.items()}),
+        {k: v[:3] for k, v in feeds.items()},  # padded to max_length
+        {k: np.pad(v[:2], ((0, 0), (0, 72))) for k, v in feeds.items()},  # 200 tokens
+    ]
+    for feed in cases:
+        with torch.no_grad():
+            expected = trained[0](*(torch.from_numpy(v) for v in feed.values())).numpy()
+        got = sess.run(None, feed)[0]
+        assert got.shape == (len(feed["input_ids"]), 2)
+        assert np.abs(got - expected).max() <= 1e-4
+
+
+def test_trim_cuts_padding(trained: tuple[torch.nn.Module, dict[str, Any]]) -> None:
+    mask = np.zeros((3, 10), dtype=np.int64)
+    mask[0, :4], mask[1, :6], mask[2, :2] = 1, 1, 1
+    ids = np.where(mask == 1, 2000 + np.arange(10), 0).astype(np.int64)
+    ids[:, 0] = 101
+    cut = minilm.trim({"input_ids": ids, "attention_mask": mask})
+    assert list(cut) == ["input_ids", "attention_mask"]
+    assert cut["input_ids"].shape == cut["attention_mask"].shape == (3, 6)
+    assert np.array_equal(cut["input_ids"], ids[:, :6]) and cut["input_ids"].flags.c_contiguous
+    with torch.no_grad():
+        full = trained[0](torch.from_numpy(ids), torch.from_numpy(mask))
+        short = trained[0](*(torch.from_numpy(v) for v in cut.values()))
+    assert torch.allclose(full, short, atol=1e-5)  # padding changes nothing but the work
+    empty = minilm.trim({"input_ids": ids, "attention_mask": np.zeros_like(mask)})
+    assert empty["input_ids"].shape == (3, 1)
+    same = minilm.trim({"input_ids": ids[:, :6], "attention_mask": mask[:, :6]})
+    assert same["input_ids"].shape == (3, 6)
+
+
+def test_render_failure_writes_the_snippet_as_markdown(data: D.Prepared, tmp_path: Path) -> None:
+    row = {
+        "input_ids": np.array([[101, 2025, 102, 0]]),
+        "attention_mask": np.array([[1, 1, 1, 0]]),
+        D.LABELS: np.array([1]),
+        minilm.TEXT: np.array(["*Not* bad # at_all [really]"], dtype="<U400"),
+        "slice__negation": np.array([True]),
+        "slice__short": np.array([True]),
+        "slice__long": np.array([False]),
+    }
+    suffix, content = minilm.render_failure(row)
+    text = content.decode()
+    assert suffix == ".md"
+    assert r"> \*Not\* bad \# at\_all \[really\]" in text
+    assert "- label: fresh (1)" in text and "- tokens: 3" in text
+    assert "- slices: negation, short" in text
+    assert minilm._escape("- 12. It isn't\n`bad`.") == r"\- 12. It isn't \`bad\`."
+    assert minilm._escape("12. Angry Men") == r"12\. Angry Men"
+    # as validate.py calls it: every column of the set, one row each, plus index.csv
+    rows = [
+        {
+            "kind": "right_to_wrong",
+            "set": "validation",
+            "index": 7,
+            "label": int(data.labels("validation")[7]),
+            "baseline_pred": 0,
+            "candidate_pred": 1,
+            "baseline_margin": 0.0,
+            "candidate_margin": 0.5,
+        }
+    ]
+    write_failures(tmp_path, rows, data, minilm.render_failure)
+    files = sorted(f.name for f in tmp_path.iterdir())
+    assert files[0].startswith("001_right_to_wrong_validation_7_") and files[0].endswith(".md")
+    assert files[1] == "index.csv"
+    snippet = (tmp_path / files[0]).read_text()
+    name = data.class_names[rows[0]["label"]]
+    assert f"- label: {name}" in snippet and snippet.count("\n> ") == 1
+
+
+def test_model_dir_without_weights_is_refused_before_any_work(tmp_path: Path) -> None:
+    with pytest.raises(P.ParamsError) as e:
+        minilm.Params(**SMALL, model_dir=str(tmp_path))
+    msg = str(e.value)
+    assert str(tmp_path) in msg and "model.safetensors" in msg and "config.json" in msg
+    source = minilm.model_dir(minilm.Params())
+    for f in ("config.json", "tokenizer.json", "vocab.txt"):
+        (tmp_path / f).write_bytes((source / f).read_bytes())
+    with pytest.raises(P.ParamsError, match=r"missing model\.safetensors or pytorch_model\.bin"):
+        minilm.Params(model_dir=str(tmp_path))
+    with pytest.raises(P.ParamsError, match="not a directory"):
+        minilm.Params(model_dir=str(tmp_path / "nowhere"))
+
+
+def test_params_are_validated(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(MODELS, "minilm_sentiment", minilm)
+    conf = yaml.safe_load((ROOT / "conf" / "model" / "minilm_sentiment.yaml").read_text())
+    cfg["technique"] = {"int8_dynamic": {}}  # other techniques' defaults may name digits fields
+    cfg["model"] = dict(conf)
+    assert isinstance(P.validate(cfg).model, minilm.Params)
+    cfg["model"] = {**conf, "hidden": 64}
+    with pytest.raises(P.ParamsError, match=r"model\.hidden.*max_length"):
+        P.validate(cfg)
+    for bad, field in (
+        ({"long_tokens": 10}, "long_tokens"),
+        ({"max_rows": 100}, "max_rows"),
+        ({"max_length": 1024}, "max_length"),
+        ({"layers": -1}, "layers"),
+    ):
+        cfg["model"] = {**conf, **bad}
+        with pytest.raises(P.ParamsError, match=rf"model\.{field} = "):
+            P.validate(cfg)
+    with pytest.raises(P.ParamsError, match=r"layers = 9 .*<= 6"):
+        minilm.Params(layers=9)
+
+
+@pytest.mark.slow
+def test_full_model_exports_as_one_file_with_parity(data: D.Prepared, tmp_path: Path) -> None:
+    """The real six-layer encoder (a seeded, untrained head): the baseline stage's export."""
+    p = minilm.Params()
+    torch.manual_seed(0)
+    module = minilm.build(p, 2)
+    assert len(module.encoder.encoder.layer) == 6
+    path = tmp_path / "model.onnx"
+    feeds = data.feeds("validation")
+    export(module, {k: v[:2] for k, v in feeds.items()}, path, minilm.DYNAMIC_AXES)
+    assert [f.name for f in tmp_path.iterdir()] == ["model.onnx"]
+    assert path.stat().st_size > 85_000_000  # 22.7M float32 parameters in the one protobuf
+    assert parity(module, path, {k: v[:32] for k, v in feeds.items()}, p.parity_tolerance) < 1e-4
+    natural = minilm.trim({k: v[:1] for k, v in feeds.items()})
+    assert parity(module, path, natural, p.parity_tolerance) < 1e-4
