@@ -62,12 +62,12 @@ class Target:
 
 @dataclass
 class Bench:
-    batch_sizes: list[int] = field(default_factory=lambda: [1, 32])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     warmup_calls: int = 50
     calls_per_block: int = 20
     min_rounds: int = 10
     max_rounds: int = 400
-    max_seconds: float = 20.0
+    max_seconds: float = 15.0
     precision: float = 0.02
     confidence: float = 0.95
     bootstrap_resamples: int = 2000

@@ -108,7 +108,7 @@ def test_evidence_files_and_verdicts(repo: Path) -> None:
     assert sorted(summary["candidates"]) == TECHNIQUES
     for t in TECHNIQUES:
         bench = load(repo, f"reports/benchmark/{t}/benchmark.json")
-        assert bench["status"] == "ok" and [b["batch_size"] for b in bench["batches"]] == [1, 32]
+        assert bench["status"] == "ok" and [b["batch_size"] for b in bench["batches"]] == [1, 8]
         for b in bench["batches"]:
             sp = b["speedup"]["p50"]
             assert 0 < sp["low"] <= sp["estimate"] <= sp["high"]

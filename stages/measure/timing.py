@@ -22,6 +22,7 @@ ORDERS = ((BASELINE, CANDIDATE, AGAIN), (AGAIN, CANDIDATE, BASELINE))
 PERCENTILES = (50, 90, 95, 99)
 WARMUP_BLOCKS = 10  # at most this many warm-up blocks after the first, per side
 WARMUP_AGREE = 0.05  # successive warm-up block medians within 5 %: warm
+WARMUP_BLOCK_S = 1.0  # s: a warm-up block holds at most the calls that fit in about a second
 
 Call = Callable[[dict[str, np.ndarray]], Any]
 
@@ -72,10 +73,12 @@ def warm_up(
     calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], minimum: int
 ) -> dict[str, int]:
     """Warm each side (caches, allocator arenas, lazy kernel choice) in blocks of `minimum`
-    calls until two successive block medians agree within 5 %; returns the calls used."""
+    calls (fewer for slow calls: a block lasts about WARMUP_BLOCK_S) until two successive block
+    medians agree within 5 %; returns the calls used."""
     used = {side: 0 for side in ORDERS[0]}
     for side in ORDERS[0] if minimum > 0 else ():
-        n = minimum
+        first_ms = float(time_block(calls[side], feeds, 0, 1)[0])
+        n = max(2, min(minimum, int(WARMUP_BLOCK_S * 1e3 / max(first_ms, 1e-3))))
         prev = float(np.median(time_block(calls[side], feeds, 0, n)))
         blocks = 1
         while blocks <= WARMUP_BLOCKS:
@@ -84,7 +87,7 @@ def warm_up(
             if abs(now / prev - 1) <= WARMUP_AGREE:
                 break
             prev = now
-        used[side] = blocks * n
+        used[side] = 1 + blocks * n
     return used
 
 
