@@ -124,7 +124,9 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
             "speedup_p95_b1": b1["speedup"]["p95"]["estimate"],
             "speedup_p99_b1": b1["speedup"]["p99"]["estimate"],
             "noise_floor_b1": b1["noise_floor"],
-            "throughput_ratio_largest_batch": c["benchmark"]["batches"][-1]["throughput_ratio"],
+            "throughput_ratio_largest_batch": render.largest_batch(c["benchmark"])[
+                "throughput_ratio"
+            ],
             "size_ratio": c["benchmark"]["size_bytes"]["candidate"]
             / c["benchmark"]["size_bytes"]["baseline"],
             "baseline_accuracy": v["baseline_accuracy"]["estimate"],

@@ -10,6 +10,12 @@ from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK
 B, C = "baseline", "candidate"
 
 
+def largest_batch(bench: dict[str, Any]) -> dict[str, Any]:
+    """The timing run at the largest batch size on the validation inputs."""
+    runs = [s for s in bench["batches"] if s.get("inputs", "validation") == "validation"]
+    return max(runs, key=lambda s: s["batch_size"])
+
+
 def batch_label(s: dict[str, Any]) -> str:
     """A timing run's batch size, with its input set when it is not the validation inputs."""
     inputs = s.get("inputs", "validation")
@@ -228,7 +234,7 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | | {c['reason']} |")
             continue
         b1 = c["benchmark"]["batches"][0]
-        big = c["benchmark"]["batches"][-1]
+        big = largest_batch(c["benchmark"])
         v = c["validation"]
         size = c["benchmark"]["size_bytes"]
         worst = v["worst_slice"]
