@@ -22,10 +22,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TECHNIQUES = ["int8_dynamic", "int8_static"]
-SHRINK = [
-    "model=digits_cnn",  # the fast preset, whatever the default is
-    "technique=[int8_dynamic,int8_static]",
-    "model.epochs=8",
+BENCH = [  # short timing; `dvc exp run -S` recomposes from conf/, so every run passes these
     "bench.warmup_calls=5",
     "bench.min_rounds=4",
     "bench.max_rounds=30",
@@ -34,6 +31,15 @@ SHRINK = [
     "bench.load_repeats=2",
     "bench.bootstrap_resamples=300",
 ]
+DIGITS = ["model=digits_cnn", "model.epochs=8"]  # the fast preset, whatever the default is
+SHRINK = [*DIGITS, "technique=[int8_dynamic,int8_static]", *BENCH]
+
+
+def overrides(*extra: str) -> list[str]:
+    """`-S` arguments for dvc exp run: the short timing plus `extra`."""
+    return [arg for o in (*BENCH, *extra) for arg in ("-S", o)]
+
+
 VERDICTS = {"SHIP", "HOLD", "REJECT"}
 
 pytestmark = pytest.mark.slow
@@ -265,10 +271,7 @@ def test_exp_run_one_candidate_on_the_edge_target(repo: Path) -> None:
         "run",
         "-n",
         "edge-static",
-        "-S",
-        "technique=[int8_static]",
-        "-S",
-        "target=edge",
+        *overrides(*DIGITS, "technique=[int8_static]", "target=edge"),
     )
     summary = load(repo, "reports/summary.json")
     assert list(summary["candidates"]) == ["int8_static"] and summary["target"] == "edge"
@@ -292,27 +295,16 @@ def test_exp_run_fashion_cnn_on_small_data(repo: Path, tmp_path: Path) -> None:
         images = (rng.random((n, 28, 28)) * 60 + labels[:, None, None] * 19).astype(np.uint8)
         write_idx(tmp_path / f"{split}-images-idx3-ubyte.gz", images)
         write_idx(tmp_path / f"{split}-labels-idx1-ubyte.gz", labels)
-    dvc(
-        repo,
-        "exp",
-        "run",
-        "-n",
-        "fashion-small",
-        "-S",
+    fashion = [
         "model=fashion_cnn",
-        "-S",
         f"model.data_dir={tmp_path}",
-        "-S",
         "model.max_train_rows=400",
-        "-S",
         "model.calibration_size=40",
-        "-S",
         "model.epochs=1",
-        "-S",
         "technique=[int8_static]",
-        "-S",
         "technique.int8_static.calibration_size=40",
-    )
+    ]
+    dvc(repo, "exp", "run", "-n", "fashion-small", *overrides(*fashion))
     summary = load(repo, "reports/summary.json")
     assert (
         summary["model"] == "fashion_cnn"
@@ -331,21 +323,13 @@ def test_exp_run_bring_your_own_onnx(repo: Path, tmp_path: Path) -> None:
             labels=z["labels"],
             slice__zeros=z["labels"] == 0,
         )
-    dvc(
-        repo,
-        "exp",
-        "run",
-        "-n",
-        "byo",
-        "-S",
+    byo = [
         "model=onnx_file",
-        "-S",
         f"model.path={tmp_path / 'model.onnx'}",
-        "-S",
         f"model.data={tmp_path / 'val.npz'}",
-        "-S",
         "technique=[int8_dynamic,distill]",
-    )
+    ]
+    dvc(repo, "exp", "run", "-n", "byo", *overrides(*byo))
     summary = load(repo, "reports/summary.json")
     assert summary["model"] == "onnx_file"
     assert summary["candidates"]["distill"]["verdict"] == "NOT APPLICABLE"
