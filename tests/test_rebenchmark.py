@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
+from stages import params as P
 from stages import rebenchmark as R
 from stages.io import EvidenceError
 from stages.measure.timing import Timings, summarize
@@ -83,7 +84,8 @@ def test_compare_flags_a_new_batch_size() -> None:
 
 @pytest.fixture()
 def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    params = P.compose(["technique=[int8_dynamic,int8_static]"], conf=ROOT / "conf")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
     return tmp_path
