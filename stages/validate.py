@@ -16,22 +16,14 @@ from stages import stats
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
-from stages.runtime import session
+from stages.runtime import run_rows, session
 
-EVAL_BATCH = 256  # rows per inference call; fixed so reruns compute in the same order
 HARDEST = 20  # still-wrong examples kept beside the flips
 
 
-def predict(sess: Any, feeds: dict[str, np.ndarray], trim: Any = None) -> np.ndarray:
-    """Logits for every row, in fixed-size batches, in order (each cut to its natural shape by
-    the preset's `trim`, e.g. text padded only to its longest sequence)."""
-    n = len(next(iter(feeds.values())))
-    cut = trim or (lambda f: f)
-    parts = [
-        sess.run(None, cut({k: v[i : i + EVAL_BATCH] for k, v in feeds.items()}))[0]
-        for i in range(0, n, EVAL_BATCH)
-    ]
-    return np.concatenate(parts).astype(np.float32)
+def predict(sess: Any, feeds: dict[str, np.ndarray], preset: Any = None) -> np.ndarray:
+    """Logits (the first output) for every row, in order; see runtime.run_rows."""
+    return run_rows(sess, feeds, preset)[0].astype(np.float32)
 
 
 def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -58,14 +50,14 @@ def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict
 
 
 def evaluate(
-    base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float, trim: Any = None
+    base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float, preset: Any = None
 ) -> dict[str, Any]:
     """Predictions on every set the slices use, the overall and per-slice comparisons."""
     sets = ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
     logits = {
         name: (
-            predict(base_sess, prepared.feeds(name), trim),
-            predict(cand_sess, prepared.feeds(name), trim),
+            predict(base_sess, prepared.feeds(name), preset),
+            predict(cand_sess, prepared.feeds(name), preset),
         )
         for name in sets
     }
@@ -216,8 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     if manifest["status"] == "ok":
         base = session(Path(p.paths.baseline) / MODEL_FILE, p.target, "baseline")
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
-        trim = getattr(p.preset, "trim", None)
-        result.update(evaluate(base, cand, prepared, p.bench.confidence, trim))
+        result.update(evaluate(base, cand, prepared, p.bench.confidence, p.preset))
         logits = result.pop("_logits")
         rows = failures(prepared, logits)
         result["failures"] = {

@@ -18,9 +18,11 @@ import yaml
 
 from stages import data as D
 from stages import params as P
-from stages.export import export, parity
+from stages.export import MODEL_FILE, WEIGHTS_FILE, export, parity
 from stages.io import sha256_arrays
 from stages.models import MODELS, minilm
+from stages.techniques import prune as PR
+from stages.techniques.base import Context
 from stages.validate import write_failures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,6 +206,101 @@ def test_trim_cuts_padding(trained: tuple[torch.nn.Module, dict[str, Any]]) -> N
     assert empty["input_ids"].shape == (3, 1)
     same = minilm.trim({"input_ids": ids[:, :6], "attention_mask": mask[:, :6]})
     assert same["input_ids"].shape == (3, 6)
+
+
+def test_whole_sets_run_shortest_first_and_come_back_in_row_order(
+    data: D.Prepared, onnx_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import onnxruntime as ort
+
+    from stages import runtime
+
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = data.feeds("validation")
+    widths: list[int] = []
+    real_run = sess.run
+
+    class Spy:
+        def run(self, names: Any, feed: dict[str, np.ndarray]) -> Any:
+            widths.append(feed["attention_mask"].shape[1])
+            return real_run(names, feed)
+
+    monkeypatch.setattr(runtime, "ROWS_PER_CALL", 16)
+    got = runtime.run_rows(Spy(), feeds, minilm)[0]  # type: ignore[arg-type]
+    one_by_one = np.concatenate(
+        [
+            real_run(None, minilm.trim({k: v[i : i + 1] for k, v in feeds.items()}))[0]
+            for i in range(len(feeds["input_ids"]))
+        ]
+    )
+    assert got.shape == one_by_one.shape and np.abs(got - one_by_one).max() < 1e-4
+    lengths = np.sort(minilm.lengths(feeds))
+    assert widths == [
+        int(lengths[min(i + 15, len(lengths) - 1)]) for i in range(0, len(lengths), 16)
+    ]
+    unsorted = runtime.run_rows(sess, feeds)[0]  # no preset: rows as given, padded to max_length
+    assert np.abs(got - unsorted).max() < 1e-4
+
+
+def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
+    data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
+) -> None:
+    import copy
+
+    module = copy.deepcopy(trained[0])
+    blocks = PR._ffn_blocks(module)
+    assert [name for name, _ in blocks] == ["encoder.encoder.layer.0"]
+    up = blocks[0][1].intermediate.dense
+    dead = torch.randperm(1536, generator=torch.Generator().manual_seed(0))[:384]
+    with torch.no_grad():  # GELU(0) = 0: these neurons add nothing to the block's output
+        up.weight[dead] = 0
+        up.bias[dead] = 0
+    smaller, layers = PR._shrink_ffn(module, blocks, 0.25, "l2")
+    assert layers == [
+        {"layer": "encoder.encoder.layer.0", "type": "FFN neurons", "before": 1536, "after": 1152}
+    ]
+    kept = smaller.encoder.encoder.layer[0]
+    assert kept.intermediate.dense.weight.shape == (1152, 384)
+    assert kept.output.dense.weight.shape == (384, 1152)
+    assert module.encoder.encoder.layer[0].intermediate.dense.out_features == 1536  # a copy
+    feed = minilm.trim({k: v[:16] for k, v in data.feeds("validation").items()})
+    args = [torch.from_numpy(feed[k]) for k in minilm.INPUTS]
+    with torch.no_grad():
+        assert torch.allclose(module(*args), smaller(*args), atol=1e-5)
+
+
+def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
+    small: minilm.Params,
+    data: D.Prepared,
+    trained: tuple[torch.nn.Module, dict[str, Any]],
+    onnx_path: Path,
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    import onnxruntime as ort
+
+    base = tmp_path / "baseline"
+    base.mkdir()
+    shutil.copy(onnx_path, base / MODEL_FILE)
+    torch.save(trained[0].state_dict(), base / WEIGHTS_FILE)
+    out = tmp_path / "candidate"
+    out.mkdir()
+    options = PR.ChannelOptions(amount=0.25, finetune_epochs=1)
+    d = PR.apply_channels(Context(base / MODEL_FILE, options, data, out, 0, minilm, small))
+    assert d["structure"] == "transformer FFN neurons"
+    assert d["layers"][0]["after"] == 1152
+    assert d["parameters"]["before"] - d["parameters"]["after"] == 2 * 384 * 384 + 384
+    assert d["finetune"]["trained"] == "head only; encoder frozen"
+    assert len(d["finetune"]["epochs"]) == 1
+    sess = ort.InferenceSession(str(out / MODEL_FILE), providers=["CPUExecutionProvider"])
+    feeds = data.feeds("validation")
+    logits = sess.run(None, minilm.trim(feeds))[0]
+    assert logits.shape == (len(data.labels("validation")), 2)
+    lines = PR.report_channels({"manifest": {"details": d}})
+    assert any(
+        line.startswith("- Hidden neurons per FFN block: encoder.encoder.layer.0") for line in lines
+    )
 
 
 def test_render_failure_writes_the_snippet_as_markdown(data: D.Prepared, tmp_path: Path) -> None:

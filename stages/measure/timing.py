@@ -22,7 +22,7 @@ ORDERS = ((BASELINE, CANDIDATE, AGAIN), (AGAIN, CANDIDATE, BASELINE))
 PERCENTILES = (50, 90, 95, 99)
 WARMUP_BLOCKS = 10  # at most this many warm-up blocks after the first, per side
 WARMUP_AGREE = 0.05  # successive warm-up block medians within 5 %: warm
-WARMUP_BLOCK_S = 1.0  # s: a warm-up block holds at most the calls that fit in about a second
+WARMUP_BLOCK_S = 0.5  # s: a warm-up block holds at most the calls that fit in about this long
 
 Call = Callable[[dict[str, np.ndarray]], Any]
 

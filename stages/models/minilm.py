@@ -306,6 +306,11 @@ def _model_info(p: Params) -> dict[str, str]:
     return {"dir": where, "weights": weights.name, "weights_sha256": sha256_file(weights)}
 
 
+def lengths(feed: dict[str, np.ndarray]) -> np.ndarray:
+    """Real tokens per row (the attention mask's sum): whole sets run in this order."""
+    return feed[MASK].sum(1)
+
+
 def trim(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Cut a batch to its longest real sequence: drop trailing columns masked out in every row."""
     mask = feed[MASK]
@@ -384,31 +389,50 @@ def embeddings(module: Any, feeds: dict[str, np.ndarray], progress: Any) -> torc
 
 
 def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Freeze the encoder, embed the train split once, fit the head (seeded, one thread)."""
-    import torch
-    from tqdm import tqdm
-
-    from stages.training import deterministic, fit_classifier
+    """Build the classifier and fit its head on the frozen encoder (seeded, one thread)."""
+    from stages.training import deterministic
 
     with deterministic(seed):
         module: Any = build(p, len(data.class_names))
-        for param in module.encoder.parameters():
-            param.requires_grad_(False)
-        x = embeddings(module, data.feeds("train"), tqdm)
-        y = torch.from_numpy(data.labels("train"))
-        log = fit_classifier(
-            module.head,
-            x,
-            y,
+        log = finetune(
+            module,
+            data,
             epochs=p.epochs,
             batch_size=p.batch_size,
             learning_rate=p.learning_rate,
             seed=seed,
-            progress=tqdm,
         )
+    return module.eval(), log
+
+
+def finetune(
+    module: Any, data: Prepared, *, epochs: int, batch_size: int, learning_rate: float, seed: int
+) -> dict[str, Any]:
+    """This preset's training, also after a technique changed the encoder (e.g. pruned it):
+    freeze the encoder, embed the train split once, fit the head from where it stands."""
+    import torch
+    from tqdm import tqdm
+
+    from stages.training import fit_classifier
+
+    for param in module.encoder.parameters():
+        param.requires_grad_(False)
+    x = embeddings(module, data.feeds("train"), tqdm)
+    y = torch.from_numpy(data.labels("train"))
+    log = fit_classifier(
+        module.head,
+        x,
+        y,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        seed=seed,
+        progress=tqdm,
+    )
     log["trained"] = "head only; encoder frozen"
     log["train_rows"] = len(y)
-    return module.eval(), log
+    module.eval()
+    return log
 
 
 def _escape(text: str) -> str:

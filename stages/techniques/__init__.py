@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stages.techniques import batching, distill, fp16, fuse, int8, prune
-from stages.techniques.base import Context, NotApplicable
+from stages.techniques.base import GRAPH_REWRITE, Context, NotApplicable
 
 
 @dataclass(frozen=True)
@@ -22,27 +22,17 @@ class Technique:
     check_options: Callable[[Any, Any], None] | None = None
 
 
-# What quantization may change: the graph's ops, dtypes and bytes; never its inputs and outputs.
-_QUANTIZED = (
-    "graph.op_types",
-    "graph.dtypes",
-    "graph.parameters",
-    "graph.nodes",
-    "graph.sha256",
-    "graph.size_bytes",
-)
-
 TECHNIQUES: dict[str, Technique] = {
     "int8_dynamic": Technique(
         int8.DynamicOptions,
         int8.apply_dynamic,
-        _QUANTIZED,
+        GRAPH_REWRITE,
         "accuracy drop on real validation cases, overall and per slice",
     ),
     "int8_static": Technique(
         int8.StaticOptions,
         int8.apply_static,
-        _QUANTIZED,
+        GRAPH_REWRITE,
         "accuracy drop on real validation cases, overall and per slice, and calibration "
         "sensitivity",
         int8.report_static,

@@ -10,6 +10,31 @@ from typing import Any
 from stages.data import Prepared
 from stages.export import MODEL_FILE, WEIGHTS_FILE, load_torch
 
+# What a graph rewrite (quantization, fusion) may change: its ops, dtypes and bytes; never the
+# model's inputs and outputs.
+GRAPH_REWRITE: tuple[str, ...] = (
+    "graph.op_types",
+    "graph.dtypes",
+    "graph.parameters",
+    "graph.nodes",
+    "graph.sha256",
+    "graph.size_bytes",
+)
+
+
+def check_io(
+    baseline: Path, candidate: Path, changed_by: str, error: type[Exception] = RuntimeError
+) -> None:
+    """Raise `error` when the candidate's inputs or outputs differ from the baseline's."""
+    from stages.evidence.manifest import graph_summary
+
+    before, after = graph_summary(baseline)["io"], graph_summary(candidate)["io"]
+    if before != after:
+        raise error(
+            f"{changed_by} changed the model's inputs/outputs: {before} -> {after}; "
+            "a technique may not change graph.io"
+        )
+
 
 class NotApplicable(Exception):
     """The technique cannot apply to this model; the message is the reason shown in the report."""

@@ -10,28 +10,20 @@ from typing import Any
 
 import numpy as np
 
-from stages.techniques.base import Context, NotApplicable
+from stages.techniques.base import GRAPH_REWRITE, Context, NotApplicable, check_io
 
 METHODS = ("ort_offline", "fold_batchnorm")
 LEVELS = ("basic", "extended", "all")
 
 # Fusion changes which ops there are and, when it folds or re-lays-out weights, the initializers;
 # never the inputs/outputs or the opset.
-DECLARES = (
-    "graph.op_types",
-    "graph.dtypes",
-    "graph.parameters",
-    "graph.nodes",
-    "graph.sha256",
-    "graph.size_bytes",
-)
+DECLARES = GRAPH_REWRITE
 CHECK = (
     "whether the engine supports the fused graph: it loads and runs on the target's execution "
     "provider, op counts before / after, outputs within the stated bound of the baseline's"
 )
 VERIFY_PROVIDER = "CPUExecutionProvider"  # where apply() optimizes and checks the fused graph
 NO_PAIR = "no Conv+BatchNormalization pair to fold in this model"
-_ROWS_PER_CALL = 256
 VERIFY_ROWS = 512  # validation rows compared, baseline against the fused graph
 
 
@@ -62,7 +54,7 @@ def apply(ctx: Context) -> dict[str, Any]:
         details |= _ort_offline(ctx.baseline, ctx.model_out, o.level)
     else:
         details = {"method": o.method, **_fold_batchnorm(ctx.baseline, ctx.model_out)}
-    _check_io(ctx.baseline, ctx.model_out)
+    check_io(ctx.baseline, ctx.model_out, "fusion", FusionError)
     after = _op_counts(ctx.model_out)
     details.update(
         ops_before=before,
@@ -76,9 +68,7 @@ def apply(ctx: Context) -> dict[str, Any]:
         # NCHWc layouts depend on this CPU's vector width: valid only where they were made.
         details["hardware_specific"] = any(op.startswith("com.microsoft.nchwc:") for op in after)
     rows = {k: v[:VERIFY_ROWS] for k, v in ctx.data.feeds("validation").items()}
-    details.update(
-        _verify(ctx.baseline, ctx.model_out, rows, o.tolerance, getattr(ctx.preset, "trim", None))
-    )
+    details.update(_verify(ctx.baseline, ctx.model_out, rows, o.tolerance, ctx.preset))
     return details
 
 
@@ -289,30 +279,19 @@ def _op_counts(path: Path) -> dict[str, int]:
     return dict(sorted(ops.items()))
 
 
-def _check_io(baseline: Path, candidate: Path) -> None:
-    from stages.evidence.manifest import graph_summary
-
-    before, after = graph_summary(baseline)["io"], graph_summary(candidate)["io"]
-    if before != after:
-        raise FusionError(
-            f"fusion changed the model's inputs/outputs: {before} -> {after}; "
-            "a technique may not change graph.io"
-        )
-
-
 def _verify(
     baseline: Path,
     candidate: Path,
     feeds: dict[str, np.ndarray],
     tolerance: float,
-    trim: Any = None,
+    preset: Any = None,
 ) -> dict[str, Any]:
     """Run baseline and candidate on the validation rows on the CPU provider; bound the difference.
 
     The candidate runs as written (optimizations disabled) and re-optimized at level `all` (as a
     target session would load it); the baseline runs as written, the reference for both.
     """
-    from stages.runtime import open_session
+    from stages.runtime import open_session, run_rows
 
     settings = {
         "provider": VERIFY_PROVIDER,
@@ -321,12 +300,12 @@ def _verify(
         "allow_spinning": False,
         "graph_optimization_level": "disable",
     }
-    ref = _outputs(open_session(baseline, settings), feeds, trim)
+    ref = run_rows(open_session(baseline, settings), feeds, preset)
     errors = {}
     for label, level in (("as_written", "disable"), ("reoptimized_all", "all")):
         try:
             sess = open_session(candidate, {**settings, "graph_optimization_level": level})
-            got = _outputs(sess, feeds, trim)
+            got = run_rows(sess, feeds, preset)
         except Exception as e:  # ORT raises several types for unsupported ops
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise FusionError(
@@ -348,17 +327,6 @@ def _verify(
         "max_abs_error_by_load": errors,
         "tolerance": tolerance,
     }
-
-
-def _outputs(sess: Any, feeds: dict[str, np.ndarray], trim: Any = None) -> list[np.ndarray]:
-    """Every output for every row, in chunks (each cut to its natural shape by `trim`)."""
-    n = len(next(iter(feeds.values())))
-    cut = trim or (lambda f: f)
-    parts = [
-        sess.run(None, cut({k: v[i : i + _ROWS_PER_CALL] for k, v in feeds.items()}))
-        for i in range(0, n, _ROWS_PER_CALL)
-    ]
-    return [np.concatenate([p[j] for p in parts]) for j in range(len(parts[0]))]
 
 
 def _max_abs(ref: np.ndarray, test: np.ndarray) -> float:

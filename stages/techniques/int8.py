@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from stages.runtime import run_rows
 from stages.techniques.base import Context
 
 QUANT_TYPES = ("qint8", "quint8")
@@ -155,15 +156,7 @@ def _accuracy(model: Path, ctx: Context) -> float:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    feeds = ctx.data.feeds("validation")
-    trim = getattr(ctx.preset, "trim", None) or (lambda f: f)
-    n, step = len(ctx.data.labels("validation")), 256  # rows per call: bounded memory
-    logits = np.concatenate(
-        [
-            sess.run(None, trim({k: v[i : i + step] for k, v in feeds.items()}))[0]
-            for i in range(0, n, step)
-        ]
-    )
+    logits = run_rows(sess, ctx.data.feeds("validation"), ctx.preset)[0]
     return float((logits.argmax(1) == ctx.data.labels("validation")).mean())
 
 

@@ -4,7 +4,9 @@
 optionally fine-tunes with the zeros held, and exports the same dense graph: the file has the same
 shapes and ops, only its values change, so dense kernels still do all the work.
 `prune_channels` removes whole conv channels / linear neurons (smallest L1 or L2 norm) from a plain
-`nn.Sequential` chain and exports a physically smaller dense model.
+`nn.Sequential` chain, or the hidden neurons of every feed-forward block of a transformer encoder
+(the Hugging Face BERT layout: `intermediate.dense` -> `output.dense`), and exports a physically
+smaller dense model.
 """
 
 from __future__ import annotations
@@ -177,16 +179,21 @@ _NORMS = ("BatchNorm1d", "BatchNorm2d")
 
 
 def apply_channels(ctx: Context) -> dict[str, Any]:
-    """Remove the weakest output channels of every Conv2d/Linear but the last; dense export."""
+    """Remove the weakest output channels of every Conv2d/Linear but the last (a Sequential
+    chain), or the weakest hidden neurons of every transformer feed-forward block; dense export."""
     from stages.export import export
     from stages.training import deterministic
 
     o: ChannelOptions = ctx.options
     module = ctx.torch_baseline()
-    plan = _plan(module, _example(ctx))
+    blocks = _ffn_blocks(module)
+    plan = None if blocks else _plan(module, _example(ctx))
     before = _count(module)
     with deterministic(ctx.seed):
-        smaller, layers = _shrink(module, plan, o.amount, o.norm)
+        if plan is None:
+            smaller, layers = _shrink_ffn(module, blocks, o.amount, o.norm)
+        else:
+            smaller, layers = _shrink(module, plan, o.amount, o.norm)
         training = _finetune(smaller, ctx, o) if o.finetune_epochs else None
     smaller.eval()
     export(smaller, _example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
@@ -194,12 +201,63 @@ def apply_channels(ctx: Context) -> dict[str, Any]:
     details: dict[str, Any] = {
         "amount": o.amount,
         "norm": o.norm,
+        "structure": "sequential channels" if plan is not None else "transformer FFN neurons",
         "layers": layers,
         "parameters": {"before": before, "after": after, "ratio": after / before},
     }
     if training is not None:
         details["finetune"] = training
     return details
+
+
+def _ffn_blocks(module: Any) -> list[tuple[str, Any]]:
+    """Transformer layers in the Hugging Face BERT layout (BERT, MiniLM, RoBERTa, ELECTRA...):
+    `intermediate.dense` (hidden -> ffn) feeding `output.dense` (ffn -> hidden)."""
+    from torch import nn
+
+    found = []
+    for name, m in module.named_modules():
+        up = getattr(getattr(m, "intermediate", None), "dense", None)
+        down = getattr(getattr(m, "output", None), "dense", None)
+        if (
+            isinstance(up, nn.Linear)
+            and isinstance(down, nn.Linear)
+            and up.out_features == down.in_features
+        ):
+            found.append((name, m))
+    return found
+
+
+def _shrink_ffn(
+    module: Any, blocks: list[tuple[str, Any]], amount: float, norm: str
+) -> tuple[Any, list[dict[str, Any]]]:
+    """A copy with the weakest hidden neurons of each feed-forward block removed: rows of the
+    up-projection and the matching columns of the down-projection. A neuron's score is the norm
+    of its up-projection weights, ranked within its block; attention and the residual width stay
+    as they are, so every other shape is unchanged."""
+    import torch
+    from torch import nn
+
+    smaller = copy.deepcopy(module)
+    report = []
+    for name, _ in blocks:
+        block = smaller.get_submodule(name)
+        up, down = block.intermediate.dense, block.output.dense
+        n = up.out_features
+        drop = min(round(amount * n), n - 1)  # never remove a whole block
+        scores = up.weight.data.abs().sum(1) if norm == "l1" else up.weight.data.norm(dim=1)
+        keep = torch.sort(torch.argsort(-scores, stable=True)[: n - drop]).values
+        new_up = nn.Linear(up.in_features, len(keep), bias=up.bias is not None)
+        new_down = nn.Linear(len(keep), down.out_features, bias=down.bias is not None)
+        new_up.weight = nn.Parameter(up.weight.data[keep].clone())
+        new_down.weight = nn.Parameter(down.weight.data[:, keep].clone())
+        if up.bias is not None:
+            new_up.bias = nn.Parameter(up.bias.data[keep].clone())
+        if down.bias is not None:
+            new_down.bias = nn.Parameter(down.bias.data.clone())
+        block.intermediate.dense, block.output.dense = new_up, new_down
+        report.append({"layer": name, "type": "FFN neurons", "before": n, "after": len(keep)})
+    return smaller, report
 
 
 @dataclass
@@ -382,12 +440,24 @@ def _example(ctx: Context) -> dict[str, np.ndarray]:
 
 
 def _finetune(module: Any, ctx: Context, o: Any) -> dict[str, Any]:
-    """A short Adam fine-tune on the train split (seeded shuffle; inside `deterministic`)."""
+    """A short fine-tune on the train split (seeded shuffle; inside `deterministic`): the
+    preset's own `finetune` when it has one (e.g. refit the head on a frozen encoder), else Adam
+    on the whole model."""
     import torch
     from tqdm import tqdm
 
     from stages.training import fit_classifier
 
+    own = getattr(ctx.preset, "finetune", None)
+    if own is not None:
+        return own(
+            module,
+            ctx.data,
+            epochs=o.finetune_epochs,
+            batch_size=o.batch_size,
+            learning_rate=o.learning_rate,
+            seed=ctx.seed,
+        )
     if len(ctx.data.inputs) != 1:
         raise NotApplicable("fine-tuning handles single-input models only; set finetune_epochs: 0")
     x = torch.from_numpy(ctx.data.feeds("train")[ctx.data.inputs[0]])
@@ -428,16 +498,13 @@ def report_magnitude(c: dict[str, Any]) -> list[str]:
         lines.append(f"- Per layer: {layers}.")
         if d.get("finetune"):
             lines.append(_finetune_line(d["finetune"]))
-    batches = c.get("benchmark", {}).get("batches", [])
-    lines += speed_lines(batches)
-    slow = [b["batch_size"] for b in batches if b["effect"] != "faster"]
-    if slow:
-        where = "" if len(slow) == len(batches) else f" at batch {_join(slow)}"
-        lines.append(
-            f"- **Sparse but not faster{where}: dense kernels do the same work on zeros.** "
-            "Unstructured zeros shrink neither the shapes nor the work; only a sparse kernel "
-            "or structured pruning (prune_channels) can turn them into speed."
-        )
+    lines += _speed_and_not_faster(
+        c,
+        "Sparse but not faster",
+        ": dense kernels do the same work on zeros.** Unstructured zeros shrink neither the "
+        "shapes nor the work; only a sparse kernel or structured pruning (prune_channels) can "
+        "turn them into speed.",
+    )
     lines += accuracy_lines(c)
     return lines
 
@@ -455,20 +522,31 @@ def report_channels(c: dict[str, Any]) -> list[str]:
         chans = ", ".join(
             f"{v['layer']} ({v['type']}) {v['before']} -> {v['after']}" for v in d["layers"]
         )
-        lines.append(f"- Output channels per layer: {chans}.")
+        ffn = d.get("structure") == "transformer FFN neurons"
+        lines.append(
+            f"- {'Hidden neurons per FFN block' if ffn else 'Output channels per layer'}: {chans}."
+        )
         if d.get("finetune"):
             lines.append(_finetune_line(d["finetune"]))
-    batches = c.get("benchmark", {}).get("batches", [])
-    lines += speed_lines(batches)
-    slow = [b["batch_size"] for b in batches if b["effect"] != "faster"]
-    if slow:
-        lines.append(
-            f"- **Smaller but not faster at batch {_join(slow)}**: the parameters removed did not "
-            "buy measurable speed there (for a model this small, fixed per-call costs may "
-            "dominate)."
-        )
+    lines += _speed_and_not_faster(
+        c,
+        "Smaller but not faster",
+        "**: the parameters removed did not buy measurable speed there (fixed per-call costs, "
+        "or layers the pruning left whole, may dominate).",
+    )
     lines += accuracy_lines(c)
     lines += slice_lines(c)
+    return lines
+
+
+def _speed_and_not_faster(c: dict[str, Any], headline: str, why: str) -> list[str]:
+    """The speed lines, then `headline` (bold, with the batch sizes) where it was not faster."""
+    batches = c.get("benchmark", {}).get("batches", [])
+    lines = speed_lines(batches)
+    slow = [b["batch_size"] for b in batches if b["effect"] != "faster"]
+    if slow:
+        where = "" if len(slow) == len(batches) else f" at batch {_join(slow)}"
+        lines.append(f"- **{headline}{where}{why}")
     return lines
 
 
