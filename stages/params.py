@@ -31,6 +31,7 @@ class Paths:
     data: str = "data/prepared"
     baseline: str = "models/baseline"
     candidates: str = "models/candidates"
+    reference: str = "reports/reference"
     benchmark: str = "reports/benchmark"
     validation: str = "reports/validation"
     failures: str = "reports/failures"

@@ -131,6 +131,27 @@ def run_rows(
     return [np.concatenate([part[j] for part in parts])[back] for j in range(len(parts[0]))]
 
 
+def run_alone(
+    sess: ort.InferenceSession,
+    feeds: dict[str, np.ndarray],
+    preset: ModuleType | None = None,
+    desc: str = "predict",
+) -> list[np.ndarray]:
+    """Every output for every row, each row in a call of its own (cut to its natural shape by the
+    preset's `trim`), in order: what a single-stream service computes for each request. A model
+    whose output for a row depends on the other rows of its call (dynamic INT8 sets activation
+    ranges per call) is judged here as it is served one request at a time."""
+    from tqdm import tqdm
+
+    n = len(next(iter(feeds.values())))
+    cut = getattr(preset, "trim", None) or (lambda f: f)
+    parts = [
+        sess.run(None, cut({k: v[i : i + 1] for k, v in feeds.items()}))
+        for i in tqdm(range(n), desc=desc, unit="row", mininterval=2.0)
+    ]
+    return [np.concatenate([part[j] for part in parts]) for j in range(len(parts[0]))]
+
+
 def readout(sess: ort.InferenceSession) -> dict[str, Any]:
     """The settings a live session reports about itself, for the one-change check."""
     so = sess.get_session_options()

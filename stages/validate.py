@@ -1,4 +1,9 @@
-"""Stage `validate@<technique>`: accuracy of both sides, paired, per slice, and the failures."""
+"""Stage `validate@<technique>`: accuracy of both sides, paired, per slice, and the failures.
+
+Every row is predicted alone, at its natural shape, as the single-stream service the benchmark
+times would answer it; the baseline's predictions come from the `reference` stage (computed once
+for all candidates). The candidate is also run in batches, to show whether its predictions depend
+on the rows that share a call."""
 
 from __future__ import annotations
 
@@ -15,15 +20,47 @@ from stages import params as P
 from stages import stats
 from stages.cli import run
 from stages.export import MODEL_FILE
-from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
-from stages.runtime import run_rows, session
+from stages.io import (
+    EvidenceError,
+    atomic_dir,
+    load_arrays,
+    read_json,
+    sha256_file,
+    write_bytes,
+    write_json,
+    write_text,
+)
+from stages.runtime import ROWS_PER_CALL, run_alone, run_rows, session
 
 HARDEST = 20  # still-wrong examples kept beside the flips
 
 
-def predict(sess: Any, feeds: dict[str, np.ndarray], preset: Any = None) -> np.ndarray:
-    """Logits (the first output) for every row, in order; see runtime.run_rows."""
-    return run_rows(sess, feeds, preset)[0].astype(np.float32)
+def eval_sets(prepared: D.Prepared) -> list[str]:
+    """The sets predicted: validation, then any other set a slice is drawn from (e.g. low_light)."""
+    return ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
+
+
+def predict(
+    sess: Any, feeds: dict[str, np.ndarray], preset: Any = None, desc: str = ""
+) -> np.ndarray:
+    """Logits (the first output) for every row, each row alone; see runtime.run_alone."""
+    return run_alone(sess, feeds, preset, desc or "predict")[0].astype(np.float32)
+
+
+def batch_invariance(
+    sess: Any, feeds: dict[str, np.ndarray], alone: np.ndarray, labels: np.ndarray, preset: Any
+) -> dict[str, Any]:
+    """The same rows run ROWS_PER_CALL at a time (length-sorted, as a batched service would
+    group them) against each row alone: how many change class, and by how much."""
+    batched = run_rows(sess, feeds, preset)[0].astype(np.float32)
+    return {
+        "rows_per_call": ROWS_PER_CALL,
+        "rows": len(labels),
+        "argmax_changed": int((batched.argmax(1) != alone.argmax(1)).sum()),
+        "max_abs_difference": stats.max_abs_error(alone, batched),
+        "accuracy_alone": float((alone.argmax(1) == labels).mean()),
+        "accuracy_batched": float((batched.argmax(1) == labels).mean()),
+    }
 
 
 def margin(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -50,16 +87,26 @@ def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict
 
 
 def evaluate(
-    base_sess: Any, cand_sess: Any, prepared: D.Prepared, confidence: float, preset: Any = None
+    reference: dict[str, np.ndarray],
+    cand_sess: Any,
+    prepared: D.Prepared,
+    confidence: float,
+    preset: Any = None,
 ) -> dict[str, Any]:
-    """Predictions on every set the slices use, the overall and per-slice comparisons."""
-    sets = ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
+    """The candidate's predictions on every set the slices use, paired with the baseline's
+    (`reference`), the overall and per-slice comparisons, and the batch-invariance check."""
+    for name in eval_sets(prepared):
+        if reference.get(name) is None or len(reference[name]) != len(prepared.labels(name)):
+            raise EvidenceError(
+                f"the baseline's reference predictions lack set {name!r} or differ from it in "
+                "rows: run `dvc repro reference`"
+            )
     logits = {
         name: (
-            predict(base_sess, prepared.feeds(name), preset),
-            predict(cand_sess, prepared.feeds(name), preset),
+            reference[name],
+            predict(cand_sess, prepared.feeds(name), preset, f"candidate {name}"),
         )
-        for name in sets
+        for name in eval_sets(prepared)
     }
     ok = {
         name: (b.argmax(1) == prepared.labels(name), c.argmax(1) == prepared.labels(name))
@@ -91,6 +138,9 @@ def evaluate(
         "slices": slices,
         "worst_slice": worst,
         "fidelity": fidelity,
+        "batch_invariance": batch_invariance(
+            cand_sess, prepared.feeds("validation"), test, prepared.labels("validation"), preset
+        ),
         "_logits": logits,
     }
 
@@ -188,9 +238,24 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         "mcnemar_p": o["mcnemar_p"],
         **{f"fidelity_{k}": v for k, v in result["fidelity"].items()},
     }
+    out["batch_argmax_changed"] = result["batch_invariance"]["argmax_changed"]
     if worst:
         out["worst_slice_drop_points"] = result["slices"][worst]["drop_points"]
     return out
+
+
+REFERENCE_LOGITS, REFERENCE_FILE = "logits.npz", "reference.json"
+
+
+def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
+    """The baseline's logits per set, refused when they were computed from another baseline."""
+    info = read_json(folder / REFERENCE_FILE, "reference")
+    if info["model_sha256"] != sha256_file(baseline):
+        raise EvidenceError(
+            f"{folder} holds the predictions of another baseline than {baseline} (sha256 "
+            f"{info['model_sha256'][:12]}): run `dvc repro reference`"
+        )
+    return load_arrays(folder / REFERENCE_LOGITS, "reference")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -206,9 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if manifest["status"] == "ok":
-        base = session(Path(p.paths.baseline) / MODEL_FILE, p.target, "baseline")
+        reference = read_reference(Path(p.paths.reference), Path(p.paths.baseline) / MODEL_FILE)
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
-        result.update(evaluate(base, cand, prepared, p.bench.confidence, p.preset))
+        result.update(evaluate(reference, cand, prepared, p.bench.confidence, p.preset))
         logits = result.pop("_logits")
         rows = failures(prepared, logits)
         result["failures"] = {

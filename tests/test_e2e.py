@@ -197,6 +197,7 @@ def test_forced_repro_gives_identical_evidence(repo: Path) -> None:
     patterns = [
         "data/prepared/*",
         "models/**/*",
+        "reports/reference/**/*",
         "reports/validation/**/*",
         "reports/failures/**/*",
     ]

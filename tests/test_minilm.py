@@ -242,6 +242,31 @@ def test_whole_sets_run_shortest_first_and_come_back_in_row_order(
     assert np.abs(got - unsorted).max() < 1e-4
 
 
+def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
+    data: D.Prepared, onnx_path: Path, tmp_path: Path
+) -> None:
+    import onnxruntime as ort
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from stages import validate as V
+
+    feeds, labels = data.feeds("validation"), data.labels("validation")
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    alone = V.predict(sess, feeds, minilm)
+    inv = V.batch_invariance(sess, feeds, alone, labels, minilm)
+    assert inv["rows"] == len(labels) and inv["argmax_changed"] == 0
+    assert inv["max_abs_difference"] < 1e-4
+    assert inv["accuracy_alone"] == inv["accuracy_batched"]
+    quantized = tmp_path / "int8.onnx"
+    quantize_dynamic(onnx_path, quantized, weight_type=QuantType.QInt8)
+    q = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
+    q_alone = V.predict(q, feeds, minilm)
+    row = minilm.trim({k: v[7:8] for k, v in feeds.items()})
+    assert np.array_equal(q_alone[7], q.run(None, row)[0][0])  # "alone" is one call on one row
+    # activation ranges are taken per call: the same row gives other logits among other rows
+    assert V.batch_invariance(q, feeds, q_alone, labels, minilm)["max_abs_difference"] > 1e-3
+
+
 def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
     data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
 ) -> None:

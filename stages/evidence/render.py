@@ -132,6 +132,11 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
             worse.append(
                 f"slice {name}: {s['baseline_accuracy']['estimate']:.2%} -> {s['candidate_accuracy']['estimate']:.2%} ({s['right_to_wrong']} right->wrong)"
             )
+    inv = val.get("batch_invariance")
+    if inv and inv["argmax_changed"]:
+        worse.append(
+            f"predictions depend on the batch: {inv['argmax_changed']} of {inv['rows']} validation rows change class when run {inv['rows_per_call']} to a call instead of alone (max abs logit change {inv['max_abs_difference']:.3g}; accuracy {inv['accuracy_alone']:.2%} alone, {inv['accuracy_batched']:.2%} batched): the accuracy above is for requests served one at a time"
+        )
     f = val["fidelity"]
     worse.append(
         f"output fidelity vs baseline: max abs error {f['max_abs_error']:.3g}, cosine {f['cosine']:.5f}, SQNR {f['sqnr_db']:.1f} dB"
@@ -176,7 +181,7 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         *[f"- {x}" for x in worse],
         "",
         "## Which validation examples were checked",
-        f"- {val['overall']['n']} validation rows, and every slice below; predictions of both sides in `{ctx['validation_dir']}/{c['name']}/predictions.csv`",
+        f"- {val['overall']['n']} validation rows, each predicted alone at its natural shape (as single requests are served), and every slice below; predictions of both sides in `{ctx['validation_dir']}/{c['name']}/predictions.csv`",
         f"- {val['failures']['right_to_wrong']} right->wrong flips and the {val['failures']['still_wrong_kept']} hardest still-wrong rows, rendered in `{val['failures']['folder']}/` (index.csv lists them by margin)",
         *[
             f"  - `{f['file']}`: label {f['label']}, candidate said {f['candidate_pred']} ({f['set']} row {f['index']})"

@@ -1,0 +1,44 @@
+"""Stage `reference`: the baseline's predictions on every set the slices use, each row alone.
+
+Computed once on the target's session and shared by every `validate@<technique>`, which pairs
+them with the candidate's row by row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from stages import data as D
+from stages import params as P
+from stages.cli import run
+from stages.export import MODEL_FILE
+from stages.io import atomic_dir, save_arrays, sha256_file, write_json
+from stages.runtime import session, session_settings
+from stages.validate import REFERENCE_FILE, REFERENCE_LOGITS, eval_sets, predict
+
+
+def main() -> None:
+    p = P.load()
+    prepared = D.read(Path(p.paths.data))
+    model = Path(p.paths.baseline) / MODEL_FILE
+    sess = session(model, p.target, "baseline")
+    logits = {
+        name: predict(sess, prepared.feeds(name), p.preset, f"baseline {name}")
+        for name in eval_sets(prepared)
+    }
+    with atomic_dir(Path(p.paths.reference)) as out:
+        save_arrays(out / REFERENCE_LOGITS, logits)
+        write_json(
+            out / REFERENCE_FILE,
+            {
+                "model_sha256": sha256_file(model),
+                "rows": {name: len(v) for name, v in logits.items()},
+                "rows_per_call": 1,
+                "session": session_settings(p.target),
+            },
+        )
+    accuracy = (logits["validation"].argmax(1) == prepared.labels("validation")).mean()
+    print(f"reference: baseline accuracy {accuracy:.4f} on {len(logits['validation'])} rows alone")
+
+
+if __name__ == "__main__":
+    run(main)
