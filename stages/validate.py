@@ -41,10 +41,10 @@ def eval_sets(prepared: D.Prepared) -> list[str]:
 
 
 def predict(
-    sess: Any, feeds: dict[str, np.ndarray], preset: Any = None, desc: str = ""
+    sess: Any, feeds: dict[str, np.ndarray], preset: Any = None, desc: str = "predict"
 ) -> np.ndarray:
     """Logits (the first output) for every row, each row alone; see runtime.run_alone."""
-    return run_alone(sess, feeds, preset, desc or "predict")[0].astype(np.float32)
+    return run_alone(sess, feeds, preset, desc)[0].astype(np.float32)
 
 
 def batch_invariance(

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.data import LABELS, MASK_PREFIX, Prepared, Slice
+from stages.data import (
+    LABELS,
+    MASK_PREFIX,
+    Prepared,
+    Slice,
+    check_low_light,
+    check_split,
+    grayscale_png,
+    low_light,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -33,17 +41,8 @@ class Params:
     def __post_init__(self) -> None:
         from stages.params import _require
 
-        _require(
-            0 < self.validation_share < 0.9,
-            "validation_share",
-            self.validation_share,
-            "in (0, 0.9)",
-        )
-        _require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
-        _require(
-            0 < self.low_light_scale <= 1, "low_light_scale", self.low_light_scale, "in (0, 1]"
-        )
-        _require(self.low_light_gamma > 0, "low_light_gamma", self.low_light_gamma, "> 0")
+        check_split(self.validation_share, self.calibration_size)
+        check_low_light(self.low_light_scale, self.low_light_gamma)
         _require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
         _require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -74,20 +73,13 @@ def prepare(p: Params, seed: int) -> Prepared:
         slices.append(
             Slice(f"class_{c}", "validation", f"class_{c}", f"validation images of a {c}")
         )
-    low = (p.low_light_scale * x_val**p.low_light_gamma).astype(np.float32)
-    slices.append(
-        Slice(
-            "low_light",
-            "low_light",
-            None,
-            f"every validation image darkened to {p.low_light_scale} * x ** {p.low_light_gamma}",
-        )
-    )
+    dark_slice, dark_set = low_light(x_val, y_val, INPUT, p.low_light_scale, p.low_light_gamma)
+    slices.append(dark_slice)
     sets = {
         "train": {INPUT: x_train, LABELS: y_train},
         "calibration": {INPUT: x_cal, LABELS: y_cal},
         "validation": validation,
-        "low_light": {INPUT: low, LABELS: y_val},
+        "low_light": dark_set,
     }
     info = {"source": "sklearn.datasets.load_digits", "image_shape": [1, 8, 8]}
     return Prepared([INPUT], classes, sets, slices, info)
@@ -120,9 +112,4 @@ def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[s
 
 def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
     """An input as a file: the 8x8 image scaled up 8x to a grayscale PNG."""
-    from PIL import Image
-
-    img = np.clip(row[INPUT].reshape(8, 8) * 255.0, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).resize((64, 64), Image.Resampling.NEAREST).save(buf, format="PNG")
-    return ".png", buf.getvalue()
+    return grayscale_png(row[INPUT], 8, 8)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.data import LABELS, MASK_PREFIX, Prepared, Slice
+from stages.data import (
+    LABELS,
+    MASK_PREFIX,
+    Prepared,
+    Slice,
+    check_low_light,
+    grayscale_png,
+    low_light,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -108,10 +115,7 @@ class Params:
             self.max_validation_rows,
             "0 (all) or >= 10 (one per class)",
         )
-        _require(
-            0 < self.low_light_scale <= 1, "low_light_scale", self.low_light_scale, "in (0, 1]"
-        )
-        _require(self.low_light_gamma > 0, "low_light_gamma", self.low_light_gamma, "> 0")
+        check_low_light(self.low_light_scale, self.low_light_gamma)
         _require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
         _require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
         _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
@@ -235,20 +239,13 @@ def prepare(p: Params, seed: int) -> Prepared:
         slices.append(
             Slice(f"class_{slug}", "validation", f"class_{slug}", f"validation images of a {name}")
         )
-    low = (p.low_light_scale * x_val**p.low_light_gamma).astype(np.float32)
-    slices.append(
-        Slice(
-            "low_light",
-            "low_light",
-            None,
-            f"every validation image darkened to {p.low_light_scale} * x ** {p.low_light_gamma}",
-        )
-    )
+    dark_slice, dark_set = low_light(x_val, y_val, INPUT, p.low_light_scale, p.low_light_gamma)
+    slices.append(dark_slice)
     sets = {
         "train": {INPUT: x_pool[train], LABELS: y_pool[train]},
         "calibration": {INPUT: x_pool[cal], LABELS: y_pool[cal]},
         "validation": validation,
-        "low_light": {INPUT: low, LABELS: y_val},
+        "low_light": dark_set,
     }
     info = {
         "source": f"Fashion-MNIST IDX files in {folder}",
@@ -288,11 +285,4 @@ def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[s
 
 def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
     """An input as a file: the 28x28 image scaled up 4x to a grayscale PNG."""
-    from PIL import Image
-
-    img = np.clip(row[INPUT].reshape(SIDE, SIDE) * 255.0, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(img).resize((4 * SIDE, 4 * SIDE), Image.Resampling.NEAREST).save(
-        buf, format="PNG"
-    )
-    return ".png", buf.getvalue()
+    return grayscale_png(row[INPUT], SIDE, 4)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.data import LABELS, MASK_PREFIX, Prepared, Slice
+from stages.data import LABELS, MASK_PREFIX, Prepared, Slice, check_split
 
 if TYPE_CHECKING:
     import torch
@@ -69,13 +69,7 @@ class Params:
 
         _require(self.layers >= 0, "layers", self.layers, ">= 0 (0 = all)")
         _require(2 <= self.max_length <= 512, "max_length", self.max_length, "in [2, 512]")
-        _require(
-            0 < self.validation_share < 0.9,
-            "validation_share",
-            self.validation_share,
-            "in (0, 0.9)",
-        )
-        _require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
+        check_split(self.validation_share, self.calibration_size)
         _require(self.max_rows >= 0, "max_rows", self.max_rows, ">= 0 (0 = all)")
         if self.max_rows:
             train = self.max_rows - round(self.max_rows * self.validation_share)
@@ -377,8 +371,7 @@ def embeddings(module: Any, feeds: dict[str, np.ndarray], progress: Any) -> torc
     of attention and pooling, so this only saves work)."""
     import torch
 
-    lengths = feeds[MASK].sum(1)
-    order = np.argsort(-lengths, kind="stable")
+    order = np.argsort(-lengths(feeds), kind="stable")  # longest first
     out = torch.empty(len(order), module.head.in_features)
     with torch.no_grad():
         for start in progress(range(0, len(order), EMBED_BATCH), desc="embed", unit="batch"):
