@@ -81,23 +81,15 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         AGAIN: session(base, p.target, "baseline"),  # a second session: the A/A control
     }
     calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
-    proto = Protocol(
-        warmup_calls=p.bench.warmup_calls,
-        calls_per_block=p.bench.calls_per_block,
-        min_rounds=p.bench.min_rounds,
-        max_rounds=p.bench.max_rounds,
-        max_seconds=p.bench.max_seconds,
-        precision=p.bench.precision,
-        confidence=p.bench.confidence,
-    )
     trim = getattr(p.preset, "trim", None)
     runs = [("validation", b) for b in p.bench.batch_sizes]
     if FIXED in prepared.sets:  # a preset's fixed-shape case, e.g. text padded to 128 tokens
         runs.append((FIXED, 1))
     results, raw = [], []
-    for set_name, b in runs:
+    for i, (set_name, b) in enumerate(runs):
         inputs = batches(prepared.feeds(set_name), b, None if set_name == FIXED else trim)
-        timings = interleave(calls, inputs, proto)
+        # the first run (batch 1, validation inputs) is the one the verdict weighs, tail included
+        timings = interleave(calls, inputs, Protocol.from_bench(p.bench, p.budget, i == 0))
         s = summarize(
             timings,
             b,
@@ -107,6 +99,7 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
             seed=p.seed,
         )
         s["inputs"] = set_name
+        s["max_noise_floor"] = p.bench.max_noise_floor
         shapes = median_shapes(inputs)
         s["compute"] = {
             side: achieved(flops.count(path, shapes), s["sides"][side]["p50"]["estimate"])

@@ -66,10 +66,11 @@ class Bench:
     batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
     warmup_calls: int = 50
     calls_per_block: int = 20
-    min_rounds: int = 10
+    min_rounds: int = 12
     max_rounds: int = 400
-    max_seconds: float = 15.0
+    max_seconds: float = 20.0
     precision: float = 0.02
+    max_noise_floor: float = 0.1  # a timing decision needs the A/A noise floor at most this wide
     confidence: float = 0.95
     bootstrap_resamples: int = 2000
     memory_calls: int = 50
@@ -109,6 +110,12 @@ class Bench:
         )
         _require(self.max_seconds > 0, "bench.max_seconds", self.max_seconds, "> 0")
         _require(0 < self.precision < 1, "bench.precision", self.precision, "in (0, 1)")
+        _require(
+            self.max_noise_floor > 0,
+            "bench.max_noise_floor",
+            self.max_noise_floor,
+            "> 0 (0.1 = 10 %)",
+        )
         _require(0 < self.confidence < 1, "bench.confidence", self.confidence, "in (0, 1)")
         _require(
             self.bootstrap_resamples >= 100,

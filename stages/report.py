@@ -74,6 +74,7 @@ def main() -> None:
         "validation_dir": p.paths.validation,
         "candidates_dir": p.paths.candidates,
         "peak": read_json(Path(p.paths.peak), "peak"),
+        "confidence_label": f"{p.bench.confidence * 100:g} %",
     }
     summary = {
         "model": p.model_name,
@@ -86,7 +87,9 @@ def main() -> None:
     with atomic_dir(Path(p.paths.review)) as folder:
         for c in cands:
             write_text(folder / f"{c['name']}.md", render.review(c, ctx))
-    write_bytes(Path(p.paths.tradeoff), render.tradeoff_png(cands, p.budget))
+    write_bytes(
+        Path(p.paths.tradeoff), render.tradeoff_png(cands, p.budget, ctx["confidence_label"])
+    )
     write_json(Path(p.paths.summary), summary)
     try:
         result = tracking.log(

@@ -17,6 +17,9 @@ from statsmodels.stats.contingency_tables import mcnemar
 from statsmodels.stats.proportion import proportion_confint
 
 Verdict = Literal["faster", "slower", "no measurable change"]
+# What an interval decides against the budget (None while it still straddles a threshold)
+FASTER, SLOWER, NO_CHANGE, SHORT = "faster", "slower", "no measurable change", "short of budget"
+TAIL_PASS, TAIL_FAIL = "pass", "fail"
 Stat = Callable[[np.ndarray], np.ndarray]  # reduces the last axis, e.g. a percentile of calls
 
 # Upper bound on the float64 elements materialised per bootstrap batch (~32 MB) so that long
@@ -212,21 +215,80 @@ def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
     return float(mcnemar(table, exact=True).pvalue)
 
 
+def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Exact (Clopper-Pearson) interval of a proportion; (0, 1) when n is 0."""
+    _check_counts(successes=successes, n=n)
+    _check_confidence(confidence)
+    if n == 0:
+        return 0.0, 1.0
+    ci = stats.binomtest(successes, n).proportion_ci(confidence, method="exact")
+    return float(ci.low), float(ci.high)
+
+
 def paired_accuracy_difference(
     right_to_wrong: int, wrong_to_right: int, n: int, confidence: float = 0.95
 ) -> Interval:
-    """Candidate-minus-baseline accuracy on paired predictions, with a paired Wald interval."""
+    """Candidate-minus-baseline accuracy on paired predictions, with the exact conditional
+    interval: given the m = right_to_wrong + wrong_to_right flips, wrong_to_right is binomial
+    (m, pi) and the difference is m (2 pi - 1) / n; pi's Clopper-Pearson interval excludes 1/2
+    exactly when the exact McNemar test rejects at 1 - confidence, so the two always agree. With
+    no flips the interval is +-(the Clopper-Pearson upper bound of 0 flips in n rows), not [0, 0].
+    """
     _check_counts(right_to_wrong=right_to_wrong, wrong_to_right=wrong_to_right)
     _require(n >= 1, f"n must be >= 1, got {n}")
     b, c = right_to_wrong, wrong_to_right
     _require(b + c <= n, f"right_to_wrong + wrong_to_right must be <= n={n}, got {b + c}")
     _check_confidence(confidence)
+    m = b + c
     estimate = (c - b) / n
-    if b + c == 0:
-        return Interval(0.0, 0.0, 0.0)
-    se = math.sqrt(max(0.0, b + c - (c - b) ** 2 / n)) / n
-    z = float(stats.norm.ppf(1 - (1 - confidence) / 2))
-    return Interval(estimate, max(-1.0, estimate - z * se), min(1.0, estimate + z * se))
+    if m == 0:
+        reach = clopper_pearson(0, n, confidence)[1]
+        return Interval(0.0, -reach, reach)
+    low, high = clopper_pearson(c, m, confidence)
+    scale = m / n
+    return Interval(
+        estimate, min(estimate, scale * (2 * low - 1)), max(estimate, scale * (2 * high - 1))
+    )
+
+
+def quantile_order_ci(
+    samples: np.ndarray, q: float, confidence: float = 0.95
+) -> tuple[float, float]:
+    """Distribution-free interval of the q-th percentile from order statistics: the ranks whose
+    binomial (n, q/100) coverage reaches `confidence`. A bound the sample cannot reach (too few
+    calls for the tail) is 0 below or inf above: an honest interval for a p99 on few calls."""
+    _check_q(q)
+    _check_confidence(confidence)
+    x = np.sort(np.asarray(samples, dtype=np.float64).ravel())
+    n = x.size
+    _require(n >= 1, "samples must be non-empty")
+    alpha, p = 1 - confidence, q / 100
+    lo_rank = int(stats.binom.ppf(alpha / 2, n, p))  # P(B < lo_rank) <= alpha / 2
+    hi_rank = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1  # P(B >= hi_rank) <= alpha / 2
+    low = float(x[lo_rank - 1]) if lo_rank >= 1 else 0.0
+    high = float(x[hi_rank - 1]) if hi_rank <= n else math.inf
+    return low, high
+
+
+def percentile_ratio_order_ci(
+    a: np.ndarray, b: np.ndarray, q: float, confidence: float = 0.95
+) -> Interval:
+    """Ratio of q-th percentiles (A / B) with each side's order-statistic interval taken at
+    1 - (1 - confidence) / 2, so that the ratio's bounds hold jointly at `confidence`."""
+    each = 1 - (1 - confidence) / 2
+    a_lo, a_hi = quantile_order_ci(a, q, each)
+    b_lo, b_hi = quantile_order_ci(b, q, each)
+    estimate = float(np.percentile(a, q) / np.percentile(b, q))
+    low = a_lo / b_hi if b_hi < math.inf else 0.0
+    high = a_hi / b_lo if b_lo > 0 else math.inf
+    return Interval(estimate, min(low, estimate), max(high, estimate))
+
+
+def hull(*intervals: Interval) -> Interval:
+    """The smallest interval holding all of them (the first one's estimate)."""
+    return Interval(
+        intervals[0].estimate, min(i.low for i in intervals), max(i.high for i in intervals)
+    )
 
 
 def noise_floor(aa_ratio: Interval, minimum: float = 0.03) -> float:
@@ -285,3 +347,34 @@ def sqnr_db(ref: np.ndarray, test: np.ndarray) -> float:
     if signal == 0:
         return -math.inf
     return 10 * math.log10(signal / noise)
+
+
+def decide_speed(speedup: Interval, floor: float, min_speedup: float) -> str | None:
+    """What a p50 speedup interval decides: FASTER (its lower bound reaches min_speedup and clears
+    the noise floor), SLOWER (wholly below the noise band), NO_CHANGE (wholly inside the band
+    1/(1+floor) .. 1+floor), SHORT (surely faster, surely below min_speedup); None while it
+    straddles one of these thresholds."""
+    _require(floor >= 0, f"floor must be >= 0, got {floor}")
+    top = 1 + floor
+    if speedup.low > top and speedup.low >= min_speedup:
+        return FASTER
+    if speedup.high < 1 / top:
+        return SLOWER
+    if speedup.low >= 1 / top and speedup.high <= top:
+        return NO_CHANGE
+    if speedup.low > top and speedup.high < min_speedup:
+        return SHORT
+    return None
+
+
+def decide_tail(speedup: Interval, floor: float, max_slowdown: float) -> str | None:
+    """What a tail (p99) speedup interval decides against a slowdown budget: TAIL_FAIL when even
+    its smallest slowdown exceeds the budget and the noise floor, TAIL_PASS when its largest
+    slowdown is within the budget, None while it straddles (e.g. a p99 on too few calls)."""
+    least = 1 / speedup.high if speedup.high > 0 else math.inf
+    most = 1 / speedup.low if speedup.low > 0 else math.inf
+    if least > max_slowdown and least > 1 + floor:
+        return TAIL_FAIL
+    if most <= max_slowdown:
+        return TAIL_PASS
+    return None

@@ -10,9 +10,19 @@ import pytest
 from statsmodels.stats.proportion import proportion_confint
 
 from stages.stats import (
+    FASTER,
+    NO_CHANGE,
+    SHORT,
+    SLOWER,
+    TAIL_FAIL,
+    TAIL_PASS,
     Interval,
     classify_speedup,
+    clopper_pearson,
     cosine_similarity,
+    decide_speed,
+    decide_tail,
+    hull,
     max_abs_error,
     mcnemar_exact,
     mean_ratio_ci,
@@ -20,6 +30,8 @@ from stages.stats import (
     paired_accuracy_difference,
     percentile_ci,
     percentile_ratio_ci,
+    percentile_ratio_order_ci,
+    quantile_order_ci,
     sqnr_db,
     tail_is_reliable,
     wilson_interval,
@@ -267,18 +279,108 @@ def test_mcnemar_exact_rejects_negative_counts() -> None:
         mcnemar_exact(1, -1)
 
 
-def test_paired_accuracy_difference() -> None:
+def test_paired_accuracy_difference_is_the_exact_conditional_interval() -> None:
     better = paired_accuracy_difference(right_to_wrong=2, wrong_to_right=12, n=1000)
     worse = paired_accuracy_difference(right_to_wrong=12, wrong_to_right=2, n=1000)
-    none = paired_accuracy_difference(0, 0, 1000)
 
+    # 12 of 14 flips went right: Clopper-Pearson for 12/14, mapped to 14 (2 pi - 1) / 1000
+    low, high = clopper_pearson(12, 14, 0.95)
     assert better.estimate == pytest.approx(0.01)
-    se = math.sqrt(14 - 100 / 1000) / 1000
-    assert better.low == pytest.approx(0.01 - 1.959964 * se, rel=1e-5)
-    assert better.high == pytest.approx(0.01 + 1.959964 * se, rel=1e-5)
+    assert better.low == pytest.approx(0.014 * (2 * low - 1))
+    assert better.high == pytest.approx(0.014 * (2 * high - 1))
     assert better.low > 0
     assert worse.estimate == pytest.approx(-0.01) and worse.high < 0
-    assert none == Interval(0.0, 0.0, 0.0)
+    assert worse.low == pytest.approx(-better.high) and worse.high == pytest.approx(-better.low)
+
+
+def test_paired_accuracy_difference_agrees_with_the_exact_mcnemar_test() -> None:
+    # 1 vs 7 flips of 1000: McNemar p = 0.07, so the interval must hold 0 (a Wald one did not)
+    assert paired_accuracy_difference(7, 1, 1000).contains(0.0)
+    assert mcnemar_exact(7, 1) == pytest.approx(0.0703125)
+    disagreements = []
+    for n in (40, 200, 1000):
+        for b in range(15):
+            for c in range(15):
+                ci = paired_accuracy_difference(b, c, n)
+                significant = mcnemar_exact(b, c) < 0.05
+                if significant == ci.contains(0.0):
+                    disagreements.append((n, b, c))
+    assert disagreements == []
+
+
+def test_paired_accuracy_difference_without_flips_is_not_a_point() -> None:
+    none = paired_accuracy_difference(0, 0, 1000)
+
+    reach = clopper_pearson(0, 1000, 0.95)[1]
+    assert none == Interval(0.0, -reach, reach)
+    assert 0.003 < reach < 0.004  # the "rule of three": about 3 / n
+
+
+def test_quantile_order_interval_covers_the_true_quantile() -> None:
+    rng = np.random.default_rng(3)
+    true_p99 = float(np.exp(2.326348 * 0.5))  # lognormal(0, 0.5)
+    covered = 0
+    for _ in range(400):
+        low, high = quantile_order_ci(rng.lognormal(0, 0.5, 2000), 99, 0.95)
+        covered += low <= true_p99 <= high
+    assert covered / 400 >= 0.93
+
+
+def test_quantile_order_interval_is_unbounded_on_too_few_calls() -> None:
+    x = np.arange(1.0, 61.0)  # 60 calls: fewer than one is expected beyond the p99
+
+    low, high = quantile_order_ci(x, 99, 0.95)
+
+    assert high == math.inf and low > 0
+    ratio = percentile_ratio_order_ci(x * 0.8, x, 99)
+    assert ratio.low == 0.0 and ratio.high == math.inf
+    assert ratio.estimate == pytest.approx(0.8)
+
+
+def test_order_ratio_interval_narrows_with_calls_and_holds_the_ratio() -> None:
+    rng = np.random.default_rng(5)
+    few = percentile_ratio_order_ci(
+        rng.lognormal(0, 0.2, 600) * 0.5, rng.lognormal(0, 0.2, 600), 99
+    )
+    many = percentile_ratio_order_ci(
+        rng.lognormal(0, 0.2, 20000) * 0.5, rng.lognormal(0, 0.2, 20000), 99
+    )
+
+    assert few.contains(0.5) and many.contains(0.5)
+    assert many.high - many.low < (few.high - few.low) / 2
+    assert hull(many, few) == Interval(
+        many.estimate, min(many.low, few.low), max(many.high, few.high)
+    )
+
+
+@pytest.mark.parametrize(
+    ("speedup", "floor", "expected"),
+    [
+        (Interval(1.6, 1.55, 1.66), 0.05, FASTER),  # decisive win, clears 1.1
+        (Interval(0.8, 0.75, 0.85), 0.05, SLOWER),  # decisive loss
+        (Interval(1.0, 0.97, 1.03), 0.05, NO_CHANGE),  # inside the noise band
+        (Interval(1.06, 1.055, 1.07), 0.03, SHORT),  # surely faster, surely short of 1.1
+        (Interval(1.1, 0.98, 1.25), 0.05, None),  # straddles 1 + floor and 1.1
+        (Interval(1.04, 0.99, 1.09), 0.05, None),  # straddles the top of the noise band
+        (Interval(1.15, 1.06, 1.2), 0.05, None),  # faster, but straddles the 1.1 budget
+    ],
+)
+def test_decide_speed_branches(speedup: Interval, floor: float, expected: str | None) -> None:
+    assert decide_speed(speedup, floor, 1.1) == expected
+
+
+@pytest.mark.parametrize(
+    ("p99", "floor", "expected"),
+    [
+        (Interval(0.7, 0.65, 0.75), 0.05, TAIL_FAIL),  # the tail grew at least 1.33x
+        (Interval(1.7, 1.5, 1.9), 0.05, TAIL_PASS),  # the tail improved: growth ruled out
+        (Interval(1.7, 0.0, math.inf), 0.05, None),  # improved on few calls: unbounded, open
+        (Interval(0.8, 0.75, 0.85), math.inf, None),  # no A/A bound at p99: cannot fail
+        (Interval(0.95, 0.85, 1.05), 0.05, None),  # straddles the 1.1 budget
+    ],
+)
+def test_decide_tail_branches(p99: Interval, floor: float, expected: str | None) -> None:
+    assert decide_tail(p99, floor, 1.1) == expected
 
 
 def test_paired_accuracy_difference_clips_to_unit_range() -> None:

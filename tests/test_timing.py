@@ -7,6 +7,7 @@ nanoseconds, so latencies, elapsed seconds and therefore the stopping reason are
 from __future__ import annotations
 
 import gc
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -68,6 +69,7 @@ def _protocol(**overrides: Any) -> Protocol:
         "confidence": 0.95,
         "check_every": 1,
         "check_resamples": 100,
+        "max_noise_floor": 0.0,  # no decision can stop a run unless a test allows it
     }
     kw.update(overrides)
     return Protocol(**kw)
@@ -100,23 +102,34 @@ def _noisy(rng: np.random.Generator, mean_ns: int) -> Callable[[], int]:
 # --- interleave: structure --------------------------------------------------------------------
 
 
-def test_round_orders_alternate_and_every_side_gets_equal_blocks() -> None:
+def test_round_orders_cycle_and_every_side_gets_equal_blocks() -> None:
     log: list[tuple[str, int]] = []
-    p = _protocol(calls_per_block=3, max_rounds=5)
+    p = _protocol(calls_per_block=3, max_rounds=8)
 
     t = interleave(_recorder(log), _feeds(7), p)
 
-    assert t.n_rounds == 5
-    assert t.orders == [ORDERS[r % 2] for r in range(5)]
-    assert ORDERS[0] != ORDERS[1]
+    assert t.n_rounds == 8
+    assert t.orders == [ORDERS[r % len(ORDERS)] for r in range(8)]
     assert set(t.rounds) == set(SIDES)
     for side in SIDES:
-        assert len(t.rounds[side]) == 5
+        assert len(t.rounds[side]) == 8
         assert all(block.shape == (3,) for block in t.rounds[side])
     # The calls really ran in the recorded order, one whole block per side.
     sides_called = [side for side, _ in log]
     expected = [side for order in t.orders for side in order for _ in range(3)]
     assert sides_called == expected
+
+
+def test_no_side_follows_itself_and_every_side_follows_every_other_equally() -> None:
+    blocks = [side for order in ORDERS * 3 for side in order]  # three cycles, chained
+
+    pairs = list(itertools.pairwise(blocks))
+
+    assert all(a != b for a, b in pairs)  # never the same side twice in a row
+    counts = {(a, b): pairs.count((a, b)) for a in SIDES for b in SIDES if a != b}
+    assert max(counts.values()) - min(counts.values()) <= 1
+    for position in range(3):  # every side opens, closes and sits in the middle alike
+        assert sorted(order[position] for order in ORDERS) == sorted(SIDES * 2)
 
 
 def test_every_side_sees_the_same_feeds_in_a_round() -> None:
@@ -203,26 +216,40 @@ def test_stops_by_max_rounds_when_precision_cannot_be_reached(clock: FakeClock) 
     assert all(len(t.rounds[s]) == 7 for s in SIDES)
 
 
-def test_stops_by_max_seconds(clock: FakeClock) -> None:
+def test_stops_by_max_seconds_once_min_rounds_are_done(clock: FakeClock) -> None:
     # Each call costs 10 ms; a round is 3 sides x 5 calls = 0.15 s; 1 s is passed after 7 rounds.
-    costs = {side: (lambda: 10_000_000) for side in SIDES}
-    p = _protocol(calls_per_block=5, min_rounds=100, max_rounds=1000, max_seconds=1.0)
+    rng = np.random.default_rng(2)
+    costs = {side: _noisy(rng, 10_000_000) for side in SIDES}
+    p = _protocol(calls_per_block=5, min_rounds=3, max_rounds=1000, max_seconds=1.0)
 
     t = interleave(_costed(clock, costs), _feeds(3), p)
 
     assert t.stopped_by == "max_seconds"
     assert t.n_rounds == 7
-    assert t.seconds == pytest.approx(1.05)
 
 
-def test_max_seconds_still_needs_two_rounds(clock: FakeClock) -> None:
-    costs = {side: (lambda: 10_000_000_000) for side in SIDES}  # one call outlasts the budget
-    p = _protocol(calls_per_block=1, min_rounds=100, max_rounds=1000, max_seconds=1.0)
+def test_min_rounds_hold_against_max_seconds(clock: FakeClock) -> None:
+    rng = np.random.default_rng(7)
+    costs = {side: _noisy(rng, 10_000_000_000) for side in SIDES}  # one call outlasts the budget
+    p = _protocol(calls_per_block=1, min_rounds=10, max_rounds=1000, max_seconds=1.0)
 
     t = interleave(_costed(clock, costs), _feeds(1), p)
 
+    assert t.n_rounds == 10
     assert t.stopped_by == "max_seconds"
-    assert t.n_rounds == 2
+
+
+def test_blocks_shrink_so_that_min_rounds_fit_in_half_of_max_seconds(clock: FakeClock) -> None:
+    # warm-up measures 50 ms per call and side: a round of 20-call blocks would take 3 s, and
+    # 12 rounds 36 s against 10 s allowed for them (half of 20 s): blocks of 5 calls (9 s)
+    costs = {side: (lambda: 50_000_000) for side in SIDES}
+    p = _protocol(warmup_calls=4, calls_per_block=20, min_rounds=12, max_rounds=12, max_seconds=20)
+
+    t = interleave(_costed(clock, costs), _feeds(3), p)
+
+    assert t.calls_per_block == 5
+    assert all(block.size == 5 for block in t.rounds[CANDIDATE])
+    assert t.n_rounds == 12
 
 
 def test_stops_by_precision_for_identical_sides(clock: FakeClock) -> None:
@@ -232,7 +259,7 @@ def test_stops_by_precision_for_identical_sides(clock: FakeClock) -> None:
 
     t = interleave(_costed(clock, dict.fromkeys(SIDES, cost)), _feeds(3), p)
 
-    assert t.stopped_by == "precision"
+    assert t.stopped_by in {"precision", "decided (no measurable change)"}
     assert p.min_rounds <= t.n_rounds < p.max_rounds
     assert (t.n_rounds - p.min_rounds) % p.check_every == 0  # only checked every check_every
 
@@ -248,6 +275,106 @@ def test_real_clock_no_op_sides_stop_with_a_known_reason() -> None:
         pooled = np.concatenate(t.rounds[side])
         assert pooled.size == t.n_rounds * 5
         assert np.all(pooled >= 0)
+
+
+# --- interleave: the stopping rule decides --------------------------------------------------
+
+
+def _decide(**overrides: Any) -> Protocol:
+    """A protocol whose decisions may stop the run: budget 1.1x, A/A floor at most 10 %."""
+    kw: dict[str, Any] = {
+        "min_rounds": 6,
+        "max_rounds": 10_000,
+        "max_seconds": 60.0,
+        "precision": 1e-9,
+        "calls_per_block": 20,
+        "min_speedup": 1.1,
+        "max_noise_floor": 0.1,
+        "check_every": 6,
+    }
+    kw.update(overrides)
+    return _protocol(**kw)
+
+
+def _sides(rng: np.random.Generator, candidate: Callable[[], int]) -> dict[str, Callable[[], int]]:
+    return {BASELINE: _noisy(rng, 1_000_000), CANDIDATE: candidate, AGAIN: _noisy(rng, 1_000_000)}
+
+
+def test_a_decisive_win_stops_early(clock: FakeClock) -> None:
+    rng = np.random.default_rng(0)
+    costs = _sides(rng, _noisy(rng, 500_000))  # 2x faster
+
+    t = interleave(_costed(clock, costs), _feeds(5), _decide())
+
+    assert t.stopped_by == "decided (faster)"
+    assert t.seconds < 60
+
+
+def test_a_decisive_loss_stops_early(clock: FakeClock) -> None:
+    rng = np.random.default_rng(1)
+    costs = _sides(rng, _noisy(rng, 2_000_000))  # 2x slower
+
+    t = interleave(_costed(clock, costs), _feeds(5), _decide())
+
+    assert t.stopped_by == "decided (slower)"
+
+
+def test_no_change_stops_once_inside_the_noise_band(clock: FakeClock) -> None:
+    rng = np.random.default_rng(2)
+    costs = _sides(rng, _noisy(rng, 1_000_000))
+
+    t = interleave(_costed(clock, costs), _feeds(5), _decide())
+
+    assert t.stopped_by == "decided (no measurable change)"
+
+
+def test_an_interval_straddling_the_budget_runs_to_the_cap(clock: FakeClock) -> None:
+    rng = np.random.default_rng(3)
+
+    # 1.15x faster with noisy calls: after a second the interval still holds both 1 and 1.1
+    costs = _sides(rng, _noisy(rng, 869_565))
+    p = _decide(max_seconds=1.0, calls_per_block=4, max_noise_floor=0.5)
+
+    t = interleave(_costed(clock, costs), _feeds(5), p)
+
+    assert t.stopped_by == "max_seconds"
+
+
+def test_a_wide_aa_floor_does_not_decide(clock: FakeClock) -> None:
+    rng = np.random.default_rng(4)
+    costs = _sides(rng, _noisy(rng, 1_000_000))
+
+    t = interleave(_costed(clock, costs), _feeds(5), _decide(max_noise_floor=0.01, max_seconds=3))
+
+    assert t.stopped_by == "max_seconds"  # the 3 % minimum floor is already wider than 1 %
+
+
+def test_a_grown_tail_is_decided_when_the_tail_is_judged(clock: FakeClock) -> None:
+    rng = np.random.default_rng(5)
+    # same median, but one call in 20 of the candidate's takes 5x: the p99 grows about 5x
+    slow = rng.random(1_000_000) < 0.05
+    i = iter(range(1_000_000))
+    costs = _sides(rng, lambda: 5_000_000 if slow[next(i)] else 1_000_000)
+
+    t = interleave(_costed(clock, costs), _feeds(5), _decide(judge_tail=True, max_seconds=600))
+
+    assert t.stopped_by.startswith("decided")
+    s = summarize(t, 1, precision=0.02, confidence=0.95, resamples=200, seed=0)
+    assert 1 / s["speedup"]["p99"]["high"] > 1.1  # the smallest growth the interval allows
+
+
+def test_an_improved_tail_on_few_calls_waits_for_enough_calls(clock: FakeClock) -> None:
+    rng = np.random.default_rng(6)
+    costs = _sides(rng, _noisy(rng, 500_000))  # 2x faster, but p99 needs ~440 calls to bound
+    p = _decide(judge_tail=True, calls_per_block=5, max_seconds=600)
+
+    t = interleave(_costed(clock, costs), _feeds(5), p)
+
+    assert t.stopped_by == "decided (faster)"
+    calls = sum(b.size for b in t.rounds[CANDIDATE])
+    assert calls >= 437  # the fewest calls with a bounded p99 interval at 95 % (two sides)
+    s = summarize(t, 1, precision=0.02, confidence=0.95, resamples=200, seed=0)
+    assert s["speedup"]["p99"]["high"] < float("inf")
 
 
 # --- summarize --------------------------------------------------------------------------------
@@ -304,10 +431,15 @@ def test_summarize_has_every_key() -> None:
         "speedup",
         "throughput_ratio",
         "aa_p50",
+        "aa",
         "noise_floor",
+        "noise_floors",
         "effect",
         "reliable",
         "precise",
+        "calls_per_block",
+        "confidence",
+        "tail_interval",
     }
     assert s["batch_size"] == 4
     assert s["rounds"] == 10

@@ -40,3 +40,39 @@ def test_missing_reference_says_which_stage_makes_it(tmp_path: Path) -> None:
     model.write_bytes(b"baseline")
     with pytest.raises(EvidenceError, match=r"dvc repro reference"):
         V.read_reference(tmp_path / "nothing", model)
+
+
+# --- compare: the paired accuracy comparison ----------------------------------------------------
+
+
+def test_compare_counts_each_flip_direction_and_pairs_the_difference() -> None:
+    from stages.validate import compare
+
+    base = np.array([1, 1, 1, 1, 0, 0, 1, 0, 1, 1], dtype=bool)
+    cand = np.array([1, 0, 0, 1, 0, 1, 1, 0, 1, 1], dtype=bool)  # 2 right->wrong, 1 wrong->right
+
+    c = compare(base, cand, 0.95)
+
+    assert (c["n"], c["right_to_wrong"], c["wrong_to_right"]) == (10, 2, 1)
+    assert c["baseline_accuracy"]["estimate"] == pytest.approx(0.7)
+    assert c["candidate_accuracy"]["estimate"] == pytest.approx(0.6)
+    assert c["drop_points"] == pytest.approx(10.0)  # the candidate is worse: a positive drop
+    assert c["difference_points"]["estimate"] == pytest.approx(-10.0)
+    lo, hi = c["difference_points"]["low"], c["difference_points"]["high"]
+    assert lo < -10.0 < hi  # an interval around the (negative) difference
+    assert c["mcnemar_p"] == pytest.approx(1.0)  # 2 vs 1 flips
+
+
+def test_compare_is_antisymmetric_in_the_sides() -> None:
+    from stages.validate import compare
+
+    rng = np.random.default_rng(0)
+    base, cand = rng.random(500) < 0.8, rng.random(500) < 0.75
+
+    ab, ba = compare(base, cand, 0.95), compare(cand, base, 0.95)
+
+    assert ab["right_to_wrong"] == ba["wrong_to_right"] > 0
+    assert ab["wrong_to_right"] == ba["right_to_wrong"] > 0
+    assert ab["right_to_wrong"] != ab["wrong_to_right"]
+    assert ab["drop_points"] == pytest.approx(-ba["drop_points"])
+    assert ab["difference_points"]["low"] == pytest.approx(-ba["difference_points"]["high"])

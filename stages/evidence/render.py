@@ -6,6 +6,7 @@ import io
 from typing import Any
 
 from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK
+from stages.stats import Interval, classify_speedup
 
 B, C = "baseline", "candidate"
 
@@ -73,7 +74,7 @@ def summary_sentence(c: dict[str, Any]) -> str:
         "faster": "improved",
         "slower": "worsened",
         "no measurable change": "did not measurably change",
-    }[b1["effect"]]
+    }[effect(b1, "p95")]
     o = val["overall"]
     acc = (
         f"accuracy changed {0 - o['drop_points']:+.1f} points"
@@ -93,6 +94,23 @@ def summary_sentence(c: dict[str, Any]) -> str:
     )
 
 
+def floor_at(s: dict[str, Any], q: str) -> float:
+    """The A/A noise floor of a timing run at percentile q (the p50 one in older evidence)."""
+    return float(s.get("noise_floors", {}).get(q, s["noise_floor"]))
+
+
+def effect(s: dict[str, Any], q: str) -> str:
+    """faster / slower / no measurable change of percentile q, against its own A/A floor."""
+    sp = s["speedup"][q]
+    return classify_speedup(Interval(sp["estimate"], sp["low"], sp["high"]), floor_at(s, q))
+
+
+def confidence_label(c: dict[str, Any]) -> str:
+    """The confidence level of the intervals, as measured (bench.confidence), e.g. "95 %"."""
+    conf = float(c.get("protocol", {}).get("confidence", 0.95)) * 100
+    return f"{conf:g} %"
+
+
 def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Metrics that improved, and those that got worse or stayed risky."""
     better, worse = [], []
@@ -101,18 +119,19 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
         for q in ("p50", "p95", "p99"):
             sp = s["speedup"][q]
             line = f"{q} latency at batch {batch_label(s)}: {ms(s['sides'][B][q]['estimate'])} -> {ms(s['sides'][C][q]['estimate'])}, speedup {ci(sp)}"
-            if sp["low"] > 1 + s["noise_floor"]:
+            moved = effect(s, q)
+            if moved == "faster":
                 better.append(line)
-            elif sp["high"] < 1 / (1 + s["noise_floor"]):
+            elif moved == "slower":
                 worse.append(line)
-        if not s["precise"]:
+        if s["stopped_by"] in ("max_seconds", "max_rounds"):
             worse.append(
-                f"batch {batch_label(s)} timing is imprecise: {s['stopped_by']} ended it before the interval reached the asked precision"
+                f"batch {batch_label(s)} timing ran to its cap ({s['stopped_by']}) before its decision was known"
             )
         for q, ok in s["reliable"].items():
             if not ok and q == "p99":
                 worse.append(
-                    f"p99 at batch {batch_label(s)} rests on {s['calls_per_side']} calls: too few for a stable tail"
+                    f"p99 at batch {batch_label(s)} rests on {s['calls_per_side']} calls: its interval is the order-statistic one, wide for so few"
                 )
     size = bench["size_bytes"]
     line = f"size on disk: {kib(size[B])} -> {kib(size[C])} ({pct(size[C] / size[B])})"
@@ -199,12 +218,12 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
             for k, s in val["slices"].items()
         ],
         "",
-        "## Speed (interleaved A B A' rounds in one process; intervals are 95 % bootstrap over rounds)",
+        f"## Speed (interleaved rounds of baseline, candidate and baseline again in one process; {confidence_label(bench)} intervals, bootstrap over rounds, widened by order statistics at p90-p99)",
         "",
-        "| batch | baseline p50 | candidate p50 | speedup p50 | speedup p95 | speedup p99 | A/A p50 | noise floor | rounds | ended by |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| batch | baseline p50 | candidate p50 | speedup p50 | speedup p95 | speedup p99 | A/A p50 | A/A p99 | noise floor p50 / p99 | rounds x calls | ended by |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *[
-            f"| {batch_label(s)} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {s['noise_floor']:.1%} | {s['rounds']} | {s['stopped_by']} |"
+            f"| {batch_label(s)} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {ci(s.get('aa', {}).get('p99', s['aa_p50']))} | {s['noise_floor']:.1%} / {floor_at(s, 'p99'):.1%} | {s['rounds']} x {s.get('calls_per_block', '?')} | {s['stopped_by']} |"
             for s in bench["batches"]
         ],
         "",
@@ -274,7 +293,7 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"# Candidates for {ctx['model']} on target {ctx['target']}",
             "",
             f"Host {ctx['host']} ({ctx['cpu']}). Baseline: `{ctx['baseline_file']}` (sha256 {ctx['baseline_graph']['sha256'][:12]}), accuracy {ctx['baseline_accuracy']:.2%}. "
-            f"Speedups are baseline / candidate latency (above 1 = faster) with 95 % intervals; A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
+            f"Speedups are baseline / candidate latency (above 1 = faster) with {ctx.get('confidence_label', '95 %')} intervals; A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
             "",
             "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | accuracy change (points) | worst slice (points) | right->wrong | % of peak, largest batch (base/cand) | why |",
             "|---|---|---|---|---|---|---|---|---|---|---|",
@@ -297,7 +316,7 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
     )
 
 
-def tradeoff_png(cands: list[dict[str, Any]], budget: Any) -> bytes:
+def tradeoff_png(cands: list[dict[str, Any]], budget: Any, label: str = "95 %") -> bytes:
     """Speedup (p50, batch 1) against accuracy change, with intervals and the Pareto front."""
     import matplotlib
 
@@ -347,8 +366,8 @@ def tradeoff_png(cands: list[dict[str, Any]], budget: Any) -> bytes:
         ls=":",
         label=f"max drop {budget.max_accuracy_drop:g} pt",
     )
-    ax.set_xlabel("accuracy change vs baseline (points, 95 % interval)")
-    ax.set_ylabel("p50 speedup at batch 1 (x, 95 % interval)")
+    ax.set_xlabel(f"accuracy change vs baseline (points, {label} interval)")
+    ax.set_ylabel(f"p50 speedup at batch 1 (x, {label} interval)")
     ax.set_title("Speed against accuracy, one change per candidate")
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from stages import stats
 from stages.params import Budget
+from stages.stats import Interval
 
 SHIP, HOLD, REJECT, NOT_APPLICABLE = "SHIP", "HOLD", "REJECT", "NOT APPLICABLE"
 PASS, RISK, FAIL = "pass", "risk", "fail"
@@ -23,7 +26,7 @@ class Rule:
 def rules(c: dict[str, Any], budget: Budget) -> list[Rule]:
     """Each budget rule against the evidence of one candidate (see report.collect)."""
     out = [_one_change(c)]
-    out += _accuracy(c["validation"], budget)
+    out += _accuracy(c["validation"], budget, _confidence(c))
     if c["benchmark"].get("primary") == "server":
         out += _server(c["benchmark"]["server"], budget)
     else:
@@ -59,88 +62,139 @@ def _one_change(c: dict[str, Any]) -> Rule:
     return Rule("one change", "only the declared fields differ", "only declared fields", PASS, "")
 
 
-def _accuracy(v: dict[str, Any], b: Budget) -> list[Rule]:
+def _accuracy(v: dict[str, Any], b: Budget, confidence: float) -> list[Rule]:
+    """The overall drop and every slice's, each judged by its paired interval: REJECT when the
+    drop is surely beyond budget, HOLD when it may be. For slices, "surely" holds across all of
+    them (Bonferroni over the slices looked at), so many small slices do not reject by chance."""
     o = v["overall"]
-    drop = o["drop_points"]
-    out = [
-        Rule(
-            "accuracy drop",
-            f"<= {b.max_accuracy_drop:g} points",
-            f"{drop:+.2f} points ({o['right_to_wrong']} right->wrong, {o['wrong_to_right']} "
-            f"wrong->right, McNemar p = {o['mcnemar_p']:.3g})",
-            FAIL if drop > b.max_accuracy_drop else PASS,
-            f"accuracy fell {drop:.2f} points, over the {b.max_accuracy_drop:g}-point budget"
-            if drop > b.max_accuracy_drop
-            else "",
+    drop = _drop(o, confidence)
+    measured = (
+        f"{drop.estimate:+.2f} points [{drop.low:+.2f}, {drop.high:+.2f}] "
+        f"({o['right_to_wrong']} right->wrong, {o['wrong_to_right']} wrong->right, "
+        f"McNemar p = {o['mcnemar_p']:.3g})"
+    )
+    limit = b.max_accuracy_drop
+    if drop.low > limit:
+        status, reason = (
+            FAIL,
+            f"accuracy fell {drop.estimate:.2f} points, surely over the {limit:g}-point budget",
         )
-    ]
-    if out[0].status == PASS and drop > 0 and o["mcnemar_p"] < b.alpha:
-        out[0] = Rule(
-            out[0].name,
-            out[0].budget,
-            out[0].measured,
+    elif drop.high > limit:
+        status, reason = (
+            RISK,
+            f"accuracy may have fallen more than {limit:g} points (up to {drop.high:.2f})",
+        )
+    elif drop.estimate > 0 and o["mcnemar_p"] < b.alpha:
+        status, reason = (
             RISK,
             f"a significant loss (McNemar p < {b.alpha:g}) even though within budget",
         )
-    worst = v.get("worst_slice")
-    if worst:
-        d = v["slices"][worst]["drop_points"]
-        fail = d > b.max_worst_slice_drop
-        out.append(
-            Rule(
-                "worst-slice drop",
-                f"<= {b.max_worst_slice_drop:g} points",
-                f"{d:+.2f} points on {worst}",
-                FAIL if fail else PASS,
-                f"{worst} fell {d:.2f} points, over the {b.max_worst_slice_drop:g}-point budget"
-                if fail
-                else "",
-            )
-        )
+    else:
+        status, reason = PASS, ""
+    out = [Rule("accuracy drop", f"<= {limit:g} points", measured, status, reason)]
+    slices = v.get("slices") or {}
+    if slices:
+        out.append(_slices(slices, b, confidence))
     return out
 
 
-def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
-    sp = s["speedup"]["p50"]
-    measured = (
-        f"{sp['estimate']:.3f}x [{sp['low']:.3f}, {sp['high']:.3f}], "
-        f"noise floor {s['noise_floor']:.1%}, {s['effect']}"
+def _drop(s: dict[str, Any], confidence: float) -> Interval:
+    """A comparison's accuracy drop in points with its exact paired interval, from its counts."""
+    d = stats.paired_accuracy_difference(
+        s["right_to_wrong"], s["wrong_to_right"], s["n"], confidence
     )
-    if s["effect"] == "slower":
-        status, reason = FAIL, "the candidate is measurably slower than the baseline"
-    elif s["effect"] == "faster" and sp["low"] >= b.min_speedup:
-        status, reason = PASS, ""
-    elif s["effect"] == "faster":
-        status, reason = RISK, f"faster, but the interval does not clear {b.min_speedup:g}x"
+    return Interval(-100 * d.estimate + 0.0, -100 * d.high + 0.0, -100 * d.low + 0.0)
+
+
+def _slices(slices: dict[str, Any], b: Budget, confidence: float) -> Rule:
+    k = len(slices)
+    limit = b.max_worst_slice_drop
+    each = {n: _drop(s, confidence) for n, s in slices.items()}
+    joint = {n: _drop(s, 1 - (1 - confidence) / k) for n, s in slices.items()}
+    worst = max(each, key=lambda n: (each[n].high, each[n].estimate, n))
+    d = each[worst]
+    measured = f"{d.estimate:+.2f} points [{d.low:+.2f}, {d.high:+.2f}] on {worst}, the worst of {k} slices"
+    beyond = sorted(n for n, i in joint.items() if i.low > limit)
+    maybe = sorted(n for n, i in each.items() if i.high > limit)
+    if beyond:
+        status = FAIL
+        reason = (
+            f"{', '.join(beyond)} fell surely over the {limit:g}-point budget (interval adjusted "
+            f"for the {k} slices looked at)"
+        )
+    elif maybe:
+        status = RISK
+        reason = f"{', '.join(maybe)} may have fallen more than {limit:g} points (of {k} slices)"
     else:
+        status, reason = PASS, ""
+    return Rule(
+        "worst-slice drop", f"<= {limit:g} points, each of {k} slices", measured, status, reason
+    )
+
+
+def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
+    """p50 speedup and p99 tail at batch 1, each decided by its interval (stats.decide_*): HOLD for
+    a timing reason only when the interval still straddles a threshold when timing ended."""
+    conf = _pc(s.get("confidence", 0.95))
+    sp = _interval(s["speedup"]["p50"])
+    floor = s["noise_floor"]
+    measured = (
+        f"{sp.estimate:.3f}x [{sp.low:.3f}, {sp.high:.3f}] ({conf}), noise floor {floor:.1%}, "
+        f"{s['rounds']} rounds, ended by {s['stopped_by']}"
+    )
+    speed = stats.decide_speed(sp, floor, b.min_speedup)
+    if speed == stats.SLOWER:
+        status, reason = FAIL, "the candidate is measurably slower than the baseline"
+    elif speed == stats.FASTER:
+        status, reason = PASS, ""
+    elif speed == stats.NO_CHANGE:
         status, reason = RISK, "no measurable change: the effect is inside this run's noise floor"
-    if status == PASS and not s["precise"]:
-        status, reason = RISK, f"the interval is wider than asked ({s['stopped_by']} ended it)"
+    elif speed == stats.SHORT:
+        status, reason = RISK, f"faster, but surely short of the {b.min_speedup:g}x budget"
+    else:
+        status = RISK
+        reason = (
+            f"the interval still straddles a threshold (1 +- the noise floor, or {b.min_speedup:g}x) "
+            f"when {s['stopped_by']} ended the timing"
+        )
+    max_floor = s.get("max_noise_floor")
+    if status != FAIL and max_floor is not None and floor > max_floor:
+        status = RISK
+        reason = (
+            f"the A/A control stayed wide (noise floor {floor:.1%}, above bench.max_noise_floor "
+            f"{max_floor:.0%}): this run cannot resolve effects of that size"
+        )
     out = [
         Rule(
             "p50 speedup, batch 1", f">= {b.min_speedup:g}x (lower bound)", measured, status, reason
         )
     ]
-    p99 = s["speedup"]["p99"]
-    slowdown = 1 / p99["estimate"]
-    least = 1 / p99["high"]  # the smallest slowdown the interval allows
-    reliable = s["reliable"]["p99"]
-    if least > b.max_p99_slowdown and least > 1 + s["noise_floor"]:
+    p99 = _interval(s["speedup"]["p99"])
+    floor99 = s.get("noise_floors", {}).get("p99", floor)
+    slowdown = 1 / p99.estimate
+    least = 1 / p99.high if p99.high > 0 else math.inf
+    most = 1 / p99.low if p99.low > 0 else math.inf
+    calls = s["calls_per_side"]
+    tail = stats.decide_tail(p99, floor99, b.max_p99_slowdown)
+    honest = s.get("tail_interval") == "order statistic"
+    if tail == stats.TAIL_FAIL and not honest and not s["reliable"]["p99"]:
+        tail = None  # a bootstrap p99 on too few calls under-covers: not a verdict by itself
+    if tail == stats.TAIL_FAIL:
         status, reason = FAIL, f"the p99 tail grew {slowdown:.2f}x (at least {least:.2f}x)"
-    elif slowdown > b.max_p99_slowdown:
-        status, reason = (
-            RISK,
-            f"the p99 tail may have grown {slowdown:.2f}x; its interval allows less",
-        )
-    elif not reliable:
-        status, reason = RISK, f"p99 rests on {s['calls_per_side']} calls, too few for its tail"
-    else:
+    elif tail == stats.TAIL_PASS:
         status, reason = PASS, ""
+    else:
+        status = RISK
+        reason = (
+            f"the p99 tail may have grown beyond {b.max_p99_slowdown:g}x (its interval allows "
+            f"{least:.2f}x to {most:.2f}x on {calls} calls)"
+        )
     out.append(
         Rule(
             "p99 tail, batch 1",
             f"slowdown <= {b.max_p99_slowdown:g}x",
-            f"{slowdown:.3f}x slowdown ({s['calls_per_side']} calls)",
+            f"{slowdown:.3f}x slowdown [{least:.3f}, {most:.3f}] ({calls} calls, noise floor "
+            f"{floor99:.1%})",
             status,
             reason,
         )
@@ -149,16 +203,20 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
 
 
 def _server(s: dict[str, Any], b: Budget) -> list[Rule]:
-    """A serving change is judged under load: saturation throughput and the tail near it."""
+    """A serving change is judged under load: saturation throughput and the tail near it. Each
+    rate is measured once (no replication, no interval), so a loss under load is a risk to look
+    at (HOLD), never a rejection by itself."""
     base = s["saturation"]["baseline"]["saturation_qps"]
     cand = s["saturation"]["candidate"]["saturation_qps"]
     measured = f"baseline {base or 0:.0f} req/s, candidate {cand or 0:.0f} req/s (one run per rate)"
+    once = "one unreplicated sweep, so not a rejection by itself"
     if cand is None:
-        status, reason = FAIL, "no rate met the p99 bound with batching"
+        status, reason = RISK, f"no rate met the p99 bound with batching ({once})"
     elif base is None or cand / base >= b.min_speedup:
         status, reason = PASS, ""
     elif cand / base < 1:
-        status, reason = FAIL, f"batching lowered the saturation point ({cand / base:.2f}x)"
+        status = RISK
+        reason = f"batching lowered the saturation point ({cand / base:.2f}x; {once})"
     else:
         status, reason = RISK, f"saturation gain {cand / base:.2f}x is below {b.min_speedup:g}x"
     out = [
@@ -190,3 +248,18 @@ def _server(s: dict[str, Any], b: Budget) -> list[Rule]:
         )
     )
     return out
+
+
+def _confidence(c: dict[str, Any]) -> float:
+    """The confidence level the evidence was measured at (bench.confidence)."""
+    return float(c.get("benchmark", {}).get("protocol", {}).get("confidence", 0.95))
+
+
+def _interval(d: dict[str, float]) -> Interval:
+    return Interval(d["estimate"], d["low"], d["high"])
+
+
+def _pc(confidence: float) -> str:
+    return (
+        f"{confidence:.0%}" if confidence * 100 == round(confidence * 100) else f"{confidence:.1%}"
+    )

@@ -1,8 +1,11 @@
 """Interleaved timing: baseline, candidate and baseline again (A/A) in alternating rounds.
 
-Round r runs one block of `calls_per_block` calls per side, in the order A B A' when r is even
-and A' B A when r is odd, so slow drift of the machine falls on every side alike. Every call's
-latency is kept. Rounds go on until the p50 speedup interval is as tight as asked, or time is up.
+Each round runs one block of calls per side. The six round orders of ORDERS follow each other so
+that no side ever runs twice in a row (also across a round boundary), every side takes every
+position equally often, and every side follows every other equally often: drift of the machine
+and the cache state one side leaves behind fall on every side alike. Every call's latency is kept.
+Rounds go on until the decision is known (see `decision`), the p50 speedup interval is as tight
+as asked, or time is up; never fewer than `min_rounds` (blocks shrink so that they fit).
 """
 
 from __future__ import annotations
@@ -18,11 +21,24 @@ import numpy as np
 from stages import stats
 
 BASELINE, CANDIDATE, AGAIN = "baseline", "candidate", "baseline_again"
-ORDERS = ((BASELINE, CANDIDATE, AGAIN), (AGAIN, CANDIDATE, BASELINE))
+# A B C, A C B, C B A, B A C, B C A, C A B (A baseline, B candidate, C baseline again): chained,
+# no side follows itself, each ordered pair of sides is adjacent 3 times per cycle.
+ORDERS = (
+    (BASELINE, CANDIDATE, AGAIN),
+    (BASELINE, AGAIN, CANDIDATE),
+    (AGAIN, CANDIDATE, BASELINE),
+    (CANDIDATE, BASELINE, AGAIN),
+    (CANDIDATE, AGAIN, BASELINE),
+    (AGAIN, BASELINE, CANDIDATE),
+)
+SIDES = (BASELINE, CANDIDATE, AGAIN)
 PERCENTILES = (50, 90, 95, 99)
+TAIL = (90, 95, 99)  # percentiles whose interval also takes the order-statistic bound
 WARMUP_BLOCKS = 10  # at most this many warm-up blocks after the first, per side
 WARMUP_AGREE = 0.05  # successive warm-up block medians within 5 %: warm
 WARMUP_BLOCK_S = 0.5  # s: a warm-up block holds at most the calls that fit in about this long
+LOOK_SPLIT = 5  # 0.95 -> checks at 0.99
+MIN_ROUNDS_SHARE = 0.5  # blocks are sized so that min_rounds take at most this share of max_seconds
 
 Call = Callable[[dict[str, np.ndarray]], Any]
 
@@ -36,8 +52,31 @@ class Protocol:
     max_seconds: float
     precision: float
     confidence: float
-    check_every: int = 5  # rounds between interval checks
+    min_speedup: float = 0.0  # the budget's p50 win threshold; 0 = no win threshold
+    max_noise_floor: float = 1.0  # a decision needs the A/A floor at most this wide
+    judge_tail: bool = False  # the p99 rule must be decided too (the run the verdict weighs)
+    max_p99_slowdown: float = 1.1
+    check_every: int = 6  # rounds between interval checks (one cycle of ORDERS)
+    # the checks that may stop a run use a stricter level, 1 - (1 - confidence) / LOOK_SPLIT, so
+    # that looking again and again does not stop on a chance excursion (optional stopping)
     check_resamples: int = 500  # a cheaper bootstrap for the stopping rule only
+
+    @classmethod
+    def from_bench(cls, bench: Any, budget: Any, judge_tail: bool) -> Protocol:
+        """The protocol of the params' `bench` and `budget` sections."""
+        return cls(
+            warmup_calls=bench.warmup_calls,
+            calls_per_block=bench.calls_per_block,
+            min_rounds=bench.min_rounds,
+            max_rounds=bench.max_rounds,
+            max_seconds=bench.max_seconds,
+            precision=bench.precision,
+            confidence=bench.confidence,
+            min_speedup=budget.min_speedup,
+            max_noise_floor=bench.max_noise_floor,
+            judge_tail=judge_tail,
+            max_p99_slowdown=budget.max_p99_slowdown,
+        )
 
 
 @dataclass
@@ -49,6 +88,7 @@ class Timings:
     stopped_by: str = ""
     seconds: float = 0.0
     warmup_calls: dict[str, int] = field(default_factory=dict)
+    calls_per_block: int = 0
 
     @property
     def n_rounds(self) -> int:
@@ -71,12 +111,14 @@ def time_block(
 
 def warm_up(
     calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], minimum: int
-) -> dict[str, int]:
+) -> tuple[dict[str, int], dict[str, float]]:
     """Warm each side (caches, allocator arenas, lazy kernel choice) in blocks of `minimum`
     calls (fewer for slow calls: a block lasts about WARMUP_BLOCK_S) until two successive block
-    medians agree within 5 %; returns the calls used."""
-    used = {side: 0 for side in ORDERS[0]}
-    for side in ORDERS[0] if minimum > 0 else ():
+    medians agree within 5 %; returns the calls used and the last block median (ms) per side
+    (none without warm-up)."""
+    used = dict.fromkeys(SIDES, 0)
+    median: dict[str, float] = {}
+    for side in SIDES if minimum > 0 else ():
         first_ms = float(time_block(calls[side], feeds, 0, 1)[0])
         n = max(2, min(minimum, int(WARMUP_BLOCK_S * 1e3 / max(first_ms, 1e-3))))
         prev = float(np.median(time_block(calls[side], feeds, 0, n)))
@@ -85,30 +127,43 @@ def warm_up(
             now = float(np.median(time_block(calls[side], feeds, 0, n)))
             blocks += 1
             if abs(now / prev - 1) <= WARMUP_AGREE:
+                prev = now
                 break
             prev = now
         used[side] = 1 + blocks * n
-    return used
+        median[side] = prev
+    return used, median
+
+
+def block_size(per_call_ms: Mapping[str, float], p: Protocol) -> int:
+    """Calls per block: `calls_per_block`, fewer when min_rounds of them would take more than
+    MIN_ROUNDS_SHARE of max_seconds (at least 1: then min_rounds wins over max_seconds)."""
+    if not per_call_ms:
+        return p.calls_per_block  # no warm-up, no estimate
+    round_ms = sum(per_call_ms.values())
+    fits = int(MIN_ROUNDS_SHARE * p.max_seconds * 1e3 / (p.min_rounds * max(round_ms, 1e-6)))
+    return max(1, min(p.calls_per_block, fits))
 
 
 def interleave(
     calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], p: Protocol
 ) -> Timings:
-    """Run the interleaved rounds over the three sides; the stopping rule is on the p50 speedup."""
-    if set(calls) != {BASELINE, CANDIDATE, AGAIN}:
+    """Run the interleaved rounds over the three sides until `_stop` says why to stop."""
+    if set(calls) != set(SIDES):
         raise ValueError(f"calls must be {BASELINE}, {CANDIDATE}, {AGAIN}; got {sorted(calls)}")
-    t = Timings(rounds={s: [] for s in calls})
-    t.warmup_calls = warm_up(calls, feeds, p.warmup_calls)
+    t = Timings(rounds={s: [] for s in SIDES})
+    t.warmup_calls, per_call = warm_up(calls, feeds, p.warmup_calls)
+    t.calls_per_block = n = block_size(per_call, p)
     started = time.perf_counter()
     gc_was_enabled = gc.isenabled()
     try:
         while True:
             r = t.n_rounds
-            order = ORDERS[r % 2]
-            start = r * p.calls_per_block  # every side sees the same inputs in a round
+            order = ORDERS[r % len(ORDERS)]
+            start = r * n  # every side sees the same inputs in a round
             gc.disable()  # no collector pause inside a timed block
             for side in order:
-                t.rounds[side].append(time_block(calls[side], feeds, start, p.calls_per_block))
+                t.rounds[side].append(time_block(calls[side], feeds, start, n))
             if gc_was_enabled:
                 gc.enable()
             t.orders.append(order)
@@ -125,27 +180,76 @@ def _stop(t: Timings, p: Protocol) -> str:
     n = t.n_rounds
     if n >= p.max_rounds:
         return "max_rounds"
-    if t.seconds >= p.max_seconds and n >= 2:
-        return "max_seconds"
-    if n >= p.min_rounds and (n - p.min_rounds) % p.check_every == 0:
-        ci = stats.percentile_ratio_ci(
-            t.rounds[BASELINE],
-            t.rounds[CANDIDATE],
-            50,
-            confidence=p.confidence,
-            n_resamples=p.check_resamples,
+    if n < p.min_rounds:
+        return ""  # min_rounds holds, whatever the clock says
+    out_of_time = t.seconds >= p.max_seconds
+    if out_of_time or (n - p.min_rounds) % p.check_every == 0:
+        known = decision(
+            t.rounds[BASELINE], t.rounds[CANDIDATE], t.rounds[AGAIN], p, p.check_resamples
         )
-        if ci.half_width_rel <= p.precision:
-            return "precision"
-    return ""
+        if known:
+            return known
+    return "max_seconds" if out_of_time else ""
+
+
+def decision(
+    base: list[np.ndarray],
+    cand: list[np.ndarray],
+    again: list[np.ndarray],
+    p: Protocol,
+    resamples: int,
+) -> str:
+    """Why timing may stop now ("" while it may not): the decision is known, i.e. the p50
+    speedup interval is decided against the budget (`stats.decide_speed`) with an A/A floor at
+    most `max_noise_floor` wide and, when the tail is judged, the p99 decided too; or the p50
+    interval is as tight as `precision` asks."""
+    level = 1 - (1 - p.confidence) / LOOK_SPLIT
+    kw: dict[str, Any] = {"confidence": level, "n_resamples": resamples}
+    sp = stats.percentile_ratio_ci(base, cand, 50, **kw)
+    precise = sp.half_width_rel <= p.precision
+    floor = stats.noise_floor(stats.percentile_ratio_ci(base, again, 50, **kw))
+    speed = stats.decide_speed(sp, floor, p.min_speedup)
+    known = speed is not None and floor <= p.max_noise_floor
+    if not (precise or known):
+        return ""
+    if p.judge_tail:
+        tail = tail_interval(base, cand, 99, level, resamples)
+        tail_floor = stats.noise_floor(tail_interval(base, again, 99, level, resamples))
+        if stats.decide_tail(tail, tail_floor, p.max_p99_slowdown) is None:
+            return ""
+    return f"decided ({speed})" if known else "precision"
+
+
+def tail_interval(
+    a: list[np.ndarray],
+    b: list[np.ndarray],
+    q: float,
+    confidence: float,
+    resamples: int,
+    seed: int = 0,
+) -> stats.Interval:
+    """A tail percentile ratio's interval: the round bootstrap widened by the order-statistic
+    interval, which stays honest (wide, or unbounded) when few calls lie beyond the percentile."""
+    boot = stats.percentile_ratio_ci(
+        a, b, q, confidence=confidence, n_resamples=resamples, seed=seed
+    )
+    order = stats.percentile_ratio_order_ci(np.concatenate(a), np.concatenate(b), q, confidence)
+    return stats.hull(boot, order)
 
 
 def summarize(
-    t: Timings, batch_size: int, *, precision: float, confidence: float, resamples: int, seed: int
+    t: Timings,
+    batch_size: int,
+    *,
+    precision: float,
+    confidence: float,
+    resamples: int,
+    seed: int,
 ) -> dict[str, Any]:
-    """Percentiles with intervals per side, speedups with intervals, and the A/A noise floor."""
+    """Percentiles with intervals per side, speedups with intervals, and the A/A control at every
+    percentile (its noise floor per percentile)."""
     kw: dict[str, Any] = {"confidence": confidence, "n_resamples": resamples, "seed": seed}
-    base, cand, again = (t.rounds[s] for s in (BASELINE, CANDIDATE, AGAIN))
+    base, cand, again = (t.rounds[s] for s in SIDES)
     sides = {}
     for side, rounds in t.rounds.items():
         pooled = np.concatenate(rounds)
@@ -156,14 +260,21 @@ def summarize(
         entry["calls"] = int(pooled.size)
         entry["throughput_per_s"] = batch_size / (pooled.mean() / 1e3)  # items per second
         sides[side] = entry
-    speedup = {f"p{q}": stats.percentile_ratio_ci(base, cand, q, **kw) for q in PERCENTILES}
+
+    def ratio(a: list[np.ndarray], b: list[np.ndarray], q: int) -> stats.Interval:
+        if q in TAIL:
+            return tail_interval(a, b, q, confidence, resamples, seed)
+        return stats.percentile_ratio_ci(a, b, q, **kw)
+
+    speedup = {f"p{q}": ratio(base, cand, q) for q in PERCENTILES}
     speedup["mean"] = stats.mean_ratio_ci(base, cand, **kw)
-    aa = stats.percentile_ratio_ci(base, again, 50, **kw)
-    floor = stats.noise_floor(aa)
+    aa = {f"p{q}": ratio(base, again, q) for q in PERCENTILES}
+    floors = {q: stats.noise_floor(i) for q, i in aa.items()}
     calls = sides[CANDIDATE]["calls"]
     return {
         "batch_size": batch_size,
         "rounds": t.n_rounds,
+        "calls_per_block": t.calls_per_block,
         "calls_per_side": calls,
         "stopped_by": t.stopped_by,
         "seconds": round(t.seconds, 3),
@@ -172,10 +283,14 @@ def summarize(
         "speedup": {k: v.to_dict() for k, v in speedup.items()},
         "throughput_ratio": sides[CANDIDATE]["throughput_per_s"]
         / sides[BASELINE]["throughput_per_s"],
-        "aa_p50": aa.to_dict(),
-        "noise_floor": floor,
-        "effect": stats.classify_speedup(speedup["p50"], floor),
+        "aa": {k: v.to_dict() for k, v in aa.items()},
+        "aa_p50": aa["p50"].to_dict(),
+        "noise_floors": floors,
+        "noise_floor": floors["p50"],
+        "effect": stats.classify_speedup(speedup["p50"], floors["p50"]),
+        "confidence": confidence,
+        "tail_interval": "order statistic",  # p90-p99 intervals: bootstrap widened by it
         "reliable": {f"p{q}": stats.tail_is_reliable(calls, q) for q in PERCENTILES},
-        # precise: the stopping rule was met (its interval used fewer resamples than this final one)
+        # precise: the interval is as tight as asked (a cost control, not a ship rule)
         "precise": t.stopped_by == "precision" or speedup["p50"].half_width_rel <= precision,
     }
