@@ -52,6 +52,39 @@ def export(
             output_names=["logits"],
             dynamic_shapes=shapes,
         )
+    strip_provenance(path)
+
+
+def strip_provenance(path: Path) -> None:
+    """Drop what the exporter records about where it ran: every node's metadata (FX stack traces
+    with the checkout's absolute paths and line numbers) and doc strings. The model keeps its
+    producer and opset; two checkouts of one commit in different folders get the same bytes."""
+    import onnx
+
+    model = onnx.load(str(path))
+
+    def clean(graph: onnx.GraphProto) -> None:
+        graph.doc_string = ""
+        del graph.metadata_props[:]
+        for node in graph.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clean(attr.g)
+                for sub in attr.graphs:
+                    clean(sub)
+        for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
+            value.doc_string = ""
+            del value.metadata_props[:]
+
+    clean(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            node.doc_string = ""
+            del node.metadata_props[:]
+    model.doc_string = ""
+    onnx.save(model, str(path))
 
 
 PARITY_ROWS, PARITY_CHUNK = 512, 64  # real rows compared, and rows per call (bounded memory)
