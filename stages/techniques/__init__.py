@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.techniques import batching, distill, fp16, fuse, int8, prune
+from stages.techniques import batching, distill, fp16, fuse, identity, int8, prune
 from stages.techniques.base import GRAPH_REWRITE, Context, NotApplicable
 
 
@@ -63,6 +63,9 @@ TECHNIQUES: dict[str, Technique] = {
     "fuse": Technique(fuse.Options, fuse.apply, fuse.DECLARES, fuse.CHECK, fuse.report),
     "batching": Technique(
         batching.Options, batching.apply, batching.DECLARES, batching.CHECK, batching.report
+    ),
+    "identity": Technique(
+        identity.Options, identity.apply, identity.DECLARES, identity.CHECK, identity.report
     ),
 }
 
