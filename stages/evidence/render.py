@@ -99,6 +99,11 @@ def floor_at(s: dict[str, Any], q: str) -> float:
     return float(s.get("noise_floors", {}).get(q, s["noise_floor"]))
 
 
+def floor_text(floor: float) -> str:
+    """A noise floor as a percentage; "unbounded" when the A/A interval had no upper bound."""
+    return "unbounded" if floor == float("inf") else f"{floor:.1%}"
+
+
 def effect(s: dict[str, Any], q: str) -> str:
     """faster / slower / no measurable change of percentile q, against its own A/A floor."""
     sp = s["speedup"][q]
@@ -223,7 +228,7 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "| batch | baseline p50 | candidate p50 | speedup p50 | speedup p95 | speedup p99 | A/A p50 | A/A p99 | noise floor p50 / p99 | rounds x calls | ended by |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
         *[
-            f"| {batch_label(s)} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {ci(s.get('aa', {}).get('p99', s['aa_p50']))} | {s['noise_floor']:.1%} / {floor_at(s, 'p99'):.1%} | {s['rounds']} x {s.get('calls_per_block', '?')} | {s['stopped_by']} |"
+            f"| {batch_label(s)} | {ms(s['sides'][B]['p50']['estimate'])} | {ms(s['sides'][C]['p50']['estimate'])} | {ci(s['speedup']['p50'])} | {ci(s['speedup']['p95'])} | {ci(s['speedup']['p99'])} | {ci(s['aa_p50'])} | {ci(s.get('aa', {}).get('p99', s['aa_p50']))} | {floor_text(s['noise_floor'])} / {floor_text(floor_at(s, 'p99'))} | {s['rounds']} x {s.get('calls_per_block', '?')} | {s['stopped_by']} |"
             for s in bench["batches"]
         ],
         "",

@@ -194,7 +194,7 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
             "p99 tail, batch 1",
             f"slowdown <= {b.max_p99_slowdown:g}x",
             f"{slowdown:.3f}x slowdown [{least:.3f}, {most:.3f}] ({calls} calls, noise floor "
-            f"{floor99:.1%})",
+            f"{'unbounded' if floor99 == math.inf else f'{floor99:.1%}'})",
             status,
             reason,
         )
