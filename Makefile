@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params rebenchmark overhead
+.PHONY: repro test lint ui params rebenchmark history overhead
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,8 +30,11 @@ lint: $(BIN)/activate
 params: $(BIN)/activate  ## recompose params.yaml from conf/ (overrides: make params ARGS='target=edge')
 	$(BIN)/python -m stages.compose $(ARGS)
 
-rebenchmark: $(BIN)/activate  ## time every candidate again; exit 1 only on a real regression
-	$(BIN)/python -m stages.rebenchmark
+rebenchmark: $(BIN)/activate  ## time every candidate again; exit 1 regression, 2 could not run, 3 too noisy
+	$(BIN)/python -m stages.rebenchmark $(ARGS)
+
+history: $(BIN)/activate  ## persistent shifts in the re-benchmark history -> reports/history.md
+	$(BIN)/python -m stages.history --out reports/history.md
 
 overhead: $(BIN)/activate  ## print the latency the timing harness adds over a bare loop
 	$(BIN)/python -m stages.measure.overhead

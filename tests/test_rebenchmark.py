@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
+from stages import history as H
 from stages import params as P
 from stages import rebenchmark as R
 from stages.io import EvidenceError
@@ -42,6 +44,7 @@ def test_classify(
 def evidence(speedup: float, spread: float, floor: float = 0.03) -> dict[str, Any]:
     return {
         "status": "ok",
+        "host": HOST["fingerprint"],
         "batches": [
             {
                 "batch_size": 1,
@@ -82,12 +85,24 @@ def test_compare_flags_a_new_batch_size() -> None:
     assert [r.status for r in rows] == [R.OK, R.NEW]
 
 
+HOST = {
+    "fingerprint": "0123456789abcdef",
+    "cpu_model": "AMD EPYC",
+    "architecture": "x86_64",
+    "logical_cores": 2,
+}
+
+
 @pytest.fixture()
 def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     params = P.compose(["technique=[int8_dynamic,int8_static]"], conf=ROOT / "conf")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/host.json").write_text(json.dumps(HOST))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(R, "this_host", lambda: HOST)  # the machine a forced run would time on
+    monkeypatch.setattr(H, "log_mlflow", lambda rows, where, tags: "mlflow: not in tests")
     return tmp_path
 
 
@@ -192,6 +207,13 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
         return subprocess.CompletedProcess(cmd, 0)
 
     monkeypatch.setattr(R.subprocess, "run", fake_run)
+    logged: list[dict[str, str]] = []
+
+    def log(rows: list[dict[str, Any]], where: dict[str, str], tags: dict[str, str]) -> str:
+        logged.append(tags)
+        return "logged"
+
+    monkeypatch.setattr(H, "log_mlflow", log)
     if code is None:
         R.main(["--table", "table.md"])
     else:
@@ -207,3 +229,196 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
     status = R.NOT_REPRODUCED if code is None else R.REGRESSION
     assert "| int8_static | 1 | 2.000 [1.950, 2.050] | 1.500 [1.450, 1.550] | 10.0% |" in out
     assert out.count(f"| {status} |") == 1
+    assert "confirmed by a retest" not in out and "shown again by a retest" in out
+    runs = H.read(git_repo / "reports/rebenchmark_history.csv")  # the first run's figures
+    assert [(r["candidate"], r["batch"], r["estimate"]) for r in runs] == [
+        ("int8_dynamic", 1, 1.98),
+        ("int8_static", 1, 1.5),
+    ]
+    assert {r["machine"] for r in runs} == {R.machine(HOST)}
+    assert [t["exit_code"] for t in logged] == [str(code or 0)]  # one MLflow run per re-benchmark
+
+
+def run_cli(args: list[str]) -> int:
+    """The exit code of `python -m stages.rebenchmark` with these arguments."""
+    with pytest.raises(SystemExit) as e:
+        R.cli(args)
+        raise SystemExit(0)
+    return int(e.value.code or 0)
+
+
+def write_now(repo: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (repo / rel).write_text(text)
+
+
+@pytest.mark.parametrize(
+    ("now", "floor", "code"),
+    [
+        (1.97, 0.03, R.PASSED),  # noise
+        (1.5, 0.03, R.REGRESSED),  # a real drop
+        (1.97, 0.25, R.TOO_NOISY),  # within a 25 % A/A floor: no license to pass
+    ],
+)
+def test_gate_exit_codes(git_repo: Path, now: float, floor: float, code: int) -> None:
+    commit(git_repo, both(2.0, 0.05))
+    write_now(git_repo, {k: json.dumps(evidence(now, 0.05, floor)) for k in both(0, 0)})
+    assert run_cli(["--no-run", "--table", "table.md"]) == code
+
+
+def test_gate_exit_code_2_without_committed_evidence(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit(git_repo, {"README": "x"})
+    assert run_cli(["--no-run"]) == R.UNUSABLE
+    assert "no committed benchmark at HEAD" in capsys.readouterr().err
+
+
+def test_a_wide_floor_reads_noisy_unless_the_drop_clears_it() -> None:
+    rows = R.compare("x", evidence(2.0, 0.05), evidence(1.97, 0.05, 0.25), R.MIN_CHANGE, 0.10)
+    assert rows[0].status == "NOISY: A/A floor 25.0% (now) > 10.0%"
+    rows = R.compare("x", evidence(2.0, 0.05, 0.2), evidence(1.2, 0.05), R.MIN_CHANGE, 0.10)
+    assert rows[0].status == R.REGRESSION  # 40 % down: beyond even the 20 % floor
+    # a retest too noisy to judge leaves the row noisy, not "not reproduced"
+    again = R.compare("x", evidence(2.0, 0.05, 0.2), evidence(1.9, 0.05, 0.2), 0.1, 0.1)
+    assert R.confirm(rows, again)[0].status.startswith(R.NOISY)
+
+
+def test_max_floor_defaults_to_the_params_and_the_flag_overrides_it(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit(git_repo, both(2.0, 0.05))
+    write_now(git_repo, {k: json.dumps(evidence(1.97, 0.05, 0.15)) for k in both(0, 0)})
+    assert run_cli(["--no-run", "--table", "t.md"]) == R.TOO_NOISY  # bench.max_noise_floor 0.1
+    assert "> 10.0%" in capsys.readouterr().out
+    assert run_cli(["--no-run", "--table", "t.md", "--max-floor", "0.2"]) == R.PASSED
+
+
+def test_min_change_works_down_to_five_percent(git_repo: Path) -> None:
+    """A 7 % drop, apart, beyond a 3 % floor: within the default minimum change, not 5 %."""
+    commit(git_repo, both(2.0, 0.03))
+    write_now(git_repo, {k: json.dumps(evidence(1.86, 0.03)) for k in both(0, 0)})
+    assert run_cli(["--no-run", "--table", "t.md"]) == R.PASSED
+    assert run_cli(["--no-run", "--table", "t.md", "--min-change", "0.05"]) == R.REGRESSED
+    assert "| 5.0% |" in (git_repo / "t.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        ("model", "model: 'digits_cnn' at HEAD, 'minilm_sentiment' here"),
+        ("target", "target: 'edge' at HEAD, 'cpu' here"),
+        ("machine", "machine: 'Intel(R) Xeon(R) Processor (x86_64, 2 logical cores)' at HEAD"),
+    ],
+)
+def test_gate_refuses_evidence_of_another_model_target_or_machine(
+    git_repo: Path, capsys: pytest.CaptureFixture[str], edit: str, named: str
+) -> None:
+    params = yaml.safe_load((git_repo / "params.yaml").read_text())
+    files = both(2.0, 0.05)
+    if edit == "machine":
+        files["reports/host.json"] = json.dumps({**HOST, "cpu_model": "Intel(R) Xeon(R) Processor"})
+    else:
+        params[edit]["name"] = {"model": "digits_cnn", "target": "edge"}[edit]
+        files["params.yaml"] = yaml.safe_dump(params)
+    here = {
+        "params.yaml": (git_repo / "params.yaml").read_text(),
+        "reports/host.json": json.dumps(HOST),
+    }
+    commit(git_repo, files)
+    write_now(git_repo, here)
+    assert run_cli(["--no-run"]) == R.UNUSABLE
+    err = capsys.readouterr().err
+    assert f"another {edit}" in err and named in err
+
+
+def test_no_run_footer_does_not_claim_a_retest(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    commit(git_repo, both(2.0, 0.05))
+    write_now(git_repo, both(1.5, 0.05))
+    assert run_cli(["--no-run", "--table", "t.md"]) == R.REGRESSED
+    out = capsys.readouterr().out
+    assert "retest" in out and "confirmed by a retest" not in out
+    assert "no retest ran (--no-run" in out
+
+
+def past_runs(n: int, speedup: float, technique: str = "int8_static") -> list[dict[str, Any]]:
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "utc": f"2025-01-{i + 1:02d}T03:00:00+00:00",
+            "commit": f"{i:040x}",
+            "host": HOST["fingerprint"],
+            "machine": R.machine(HOST),
+            "model": "minilm_sentiment",
+            "target": "cpu",
+            "candidate": technique,
+            "inputs": "validation",
+            "batch": 1,
+            "estimate": e,
+            "low": e - 0.05,
+            "high": e + 0.05,
+            "noise_floor": 0.03,
+        }
+        for i, e in enumerate(speedup * rng.lognormal(0, 0.02, n))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("now", "status", "note"),
+    [
+        (2.0, R.OUTLIER, "committed value is an outlier: median of 8 runs"),
+        (1.5, R.REGRESSION, "and now is below it too"),
+    ],
+)
+def test_a_drop_from_an_outlying_committed_value_does_not_fail(
+    git_repo: Path, capsys: pytest.CaptureFixture[str], now: float, status: str, note: str
+) -> None:
+    """The retest re-measures only the new side: a committed value far above the history's
+    median is judged against that median instead."""
+    H.append(git_repo / "h.csv", past_runs(8, 2.0) + past_runs(8, 2.0, "int8_dynamic"))
+    commit(git_repo, both(2.6, 0.05))
+    write_now(git_repo, both(now, 0.05))
+    code = run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"])
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
+    assert code == (R.PASSED if status == R.OUTLIER else R.REGRESSED)
+    assert row.endswith(f"| {status} |") and note in row
+
+
+def test_a_flagged_drop_says_the_committed_side_is_one_run() -> None:
+    row = R.compare("x", evidence(2.0, 0.05), evidence(1.5, 0.05), R.MIN_CHANGE)[0]
+    assert R.judge_committed(row, []).history.startswith("committed side is one run")
+    assert "median of 6 runs" in R.judge_committed(row, [2.0] * 6).history
+
+
+def test_log_mlflow_names_one_metric_per_candidate_and_batch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    logged: dict[str, Any] = {}
+
+    class Run:
+        info = type("Info", (), {"run_id": "r1"})
+
+        def __enter__(self) -> Run:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+    fake = type(sys)("mlflow")
+    fake.set_tracking_uri = lambda uri: logged.update(uri=uri)  # type: ignore[attr-defined]
+    fake.set_experiment = lambda name: logged.update(experiment=name)  # type: ignore[attr-defined]
+    fake.start_run = lambda **kw: Run()  # type: ignore[attr-defined]
+    fake.log_metrics = lambda m: logged.update(metrics=m)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
+    where = {"model": "minilm_sentiment", "target": "cpu", "machine": "m"}
+    line = H.log_mlflow(past_runs(1, 2.0), where, {"commit": "abc", **where})
+    assert line == "logged to sqlite:///x.db: run r1"
+    assert logged["experiment"] == "rebenchmark-minilm_sentiment-cpu"
+    assert set(logged["metrics"]) == {
+        "int8_static.b1.p50_speedup",
+        "int8_static.b1.p50_speedup_low",
+        "int8_static.b1.p50_speedup_high",
+    }

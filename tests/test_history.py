@@ -1,0 +1,111 @@
+"""The re-benchmark history: the CSV, the change-point analysis and its report, on seeded data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from stages import history as H
+from stages.io import EvidenceError
+
+
+def noisy(n: int, level: float, rng: np.random.Generator) -> np.ndarray:
+    return level * rng.lognormal(0, 0.03, n)  # about 3 % run to run
+
+
+def runs(
+    values: np.ndarray, candidate: str = "int8_static", batch: int = 1
+) -> list[dict[str, Any]]:
+    return [
+        {
+            "utc": f"2025-03-{i + 1:02d}T03:00:00+00:00",
+            "commit": (f"{i:x}" * 40)[:40],
+            "host": "0123456789abcdef",
+            "machine": "AMD EPYC (x86_64, 2 logical cores)",
+            "model": "minilm_sentiment",
+            "target": "cpu",
+            "candidate": candidate,
+            "inputs": "validation",
+            "batch": batch,
+            "estimate": float(v),
+            "low": float(v) * 0.98,
+            "high": float(v) * 1.02,
+            "noise_floor": 0.03,
+        }
+        for i, v in enumerate(values)
+    ]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_seven_percent_step_after_ten_stable_runs_is_found_at_its_run(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = np.r_[noisy(10, 1.6, rng), noisy(8, 1.6 * 0.93, rng)]
+    shifts = H.change_points(values)
+    assert [s.run for s in shifts] == [11]
+    assert shifts[0].change == pytest.approx(-0.07, abs=0.025) and shifts[0].pvalue <= H.ALPHA
+    assert H.describe(shifts).startswith("shift at run 11 (-")
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_flat_noisy_history_has_no_shift(seed: int) -> None:
+    rng = np.random.default_rng(100 + seed)
+    assert H.change_points(noisy(20, 1.6, rng)) == []
+
+
+def test_one_outlying_run_is_not_a_shift() -> None:
+    values = noisy(15, 1.6, np.random.default_rng(7))
+    values[9] *= 0.8
+    assert H.change_points(values) == []
+
+
+def test_two_shifts_are_both_found() -> None:
+    rng = np.random.default_rng(4)
+    values = np.r_[noisy(10, 2.0, rng), noisy(10, 1.7, rng), noisy(10, 2.0, rng)]
+    shifts = H.change_points(values)
+    assert [s.run for s in shifts] == [11, 21]
+    assert H.describe(shifts).startswith("shifts at runs 11 (-")
+
+
+def test_append_then_read_keeps_the_rows_and_leaves_no_temp_file(tmp_path: Path) -> None:
+    path = tmp_path / "reports" / "history.csv"
+    rows = runs(np.array([1.6, 1.62]))
+    H.append(path, rows[:1])
+    H.append(path, rows[1:])
+    assert H.read(path) == rows
+    assert path.read_text().splitlines()[0] == ",".join(H.FIELDS)
+    assert [p.name for p in path.parent.iterdir()] == ["history.csv"]
+    assert H.read(tmp_path / "absent.csv") == []
+
+
+def test_a_foreign_or_broken_csv_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "h.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(EvidenceError, match="header"):
+        H.append(path, runs(np.array([1.6])))
+    H.append(tmp_path / "ok.csv", runs(np.array([1.6])))
+    text = (tmp_path / "ok.csv").read_text().replace("1.6,", "fast,", 1)
+    (tmp_path / "ok.csv").write_text(text)
+    with pytest.raises(EvidenceError, match="line 2 is malformed"):
+        H.read(tmp_path / "ok.csv")
+
+
+def test_series_are_kept_apart_and_the_report_names_the_shift(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    rows = runs(np.r_[noisy(10, 1.6, rng), noisy(6, 1.6 * 0.93, rng)])
+    rows += runs(noisy(16, 2.0, rng), batch=8)
+    shifts = H.analyse(rows)
+    assert sorted(len(s) for s in shifts.values()) == [0, 1]
+    path = tmp_path / "h.csv"
+    H.append(path, rows)
+    H.main(["--csv", str(path), "--out", str(tmp_path / "history.md")])
+    text = (tmp_path / "history.md").read_text()
+    assert "| int8_static | 1 | 16 |" in text and "shift at run 11 (-" in text
+    assert "from run 11 (2025-03-11T03:00:00+00:00, commit aaaaaaaaaa)" in text
+
+
+def test_the_report_of_an_empty_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    H.main(["--csv", str(tmp_path / "none.csv")])
+    assert "no re-benchmark recorded yet" in capsys.readouterr().out
