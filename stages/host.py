@@ -12,12 +12,12 @@ from stages import params as P
 from stages.cli import run
 from stages.io import write_json
 from stages.measure.peak import describe_host, fingerprint
-from stages.runtime import check_target
+from stages.runtime import check_target_runs
 
 
 def main() -> None:
     p = P.load()
-    check_target(p.target)
+    check_target_runs(p.target)  # a test session on the provider, not only its listing
     description = describe_host()
     write_json(Path(p.paths.host), {"fingerprint": fingerprint(description), **description})
     print(f"host {fingerprint(description)}: {description['cpu_model']}")

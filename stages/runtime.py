@@ -28,16 +28,78 @@ def check_target(target: Target) -> None:
 
     available = ort.get_available_providers()
     if target.provider not in available:
-        hint = (
-            "install onnxruntime-gpu with a matching CUDA runtime on a machine with an NVIDIA GPU, "
-            "or choose another target (e.g. -S target=cpu)"
-            if target.provider == "CUDAExecutionProvider"
-            else "choose a target whose provider is listed"
-        )
         raise TargetUnavailable(
             f"target {target.name!r} needs {target.provider}, but this onnxruntime offers "
-            f"{available}: {hint}. There is no silent fallback to another provider."
+            f"{available}: {_hint(target, listed=False)}. There is no silent fallback to another "
+            "provider."
         )
+
+
+def check_target_runs(target: Target) -> None:
+    """check_target, then run a one-node model on the provider: a listed provider can still fail
+    to start (onnxruntime-gpu without a GPU or with mismatched CUDA libraries), and ONNX Runtime
+    then falls back to the CPU with only a log line. Both fail here, not in a later stage."""
+    import onnxruntime as ort
+
+    check_target(target)
+    hint = _hint(target, listed=True)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3  # errors only
+    x = np.arange(4, dtype=np.float32).reshape(1, 4)
+    try:
+        sess = ort.InferenceSession(_tiny_model(), so, providers=[target.provider])
+        used = sess.get_providers()
+        (y,) = sess.run(None, {"x": x})
+    except Exception as e:  # ORT raises its own exception types
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise TargetUnavailable(
+            f"target {target.name!r} needs {target.provider}, which this onnxruntime lists, but "
+            f"a test session on it failed ({first[:300]}): {hint}. There is no silent fallback "
+            "to another provider."
+        ) from None
+    if not used or used[0] != target.provider:
+        raise TargetUnavailable(
+            f"target {target.name!r} needs {target.provider}, which this onnxruntime lists, but "
+            f"a test session ran on {used} instead (ONNX Runtime fell back): {hint}. There is no "
+            "silent fallback to another provider."
+        )
+    if not np.array_equal(np.asarray(y), x + x):
+        raise TargetUnavailable(
+            f"target {target.name!r}: a test session on {target.provider} computed x + x wrongly "
+            f"({np.asarray(y).tolist()} for {x.tolist()}): {hint}."
+        )
+
+
+def _hint(target: Target, listed: bool) -> str:
+    if target.provider != "CUDAExecutionProvider":
+        if listed:
+            return "check that provider's install and device, or choose another target"
+        return "choose a target whose provider is listed"
+    if listed:
+        return (
+            "check that this machine has a working NVIDIA GPU (nvidia-smi) and that its CUDA and "
+            "cuDNN libraries match your onnxruntime-gpu, or choose another target "
+            "(e.g. -S target=cpu)"
+        )
+    return (
+        "install onnxruntime-gpu with a matching CUDA runtime on a machine with an NVIDIA GPU, "
+        "or choose another target (e.g. -S target=cpu)"
+    )
+
+
+def _tiny_model() -> bytes:
+    """y = x + x over a float [1, 4]: small enough to build on any provider in milliseconds."""
+    from onnx import TensorProto, helper
+
+    def value(name: str) -> onnx.ValueInfoProto:
+        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4])
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])], "target_check", [value("x")], [value("y")]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8  # readable by every onnxruntime this project supports
+    return bytes(model.SerializeToString())
 
 
 def threads(target: Target) -> int:

@@ -1,6 +1,7 @@
 """MLflow logging from the evidence files: one parent run per pipeline execution, a child per
-candidate. Only the report stage imports it. `python -m stages.tracking` logs the current
-evidence again (e.g. to a team server given by MLFLOW_TRACKING_URI) without touching any file."""
+candidate. The report stage logs; `python -m stages.tracking` logs the current evidence again
+(e.g. after a failure, or to a team server given by MLFLOW_TRACKING_URI) and, once logged,
+rewrites the tracking record and the dashboard's MLflow line to say where it went."""
 
 from __future__ import annotations
 
@@ -75,6 +76,33 @@ def log(
     return {"status": "logged", "uri": uri, "parent_run": parent.info.run_id, "runs": children}
 
 
+MLFLOW_LINE = "MLflow: "  # the dashboard's line about logging starts with this
+
+
+def logged_line(result: dict[str, Any]) -> str:
+    """The dashboard's MLflow line (after MLFLOW_LINE) for a successful log."""
+    return f"logged to `{result['uri']}`, parent run `{result['parent_run']}` (`make ui` to browse)"
+
+
+def record_retry(result: dict[str, Any], tracking_json: Path, dashboard: Path) -> None:
+    """After a successful retry: the tracking record says so, and so does the dashboard's
+    MLflow line (replaced in place, the rest of the file kept byte for byte)."""
+    from stages.io import write_json, write_text
+
+    write_json(tracking_json, result)
+    if not dashboard.is_file():
+        return  # no dashboard yet: the report stage writes one with the same line
+    text = dashboard.read_text()
+    lines = text.split("\n")
+    new = MLFLOW_LINE + logged_line(result)
+    at = [i for i, line in enumerate(lines) if line.startswith(MLFLOW_LINE)]
+    if at:
+        lines[at[-1]] = new
+        write_text(dashboard, "\n".join(lines))
+    else:
+        write_text(dashboard, f"{text.rstrip()}\n\n{new}\n")
+
+
 def artifacts_of(paths: Any, names: list[str]) -> dict[str, list[Path]]:
     """The evidence files logged with each candidate's run."""
     return {
@@ -110,11 +138,16 @@ def main() -> None:
     p = P.load()
     summary = read_json(Path(p.paths.summary), "report")
     result = log(
-        summary,
-        artifacts_of(p.paths, list(summary["candidates"])),
-        [Path(p.paths.dashboard), Path(p.paths.tradeoff)],
+        summary, artifacts_of(p.paths, list(summary["candidates"])), [Path(p.paths.tradeoff)]
     )
+    dashboard = Path(p.paths.dashboard)
+    record_retry(result, Path(p.paths.tracking), dashboard)
+    if dashboard.is_file():  # the dashboard as it now reads, with the line of this run
+        import mlflow
+
+        mlflow.MlflowClient(result["uri"]).log_artifact(result["parent_run"], str(dashboard))
     print(f"logged to {result['uri']}: parent run {result['parent_run']}")
+    print(f"updated {p.paths.tracking} and the MLflow line of {dashboard}")
 
 
 if __name__ == "__main__":

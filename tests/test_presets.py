@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import io
 import shutil
 import struct
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from PIL import Image
 
 from stages.data import LABELS, MASK_PREFIX, Prepared
 from stages.export import export, parity
@@ -228,10 +230,10 @@ def test_onnx_file_prepare_and_provide(byo_model: Path, tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(None, data.feeds("validation"))[0].shape == (45, CLASSES)
 
-    suffix, text = onnx_file.render_failure({k: v[:1] for k, v in val.items()})
-    assert suffix == ".md"
-    assert b"| image | float32 | [1, 8, 8] |" in text and b"| labels | int64 | [] |" in text
-    assert f"| npz_row | int64 | [] | {rows[0]} |".encode() in text
+    suffix, png = onnx_file.render_failure({k: v[:1] for k, v in val.items()})
+    assert suffix == ".png"  # a (1, 8, 8) input is an image: scaled up, its row kept as text
+    img = Image.open(io.BytesIO(png))
+    assert img.size == (112, 112) and img.text[onnx_file.ROW] == str(rows[0])
 
 
 def test_onnx_file_external_data_travels(byo_model: Path, tmp_path: Path) -> None:

@@ -1,9 +1,10 @@
 """onnx_file: bring your own ONNX classifier and a labelled validation set as .npz.
 
-The .npz holds one array per model input (named as the model's inputs, rows on the first axis),
-`labels` (integer class indices into the model's first output), optional boolean masks
-`slice__<name>` over the rows, and optionally extra columns with the same row count (shown in
-failure renderings). A seeded share of the rows is held out for calibration; the rest is the
+The .npz holds one array per model input (named as the model's inputs, rows on the first axis,
+finite values only), `labels` (integer class indices into the model's first output), optional
+boolean masks `slice__<name>` over the rows, and optionally extra columns with the same row count
+(shown in failure renderings; not boolean and not named `slice...`, so a misspelt mask is an
+error, not a silent extra). A seeded share of the rows is held out for calibration; the rest is the
 validation set. There is no train set: the model arrives trained, so techniques that retrain
 report that they do not apply. Every check runs in `prepare`, before any training or timing.
 """
@@ -30,6 +31,11 @@ MAX_CLASS_SLICES = 32  # more classes than this: no per-class slices (each would
 ROW = "npz_row"  # a column kept beside the inputs: each row's index in the user's .npz
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")  # slice names go into file names and CSV cells
 _RESERVED = {"model.onnx", "model.pt", "manifest.json"}  # other files of the baseline folder
+# dim_param spellings exporters use for "unknown": free axes, never tied to each other by name
+_UNKNOWN_DIMS = {"", "?", "-1", "0", "unk", "unknown", "none", "null", "dynamic"}
+_IMAGE_CHANNELS = (1, 3, 4)  # (C, H, W) rows with these channel counts render as PNG
+_MIN_SIDE = 4  # px: a smaller (H, W) is a short table, not a picture
+_PNG_SIDE = 112  # px: failure images are scaled up (nearest neighbour) to at least this side
 
 
 @dataclass
@@ -68,7 +74,7 @@ class Params:
 class _Tensor:
     name: str
     dtype: np.dtype[Any] | None  # None: not a plain tensor type this pipeline can feed
-    dims: list[int | str | None]  # int: static; str: symbolic; None: unknown
+    dims: list[int | str | None]  # int: static (> 0); str: a real symbolic name; None: free
     rank_known: bool
 
     def shape_text(self) -> str:
@@ -102,15 +108,19 @@ def _tensor(value: onnx.ValueInfoProto) -> _Tensor:
         dtype = None
     if dtype is not None and dtype.kind not in "biufc":
         dtype = None  # strings and other object types cannot come from an .npz without pickle
-    dims: list[int | str | None] = []
-    for d in tt.shape.dim:
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        elif d.HasField("dim_param"):
-            dims.append(d.dim_param)
-        else:
-            dims.append(None)
+    dims = [_dim(d) for d in tt.shape.dim]
     return _Tensor(value.name, dtype, dims, tt.HasField("shape"))
+
+
+def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    """A declared axis: a size > 0, a real symbolic name, or None (free). Exporters write unknown
+    sizes as dim_value -1 or 0 and as dim_param "", "?", "unk", ...: those tie no axes together."""
+    if d.HasField("dim_value"):
+        return int(d.dim_value) if d.dim_value > 0 else None
+    if d.HasField("dim_param"):
+        name = d.dim_param.strip()
+        return None if name.lower() in _UNKNOWN_DIMS else name
+    return None
 
 
 def _file(value: str, field_name: str, what: str) -> Path:
@@ -232,8 +242,10 @@ def _load_data(p: Params) -> tuple[Path, dict[str, np.ndarray]]:
 
 def _check_arrays(
     p: Params, arrays: dict[str, np.ndarray], inputs: list[_Tensor]
-) -> tuple[int, list[str], list[str]]:
-    """Rows, slice names and extra columns; an error for every array the pipeline cannot use."""
+) -> tuple[int, list[str], list[str], str]:
+    """Rows, slice names, extra columns and a doubt; an error for every array the pipeline cannot
+    use. The doubt ("" if none) says which axes the model names alike but the data sizes apart:
+    a declared name is only a hint, so `prepare` lets a real session decide (see _probe)."""
     names = sorted(arrays)
     if LABELS not in arrays:
         raise _error(
@@ -283,6 +295,8 @@ def _check_arrays(
                 f"model.data = {p.data!r}: input {t.name!r} is {x.dtype} but the model expects "
                 f"{t.dtype}: convert it before saving, e.g. x.astype(np.{t.dtype})"
             )
+        _check_finite(p, t.name, x)
+    doubt = ""
     named: dict[str, tuple[str, int, int]] = {}  # a symbolic axis name -> first (input, axis, size)
     for t in inputs:
         for axis, want in enumerate(t.dims):
@@ -290,8 +304,8 @@ def _check_arrays(
                 continue
             got = int(arrays[t.name].shape[axis])
             first = named.setdefault(want, (t.name, axis, got))
-            if first[2] != got:
-                raise _error(
+            if first[2] != got and not doubt:
+                doubt = (
                     f"model.data = {p.data!r}: axis {axis} of input {t.name!r} is {got} but axis "
                     f"{first[1]} of input {first[0]!r} is {first[2]}, and the model names both "
                     f"{want!r} (one size): pad or cut the arrays to a common size"
@@ -300,6 +314,8 @@ def _check_arrays(
     slices, extras = [], []
     for name in names:
         arr = arrays[name]
+        if name != LABELS and name not in model_inputs and not name.startswith(MASK_PREFIX):
+            _check_extra(p, name, arr, n, sorted(model_inputs))
         if name.startswith(MASK_PREFIX):
             sname = name[len(MASK_PREFIX) :]
             if not _SAFE_NAME.match(sname):
@@ -322,11 +338,50 @@ def _check_arrays(
                     f"does not have one row per label ({n}): rename or remove it"
                 )
             extras.append(name)
-    return n, slices, extras
+    return n, slices, extras, doubt
 
 
-def _probe(path: Path, arrays: dict[str, np.ndarray], inputs: list[_Tensor], p: Params) -> int:
-    """Run the first rows once: the model must load and answer with (rows, classes) scores."""
+def _check_finite(p: Params, name: str, x: np.ndarray) -> None:
+    """NaN or inf in an input: such rows have no meaningful prediction and poison the figures."""
+    if x.dtype.kind not in "fc" or x.size == 0:
+        return
+    bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))
+    if len(bad):
+        first = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise _error(
+            f"model.data = {p.data!r}: input {name!r} holds NaN or infinite values in "
+            f"{len(bad)} of {len(x)} rows (rows {first} of the .npz): clean those values "
+            "(e.g. impute them, or np.nan_to_num) or drop those rows from every array before "
+            "saving"
+        )
+
+
+def _check_extra(p: Params, name: str, arr: np.ndarray, n: int, model_inputs: list[str]) -> None:
+    """An array that is not an input, `labels` or a mask is kept as an extra column only when it
+    cannot be a misspelt mask: named "slice..." or boolean per row, it is refused."""
+    stem = MASK_PREFIX.rstrip("_")  # "slice"
+    if name.lower().startswith(stem):
+        rest = name[len(stem) :].lstrip("_-. ") or "<name>"
+        raise _error(
+            f"model.data = {p.data!r}: array {name!r} looks like a slice mask, but masks are "
+            f"named {MASK_PREFIX!r} + a name (two underscores): rename it to "
+            f"{MASK_PREFIX + rest!r}, or remove it"
+        )
+    if arr.dtype == np.bool_ and arr.shape == (n,):
+        raise _error(
+            f"model.data = {p.data!r}: array {name!r} is a boolean flag per row, like a slice "
+            f"mask, but is neither a model input ({model_inputs}) nor named {MASK_PREFIX}<name>: "
+            f"rename it to {MASK_PREFIX + name!r} to make it a slice, or save it as integers "
+            "to keep it as a column shown beside failures"
+        )
+
+
+def _probe(
+    path: Path, arrays: dict[str, np.ndarray], inputs: list[_Tensor], p: Params, doubt: str = ""
+) -> int:
+    """Run the first rows once: the model must load and answer with (rows, classes) scores.
+    Where the declared shapes are ambiguous the session decides: the axes it holds fixed must
+    match the data, and `doubt` (see _check_arrays) is the message if the rows are refused."""
     import onnxruntime as ort
 
     feeds = {t.name: arrays[t.name][:2] for t in inputs}
@@ -334,8 +389,19 @@ def _probe(path: Path, arrays: dict[str, np.ndarray], inputs: list[_Tensor], p: 
     so.log_severity_level = 3  # errors only
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        out = sess.run(None, feeds)[0]
     except Exception as e:  # ORT raises its own exception types
+        raise _evidence(
+            f"model.path = {p.path!r} does not load in onnxruntime ({_first_line(e)}): check "
+            "that onnxruntime supports its opset and operators"
+        ) from None
+    for meta in sess.get_inputs():
+        if meta.name in arrays:
+            _check_fixed_axes(p, meta.name, list(meta.shape), arrays[meta.name].shape)
+    try:
+        out = sess.run(None, feeds)[0]
+    except Exception as e:
+        if doubt:  # the model refuses sizes it names alike: say which axes, not ORT's message
+            raise _error(doubt) from None
         raise _evidence(
             f"model.path = {p.path!r} failed on the first rows of model.data ({_first_line(e)}): "
             "check that the .npz matches the model's inputs, and that onnxruntime supports its "
@@ -353,6 +419,21 @@ def _probe(path: Path, arrays: dict[str, np.ndarray], inputs: list[_Tensor], p: 
     return int(out.shape[1])
 
 
+def _check_fixed_axes(p: Params, name: str, held: list[Any], got: tuple[int, ...]) -> None:
+    """An axis ONNX Runtime holds fixed (an int in its input shape) must match the data. It reads
+    a declared dim_value 0 as a fixed size 0, though exporters mean "unknown" by it."""
+    for axis, size in enumerate(held):
+        if isinstance(size, int) and size >= 0 and axis < len(got) and size != got[axis]:
+            free = "batch" if axis == 0 else f"axis{axis}"
+            raise _evidence(
+                f"model.path = {p.path!r}: onnxruntime holds axis {axis} of input {name!r} at a "
+                f"fixed size {size} (shape {held}), but model.data has {got[axis]} there: "
+                "re-export with that axis dynamic, or free it in the file: m = onnx.load(path); "
+                f"[v for v in m.graph.input if v.name == {name!r}][0].type.tensor_type.shape"
+                f".dim[{axis}].dim_param = {free!r}; onnx.save(m, path)"
+            )
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
 
@@ -361,8 +442,8 @@ def prepare(p: Params, seed: int) -> Prepared:
     """Check the model and the .npz against each other, then split calibration / validation."""
     model_path, external, inputs, output = _load_model(p)
     data_path, arrays = _load_data(p)
-    n, slice_names, extras = _check_arrays(p, arrays, inputs)
-    classes = _probe(model_path, arrays, inputs, p)  # the output width, declared or symbolic
+    n, slice_names, extras, doubt = _check_arrays(p, arrays, inputs)
+    classes = _probe(model_path, arrays, inputs, p, doubt)  # the output width, from a real run
     y = arrays[LABELS].astype(np.int64)
     if y.min() < 0 or y.max() >= classes:
         raise _error(
@@ -489,14 +570,78 @@ def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[s
 
 
 def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
-    """An input of unknown kind as Markdown: per array its dtype, shape, range and first values."""
+    """A failing row as a file: its image-shaped arrays as one PNG when every other array of the
+    row is a single value (kept as PNG text fields), else a Markdown table of all arrays."""
+    arrays = {k: _one(v) for k, v in row.items()}
+    images = {k: v for k, v in arrays.items() if _image_shaped(v)}
+    if images and all(v.size == 1 for k, v in arrays.items() if k not in images):
+        scalars = {k: _cell(v.reshape(-1)[0]) for k, v in arrays.items() if k not in images}
+        return ".png", _png([images[k] for k in sorted(images)], scalars)
+    return _table(arrays)
+
+
+def _one(arr: np.ndarray) -> np.ndarray:
+    arr = np.asarray(arr)
+    return arr[0] if arr.ndim and len(arr) == 1 else arr  # a row arrives as a batch of one
+
+
+def _image_shaped(a: np.ndarray) -> bool:
+    """(C, H, W) with C in 1, 3, 4, or (H, W); numbers or flags, at least _MIN_SIDE a side."""
+    if a.dtype.kind not in "biuf" or a.ndim not in (2, 3):
+        return False
+    if a.ndim == 3 and a.shape[0] not in _IMAGE_CHANNELS:
+        return False
+    return min(a.shape[-2:]) >= _MIN_SIDE
+
+
+def _picture(a: np.ndarray) -> Any:
+    """An image-shaped array as a PIL image: its own min..max to 0..255, scaled up by pixels."""
+    from PIL import Image
+
+    x = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = float(x.min()), float(x.max())
+    x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+    pixels = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+    if pixels.ndim == 3:  # (C, H, W) -> (H, W, C), or (H, W) for one channel
+        pixels = pixels[0] if pixels.shape[0] == 1 else np.moveaxis(pixels, 0, -1)
+    img = Image.fromarray(pixels)
+    scale = max(1, -(-_PNG_SIDE // max(img.size)))  # ceil: the longer side reaches _PNG_SIDE
+    return img.resize((img.width * scale, img.height * scale), Image.Resampling.NEAREST)
+
+
+def _png(images: list[np.ndarray], text: dict[str, str]) -> bytes:
+    """The images side by side (4 px apart) as one PNG; `text` goes into its tEXt fields."""
+    import io
+
+    from PIL import Image, PngImagePlugin
+
+    pictures = [_picture(a) for a in images]
+    mode = "RGBA" if any(i.mode == "RGBA" for i in pictures) else "RGB"
+    if all(i.mode == "L" for i in pictures):
+        mode = "L"
+    gap = 4
+    width = sum(i.width for i in pictures) + gap * (len(pictures) - 1)
+    canvas = Image.new(mode, (width, max(i.height for i in pictures)))
+    x = 0
+    for i in pictures:
+        canvas.paste(i.convert(mode), (x, 0))
+        x += i.width + gap
+    info = PngImagePlugin.PngInfo()
+    for k, v in sorted(text.items()):  # PNG keys: 1-79 Latin-1 characters
+        info.add_text(k.encode("latin-1", "replace")[:79].decode("latin-1"), v)
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG", pnginfo=info)
+    return buf.getvalue()
+
+
+def _table(arrays: dict[str, np.ndarray]) -> tuple[str, bytes]:
+    """Markdown: per array its dtype, shape, range and first values."""
     lines = [
         "| array | dtype | shape | min | max | mean | first values |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name in sorted(row):
-        arr = np.asarray(row[name])
-        one = arr[0] if arr.ndim and len(arr) == 1 else arr  # a row arrives as a batch of one
+    for name in sorted(arrays):
+        one = arrays[name]
         flat = one.reshape(-1)
         if flat.size and np.issubdtype(flat.dtype, np.number) and flat.dtype != np.bool_:
             stats = [

@@ -1,0 +1,97 @@
+"""`python -m stages.tracking` after a failed log: once logged, the tracking record and the
+dashboard's MLflow line say so (fabricated evidence, a throwaway sqlite store in tmp_path)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from stages import tracking
+from stages.io import write_json
+
+FAILED = (
+    "MLflow: **logging failed** for `http://127.0.0.1:9`: connection refused. The evidence files "
+    "are complete; once the server is reachable, rerun `python -m stages.tracking` "
+    "(or `dvc repro -f -s report`)."
+)
+DASHBOARD = f"# Dashboard\n\n| candidate | verdict |\n|---|---|\n| fp16 | reject |\n\n{FAILED}\n"
+
+
+def _evidence(folder: Path) -> SimpleNamespace:
+    """The report stage's files after a failed log, and the paths params would give."""
+    paths = SimpleNamespace(
+        **{
+            k: str(folder / v)
+            for k, v in {
+                "summary": "summary.json",
+                "tracking": "tracking.json",
+                "dashboard": "dashboard.md",
+                "tradeoff": "tradeoff.png",
+                "review": "review",
+                "benchmark": "benchmark",
+                "validation": "validation",
+                "failures": "failures",
+                "candidates": "candidates",
+            }.items()
+        }
+    )
+    summary = {
+        "model": "tiny",
+        "target": "cpu",
+        "host": "abc123",
+        "bench": {"batch_sizes": [1, 8]},
+        "budget": {"max_accuracy_drop_points": 1.0},
+        "candidates": {
+            "fp16": {"verdict": "reject", "options": {}, "metrics": {"speedup_p50_b1": 0.9}}
+        },
+    }
+    write_json(Path(paths.summary), summary)
+    write_json(Path(paths.tracking), {"status": "failed", "uri": "http://127.0.0.1:9"})
+    Path(paths.dashboard).write_text(DASHBOARD)
+    (folder / "review").mkdir()
+    (folder / "review" / "fp16.md").write_text("# fp16\n")
+    return paths
+
+
+def test_a_successful_retry_rewrites_the_record_and_the_dashboard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    paths = _evidence(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # MLflow puts a new store's artifacts under ./mlruns
+    monkeypatch.setattr("stages.params.load", lambda: SimpleNamespace(paths=paths))
+
+    tracking.main()
+
+    record = json.loads(Path(paths.tracking).read_text())
+    assert record["status"] == "logged" and record["uri"] == uri
+    assert set(record["runs"]) == {"fp16"} and record["parent_run"]
+    text = Path(paths.dashboard).read_text()
+    logged = f"MLflow: logged to `{uri}`, parent run `{record['parent_run']}` (`make ui` to browse)"
+    assert text == DASHBOARD.replace(FAILED, logged)  # only the MLflow line changed
+    import mlflow
+
+    names = [a.path for a in mlflow.MlflowClient(uri).list_artifacts(record["parent_run"])]
+    assert "dashboard.md" in names  # the dashboard as it now reads
+
+
+def test_record_retry_appends_a_missing_line_and_skips_a_missing_dashboard(
+    tmp_path: Path,
+) -> None:
+    result = {"status": "logged", "uri": "sqlite:///x.db", "parent_run": "p1", "runs": {"a": "r1"}}
+    dashboard = tmp_path / "dashboard.md"
+    dashboard.write_text("# Dashboard\n\nno line here\n")
+
+    tracking.record_retry(result, tmp_path / "tracking.json", dashboard)
+
+    assert json.loads((tmp_path / "tracking.json").read_text()) == result
+    assert dashboard.read_text() == (
+        "# Dashboard\n\nno line here\n\n"
+        "MLflow: logged to `sqlite:///x.db`, parent run `p1` (`make ui` to browse)\n"
+    )
+    tracking.record_retry(result, tmp_path / "t2.json", tmp_path / "absent.md")
+    assert not (tmp_path / "absent.md").exists()
