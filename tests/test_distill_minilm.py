@@ -1,0 +1,179 @@
+"""distill on the real MiniLM encoder, kept small: a 2-layer teacher (the first two pretrained
+layers, its head trained on 400 snippets) distilled into a 1-layer student built from the
+teacher's own first layer, embeddings and head, for one epoch."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from stages import data as D
+from stages.export import MODEL_FILE, WEIGHTS_FILE
+from stages.models import minilm
+from stages.params import ParamsError
+from stages.techniques import distill
+from stages.techniques.base import Context
+
+TEACHER: dict[str, Any] = {"layers": 2, "max_rows": 400, "calibration_size": 32, "epochs": 5}
+# what the baseline stage exports for this preset (tests/test_minilm.py)
+BASELINE_IO = {
+    "inputs": [("input_ids", ["batch", "sequence"]), ("attention_mask", ["batch", "sequence"])],
+    "outputs": [("logits", ["batch", 2])],
+}
+OPTIONS = distill.Options(student={"layers": 1}, epochs=1, batch_size=16, learning_rate=1e-4)
+
+
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    data: D.Prepared
+    params: minilm.Params
+    onnx: Path
+    module: torch.nn.Module
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
+    """The teacher's weights as the baseline stage writes them. Its ONNX file is not exported
+    (distill reads only the weights beside it; tests/test_minilm.py checks that export)."""
+    params = minilm.Params(**TEACHER)
+    data = minilm.prepare(params, seed=0)
+    module, _ = minilm.train(params, data, seed=0)
+    folder = tmp_path_factory.mktemp("baseline")
+    torch.save(module.state_dict(), folder / WEIGHTS_FILE)
+    return Baseline(data, params, folder / MODEL_FILE, module)
+
+
+def _apply(b: Baseline, out: Path, options: distill.Options = OPTIONS) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    return distill.apply(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
+
+
+@pytest.fixture(scope="module")
+def applied(base: Baseline, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("distill")
+    return out / MODEL_FILE, _apply(base, out)
+
+
+def _io(path: Path) -> dict[str, list[tuple[str, list[Any]]]]:
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return {
+        "inputs": [(i.name, list(i.shape)) for i in s.get_inputs()],
+        "outputs": [(o.name, list(o.shape)) for o in s.get_outputs()],
+    }
+
+
+def test_student_starts_from_the_teachers_first_layers(base: Baseline) -> None:
+    student = minilm.student(base.module, minilm.Params(**{**TEACHER, "layers": 1}))
+
+    assert len(student.encoder.encoder.layer) == 1
+    assert student.encoder.config.num_hidden_layers == 1
+    assert len(base.module.encoder.encoder.layer) == 2  # the teacher is left whole
+    kept = {k: v for k, v in base.module.state_dict().items() if ".layer.1." not in k}
+    assert kept.keys() == student.state_dict().keys()
+    assert all(torch.equal(v, student.state_dict()[k]) for k, v in kept.items())
+    frozen = [k for k, v in student.named_parameters() if not v.requires_grad]
+    assert frozen == ["encoder.embeddings.word_embeddings.weight"]
+
+
+def test_student_loads_and_keeps_the_baselines_inputs_and_outputs(
+    applied: tuple[Path, dict], base: Baseline
+) -> None:
+    path, d = applied
+    io = _io(path)
+
+    assert io == BASELINE_IO
+    feeds = minilm.trim({k: v[:3] for k, v in base.data.feeds("validation").items()})
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    assert s.run(None, feeds)[0].shape == (3, 2)
+    p = d["parameters"]
+    assert p["student"] < p["teacher"]
+
+
+def test_student_mostly_agrees_with_the_teacher(applied: tuple[Path, dict], base: Baseline) -> None:
+    """One epoch from the teacher's own weights: the student mostly agrees with it."""
+    path, _ = applied
+    feeds = minilm.trim(base.data.feeds("validation"))  # to the longest real row
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    student = s.run(None, feeds)[0].argmax(1)
+    with torch.no_grad():
+        teacher = base.module(*(torch.from_numpy(v) for v in feeds.values())).argmax(1).numpy()
+
+    assert np.mean(student == teacher) >= 0.7
+
+
+def test_details_record_the_loss_per_epoch_and_the_training(applied: tuple[Path, dict]) -> None:
+    _, d = applied
+
+    assert d["student"] == {"layers": 1}
+    assert [e["epoch"] for e in d["epochs"]] == [1]
+    assert {"loss", "soft_loss", "hard_loss", "train_accuracy"} <= d["epochs"][0].keys()
+    t = d["training"]
+    assert (t["epochs"], t["batch_size"], t["learning_rate"]) == (1, 16, 1e-4)
+    assert t["rows"] == 268  # 400 - 100 validation - 32 calibration
+    assert t["batches"] == "length-bucketed, trimmed"
+    assert t["seconds"]["training"] >= 0 and t["seconds"]["teacher_logits"] >= 0
+
+
+def test_rerun_gives_a_byte_identical_student(
+    applied: tuple[Path, dict], base: Baseline, tmp_path: Path
+) -> None:
+    path, d = applied
+
+    again = _apply(base, tmp_path)
+
+    assert (tmp_path / MODEL_FILE).read_bytes() == path.read_bytes()
+    assert again["epochs"] == d["epochs"]
+
+
+def test_a_student_as_deep_as_the_teacher_is_refused(base: Baseline, tmp_path: Path) -> None:
+    options = dataclasses.replace(OPTIONS, student={"layers": 2})
+
+    with pytest.raises(ParamsError, match=r"^student = .*not fewer than the teacher's"):
+        _apply(base, tmp_path, options)
+
+    assert not (tmp_path / MODEL_FILE).exists()
+
+
+def test_preset_settings_fill_options_left_at_zero() -> None:
+    assert distill.training(distill.Options(), minilm) == minilm.DISTILL
+    assert distill.training(distill.Options(epochs=1), minilm)["epochs"] == 1
+
+
+def test_report_gives_the_training_speed_and_new_failures(applied: tuple[Path, dict]) -> None:
+    _, d = applied
+    c = {
+        "manifest": {"details": d},
+        "benchmark": {
+            "batches": [
+                {
+                    "batch_size": 1,
+                    "speedup": {"p50": {"estimate": 1.8, "low": 1.7, "high": 1.9}},
+                    "effect": "faster",
+                    "noise_floor": 0.03,
+                }
+            ]
+        },
+        "validation": {
+            "overall": {
+                "drop_points": 1.0,
+                "right_to_wrong": 2,
+                "wrong_to_right": 1,
+                "baseline_accuracy": {"estimate": 0.75},
+                "candidate_accuracy": {"estimate": 0.74},
+            }
+        },
+        "failures": [],
+    }
+
+    text = "\n".join(distill.report(c))
+
+    assert "Trained from the teacher's weights" in text and "268 train rows" in text
+    assert "Batch 1: speedup p50 1.80x [1.70, 1.90]: faster" in text
+    assert "75.0 % -> 74.0 %, accuracy down 1.0 points" in text
+    assert f"{d['epochs'][0]['loss']:.4f}" in text
