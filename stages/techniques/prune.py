@@ -1,8 +1,10 @@
 """Pruning, from the baseline's torch weights: unstructured by magnitude, and whole channels.
 
-`prune_magnitude` zeroes the smallest weights of every Conv/Linear layer (one global threshold),
-optionally fine-tunes with the zeros held, and exports the same dense graph: the file has the same
-shapes and ops, only its values change, so dense kernels still do all the work.
+`prune_magnitude` zeroes the smallest weights of every Conv/Linear layer the graph uses (one
+global threshold), optionally fine-tunes with the zeros held (the preset's own fine-tune when it
+has one: MiniLM refits its head on the frozen, pruned encoder), and exports the same dense graph:
+the file has the same shapes and ops, only its values change, so dense kernels still do all the
+work.
 `prune_channels` removes whole conv channels / linear neurons (smallest L1 or L2 norm) from a plain
 `nn.Sequential` chain, or the hidden neurons of every feed-forward block of a transformer encoder
 (the Hugging Face BERT layout: `intermediate.dense` -> `output.dense`), and exports a physically
@@ -39,8 +41,10 @@ def _check_finetune(o: Any) -> None:
 
 @dataclass
 class MagnitudeOptions:
-    sparsity: float = 0.5  # share of all Conv/Linear weights set to zero (one global threshold)
-    finetune_epochs: int = 2  # 0 = no fine-tune; the zeros stay zero while fine-tuning
+    sparsity: float = 0.3  # share of the Conv/Linear weights set to zero (one global threshold)
+    # 0 = no fine-tune; else the preset's own training when it has one (MiniLM: refit the head
+    # on the frozen, pruned encoder), Adam on the whole model otherwise; the zeros stay zero
+    finetune_epochs: int = 2
     learning_rate: float = 0.001
     batch_size: int = 64
 
@@ -87,28 +91,38 @@ CHANNEL_CHECK = (
 
 
 def apply_magnitude(ctx: Context) -> dict[str, Any]:
-    """Global L1 magnitude pruning of Conv/Linear weights, optional fine-tune, dense export."""
+    """Global L1 magnitude pruning of the Conv/Linear weights the graph uses, optional fine-tune
+    with the zeros held (the preset's own when it has one), dense export."""
     from torch.nn.utils import prune
 
     from stages.export import export
     from stages.training import deterministic
 
     o: MagnitudeOptions = ctx.options
-    if o.finetune_epochs and getattr(ctx.preset, "HEAVY", False):
+    if (
+        o.finetune_epochs
+        and getattr(ctx.preset, "HEAVY", False)
+        and getattr(ctx.preset, "finetune", None) is None
+    ):
         raise NotApplicable(
-            "fine-tuning a pretrained encoder after pruning takes hours on this CPU: set "
-            "technique.prune_magnitude.finetune_epochs=0 to prune without fine-tuning"
+            "fine-tuning a whole pretrained model after pruning takes hours on this CPU, and its "
+            "preset has no cheaper `finetune` (such as refitting a head on the frozen encoder): "
+            "set technique.prune_magnitude.finetune_epochs=0 to prune without fine-tuning"
         )
     module = ctx.torch_baseline()
-    layers = _weighted(module)
+    layers, unused = _in_graph(_weighted(module), ctx.baseline)
     if not layers:
         raise NotApplicable("the model has no Conv or Linear weights to prune")
     with deterministic(ctx.seed):
         targets = [(m, "weight") for _, m in layers]
         prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=o.sparsity)
+        pruned = [m.weight_mask == 0 for m, _ in targets]
         training = _finetune(module, ctx, o) if o.finetune_epochs else None
         for m, name in targets:
             prune.remove(m, name)  # weight = weight_orig * mask, made permanent
+    for (name, m), zero in zip(layers, pruned, strict=True):
+        if bool(m.weight.detach()[zero].any()):
+            raise RuntimeError(f"the fine-tune moved pruned weights of {name}: masks not held")
     module.eval()
     export(module, _example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
 
@@ -131,23 +145,62 @@ def apply_magnitude(ctx: Context) -> dict[str, Any]:
         "per_layer": per_layer,
         "parameters": _count(module),
         "nonzero_parameters": int(sum(int((p != 0).sum()) for p in module.parameters())),
-        "onnx": _onnx_sparsity(ctx.model_out, [f"{name}.weight" for name, _ in layers]),
+        "onnx": _onnx_sparsity(ctx.model_out, layers),
     }
+    if unused:
+        details["not_in_graph"] = unused
     if training is not None:
         details["finetune"] = training
     return details
 
 
-def _onnx_sparsity(path: Path, weight_names: list[str]) -> dict[str, Any]:
-    """Zeros in the exported file's weight initializers (the same names as the torch weights;
-    float tensors of rank >= 2 when the exporter renamed them)."""
+def _in_graph(layers: list[tuple[str, Any]], path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
+    """The layers whose weights the ONNX file holds, and the names of those it does not (a
+    layer whose output the model never uses, e.g. an unused pooler, is left out of the graph:
+    pruning it would spend part of the global budget on nothing)."""
+    held = _held(path, layers)
+    return [(n, m) for n, m in layers if held[n] is not None], [
+        n for n, _ in layers if held[n] is None
+    ]
+
+
+def _held(path: Path, layers: list[tuple[str, Any]]) -> dict[str, np.ndarray | None]:
+    """Each layer's weight as the ONNX file holds it, found by value: as it is, or transposed
+    (the exporter folds a Linear's transpose into a renamed tensor); None where it is absent."""
     import onnx
     from onnx import numpy_helper
 
-    inits = {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer}
-    chosen = [inits[n] for n in weight_names if n in inits]
-    if len(chosen) != len(weight_names):
-        chosen = [a for a in inits.values() if a.ndim >= 2 and np.issubdtype(a.dtype, np.floating)]
+    found: dict[tuple[Any, ...], np.ndarray] = {}
+    for init in onnx.load(str(path)).graph.initializer:
+        a = numpy_helper.to_array(init)
+        if a.ndim >= 2 and np.issubdtype(a.dtype, np.floating):
+            found.setdefault(_key(a), a)
+    out: dict[str, np.ndarray | None] = {}
+    for name, m in layers:
+        w = m.weight.detach().numpy()
+        out[name] = found.get(_key(w), found.get(_key(w.T)))
+    return out
+
+
+def _key(a: np.ndarray) -> tuple[Any, ...]:
+    """Shape, dtype and a digest of the values (-0.0 read as 0.0: a pruned weight is w * 0)."""
+    import hashlib
+
+    digest = hashlib.sha256(np.ascontiguousarray(a + 0.0).tobytes()).hexdigest()
+    return a.shape, a.dtype.str, digest
+
+
+def _onnx_sparsity(path: Path, layers: list[tuple[str, Any]]) -> dict[str, Any]:
+    """Zeros in the exported file's copies of the pruned weights; every one must be there
+    unchanged (the zeros of the torch weights are the zeros the runtime gets)."""
+    held = _held(path, layers)
+    missing = [name for name, a in held.items() if a is None]
+    if missing:
+        raise RuntimeError(
+            f"the exported {path.name} does not hold the pruned weights of {', '.join(missing)} "
+            "as pruned: the export changed them"
+        )
+    chosen = [a for a in held.values() if a is not None]
     size = sum(int(a.size) for a in chosen)
     zeros = sum(int((a == 0).sum()) for a in chosen)
     return {
@@ -496,6 +549,11 @@ def report_magnitude(c: dict[str, Any]) -> list[str]:
             f"{name} ({v['type']}) {_pc(v['sparsity'])}" for name, v in d["per_layer"].items()
         )
         lines.append(f"- Per layer: {layers}.")
+        if d.get("not_in_graph"):
+            lines.append(
+                f"- Not pruned: {', '.join(d['not_in_graph'])} (absent from the exported graph: "
+                "the model never uses its output)."
+            )
         if d.get("finetune"):
             lines.append(_finetune_line(d["finetune"]))
     lines += _speed_and_not_faster(
@@ -597,7 +655,8 @@ def slice_lines(c: dict[str, Any]) -> list[str]:
 
 def _finetune_line(log: dict[str, Any]) -> str:
     losses = ", ".join(f"{e['loss']:.4f}" for e in log["epochs"])
-    return f"- Fine-tune: {len(log['epochs'])} epoch(s), train loss per epoch {losses}."
+    what = f" ({log['trained']})" if log.get("trained") else ""
+    return f"- Fine-tune{what}: {len(log['epochs'])} epoch(s), train loss per epoch {losses}."
 
 
 def _ci(d: dict[str, float]) -> str:
