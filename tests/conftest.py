@@ -24,14 +24,14 @@ def cfg() -> dict[str, Any]:
 
 @pytest.fixture(scope="session")
 def tiny_data() -> Prepared:
-    """Random 1x8x8 images, 4 classes: enough rows to calibrate and compare."""
+    """Random 1x8x8 images (standard normal, so that the tiny model's predictions vary across
+    rows), 4 classes labelled by the brightest quadrant: enough rows to calibrate and compare."""
     rng = np.random.default_rng(0)
     sets = {}
     for name, n in (("train", 64), ("calibration", 32), ("validation", 48)):
-        sets[name] = {
-            "image": rng.random((n, 1, 8, 8), dtype=np.float32),
-            LABELS: rng.integers(0, 4, n).astype(np.int64),
-        }
+        images = rng.standard_normal((n, 1, 8, 8)).astype(np.float32)
+        quadrants = images.reshape(n, 2, 4, 2, 4).mean(axis=(2, 4)).reshape(n, 4)
+        sets[name] = {"image": images, LABELS: quadrants.argmax(1).astype(np.int64)}
     return Prepared(["image"], ["a", "b", "c", "d"], sets)
 
 
