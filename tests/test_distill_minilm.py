@@ -177,3 +177,19 @@ def test_report_gives_the_training_speed_and_new_failures(applied: tuple[Path, d
     assert "Batch 1: speedup p50 1.80x [1.70, 1.90]: faster" in text
     assert "75.0 % -> 74.0 %, accuracy down 1.0 points" in text
     assert f"{d['epochs'][0]['loss']:.4f}" in text
+
+
+def test_a_shallower_student_changes_only_what_distill_declares(
+    applied: tuple[Path, dict], base: Baseline, tmp_path: Path
+) -> None:
+    from stages.evidence.manifest import changes, confounders, graph_summary
+    from stages.export import export
+
+    teacher = tmp_path / MODEL_FILE
+    example = {k: v[:2] for k, v in base.data.feeds("validation").items()}
+    export(base.module, example, teacher, minilm.DYNAMIC_AXES)
+
+    changed = changes({"graph": graph_summary(teacher)}, {"graph": graph_summary(applied[0])})
+
+    assert "graph.dtypes" in changed  # fewer layers: fewer float tensors of each kind
+    assert confounders(changed, distill.DECLARES) == []

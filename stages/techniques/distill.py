@@ -73,6 +73,7 @@ class Options:
 # A student of the same family: same inputs and outputs, other widths (and possibly depth).
 DECLARES: tuple[str, ...] = (
     "graph.op_types",
+    "graph.dtypes",  # counts of tensors per type: a shallower student has fewer of each
     "graph.nodes",
     "graph.parameters",
     "graph.sha256",
