@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,3 +54,35 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_data: Prepared) -> 
     path = tmp_path_factory.mktemp("tiny") / "model.onnx"
     export(model, {"image": tiny_data.sets["validation"]["image"][:2]}, path)
     return path
+
+
+@dataclass(frozen=True)
+class MiniLMBaseline:
+    data: Prepared
+    params: Any  # minilm.Params
+    onnx: Path
+    module: Any  # the trained torch classifier
+
+
+@pytest.fixture(scope="session")
+def minilm_baseline(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Callable[[dict[str, Any]], MiniLMBaseline]:
+    """Builds the real MiniLM cut to `fields` (e.g. {"layers": 1, "max_rows": 400, ...}),
+    trained and written as the baseline stage does: ONNX from two validation rows, weights."""
+    import torch
+
+    from stages.export import MODEL_FILE, WEIGHTS_FILE, export
+    from stages.models import minilm
+
+    def build(fields: dict[str, Any]) -> MiniLMBaseline:
+        params = minilm.Params(**fields)
+        data = minilm.prepare(params, seed=0)
+        module, _ = minilm.train(params, data, seed=0)
+        folder = tmp_path_factory.mktemp("minilm_baseline")
+        example = {k: v[:2] for k, v in data.feeds("validation").items()}
+        export(module, example, folder / MODEL_FILE, minilm.DYNAMIC_AXES)
+        torch.save(module.state_dict(), folder / WEIGHTS_FILE)
+        return MiniLMBaseline(data, params, folder / MODEL_FILE, module)
+
+    return build

@@ -5,20 +5,23 @@ teacher's own first layer, embeddings and head, for one epoch."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
 
-from stages import data as D
-from stages.export import MODEL_FILE, WEIGHTS_FILE
+from stages.export import MODEL_FILE
 from stages.models import minilm
 from stages.params import ParamsError
 from stages.techniques import distill
 from stages.techniques.base import Context
+
+if TYPE_CHECKING:
+    from conftest import MiniLMBaseline as Baseline
 
 TEACHER: dict[str, Any] = {"layers": 2, "max_rows": 400, "calibration_size": 32, "epochs": 5}
 # what the baseline stage exports for this preset (tests/test_minilm.py)
@@ -29,24 +32,9 @@ BASELINE_IO = {
 OPTIONS = distill.Options(student={"layers": 1}, epochs=1, batch_size=16, learning_rate=1e-4)
 
 
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-    data: D.Prepared
-    params: minilm.Params
-    onnx: Path
-    module: torch.nn.Module
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
-    """The teacher's weights as the baseline stage writes them. Its ONNX file is not exported
-    (distill reads only the weights beside it; tests/test_minilm.py checks that export)."""
-    params = minilm.Params(**TEACHER)
-    data = minilm.prepare(params, seed=0)
-    module, _ = minilm.train(params, data, seed=0)
-    folder = tmp_path_factory.mktemp("baseline")
-    torch.save(module.state_dict(), folder / WEIGHTS_FILE)
-    return Baseline(data, params, folder / MODEL_FILE, module)
+def base(minilm_baseline: Callable[[dict[str, Any]], Baseline]) -> Baseline:
+    return minilm_baseline(TEACHER)
 
 
 def _apply(b: Baseline, out: Path, options: distill.Options = OPTIONS) -> dict[str, Any]:
@@ -180,16 +168,11 @@ def test_report_gives_the_training_speed_and_new_failures(applied: tuple[Path, d
 
 
 def test_a_shallower_student_changes_only_what_distill_declares(
-    applied: tuple[Path, dict], base: Baseline, tmp_path: Path
+    applied: tuple[Path, dict], base: Baseline
 ) -> None:
     from stages.evidence.manifest import changes, confounders, graph_summary
-    from stages.export import export
 
-    teacher = tmp_path / MODEL_FILE
-    example = {k: v[:2] for k, v in base.data.feeds("validation").items()}
-    export(base.module, example, teacher, minilm.DYNAMIC_AXES)
-
-    changed = changes({"graph": graph_summary(teacher)}, {"graph": graph_summary(applied[0])})
+    changed = changes({"graph": graph_summary(base.onnx)}, {"graph": graph_summary(applied[0])})
 
     assert "graph.dtypes" in changed  # fewer layers: fewer float tensors of each kind
     assert confounders(changed, distill.DECLARES) == []

@@ -5,23 +5,24 @@ candidate's argmax agrees on >= 90 % (measured 98 %)."""
 
 from __future__ import annotations
 
-import dataclasses
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
 from onnx import numpy_helper
 
-from stages import data as D
-from stages.export import MODEL_FILE, WEIGHTS_FILE, export
+from stages.export import MODEL_FILE
 from stages.models import minilm
 from stages.techniques import prune as PR
 from stages.techniques.base import Context, NotApplicable
+
+if TYPE_CHECKING:
+    from conftest import MiniLMBaseline as Baseline
 
 SMALL: dict[str, Any] = {"layers": 1, "max_rows": 400, "calibration_size": 32, "epochs": 5}
 OPTIONS = PR.MagnitudeOptions(sparsity=0.4, finetune_epochs=1)
@@ -29,25 +30,9 @@ OPTIONS = PR.MagnitudeOptions(sparsity=0.4, finetune_epochs=1)
 LINEAR = 4 * 384 * 384 + 2 * 384 * 1536 + 2 * 384
 
 
-@dataclasses.dataclass(frozen=True)
-class Baseline:
-    data: D.Prepared
-    params: minilm.Params
-    onnx: Path
-    module: torch.nn.Module
-
-
 @pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
-    """Trained and written as the baseline stage does: ONNX from two validation rows, weights."""
-    params = minilm.Params(**SMALL)
-    data = minilm.prepare(params, seed=0)
-    module, _ = minilm.train(params, data, seed=0)
-    folder = tmp_path_factory.mktemp("baseline")
-    example = {k: v[:2] for k, v in data.feeds("validation").items()}
-    export(module, example, folder / MODEL_FILE, minilm.DYNAMIC_AXES)
-    torch.save(module.state_dict(), folder / WEIGHTS_FILE)
-    return Baseline(data, params, folder / MODEL_FILE, module)
+def base(minilm_baseline: Callable[[dict[str, Any]], Baseline]) -> Baseline:
+    return minilm_baseline(SMALL)
 
 
 def _apply(b: Baseline, out: Path, options: PR.MagnitudeOptions = OPTIONS) -> dict[str, Any]:
