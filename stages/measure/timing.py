@@ -126,10 +126,9 @@ def warm_up(
         while blocks <= WARMUP_BLOCKS:
             now = float(np.median(time_block(calls[side], feeds, 0, n)))
             blocks += 1
-            if abs(now / prev - 1) <= WARMUP_AGREE:
-                prev = now
+            warm, prev = abs(now / prev - 1) <= WARMUP_AGREE, now
+            if warm:
                 break
-            prev = now
         used[side] = 1 + blocks * n
         median[side] = prev
     return used, median
