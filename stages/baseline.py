@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from stages import data as D
 from stages import params as P
 from stages.cli import run
@@ -13,6 +15,7 @@ from stages.export import (
     MANIFEST_FILE,
     MODEL_FILE,
     PARITY_ROWS,
+    TRAIN_LOGITS_FILE,
     WEIGHTS_FILE,
     ParityError,
     export,
@@ -41,6 +44,8 @@ def main() -> None:
             trim = getattr(p.preset, "trim", None)
             err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance, trim)
             torch.save(module.state_dict(), out / WEIGHTS_FILE)
+            if getattr(module, "train_logits", None) is not None:  # kept for distill's teacher
+                np.save(out / TRAIN_LOGITS_FILE, module.train_logits.numpy())
             check = {
                 "max_abs_error": err,
                 "tolerance": p.model.parity_tolerance,

@@ -72,7 +72,7 @@ def minilm_baseline(
     trained and written as the baseline stage does: ONNX from two validation rows, weights."""
     import torch
 
-    from stages.export import MODEL_FILE, WEIGHTS_FILE, export
+    from stages.export import MODEL_FILE, TRAIN_LOGITS_FILE, WEIGHTS_FILE, export
     from stages.models import minilm
 
     def build(fields: dict[str, Any]) -> MiniLMBaseline:
@@ -83,6 +83,7 @@ def minilm_baseline(
         example = {k: v[:2] for k, v in data.feeds("validation").items()}
         export(module, example, folder / MODEL_FILE, minilm.DYNAMIC_AXES)
         torch.save(module.state_dict(), folder / WEIGHTS_FILE)
+        np.save(folder / TRAIN_LOGITS_FILE, module.train_logits.numpy())
         return MiniLMBaseline(data, params, folder / MODEL_FILE, module)
 
     return build

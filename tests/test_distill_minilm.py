@@ -176,3 +176,33 @@ def test_a_shallower_student_changes_only_what_distill_declares(
 
     assert "graph.dtypes" in changed  # fewer layers: fewer float tensors of each kind
     assert confounders(changed, distill.DECLARES) == []
+
+
+def test_the_kept_train_logits_are_the_teachers_own(base: Baseline) -> None:
+    """What the baseline stage keeps for distill equals a forward pass of the teacher."""
+    from stages.export import TRAIN_LOGITS_FILE
+
+    kept = np.load(base.onnx.parent / TRAIN_LOGITS_FILE)
+    feeds = base.data.feeds("train")
+    with torch.no_grad():
+        ran = distill._teacher_logits(base.module, feeds, minilm.lengths(feeds), minilm.trim)
+
+    assert kept.shape == (268, 2)
+    np.testing.assert_allclose(kept, ran.numpy(), atol=1e-4)
+
+
+def test_distill_reads_the_kept_logits_and_says_so(applied: tuple[Path, dict]) -> None:
+    assert applied[1]["training"]["teacher_logits"].startswith("kept by the baseline stage")
+
+
+def test_stale_kept_logits_are_refused(base: Baseline, tmp_path: Path) -> None:
+    from stages.export import TRAIN_LOGITS_FILE
+
+    np.save(tmp_path / TRAIN_LOGITS_FILE, np.zeros((5, 2), dtype=np.float32))
+
+    from stages.io import EvidenceError
+
+    with pytest.raises(
+        EvidenceError, match=r"not one row per train row \(268\).*dvc repro baseline"
+    ):
+        distill._cached_logits(tmp_path, 268)

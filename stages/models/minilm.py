@@ -452,6 +452,8 @@ def finetune(
     log["trained"] = "head only; encoder frozen"
     log["train_rows"] = len(y)
     module.eval()
+    with torch.no_grad():  # the fitted model's train-split logits, a distillation teacher's
+        module.train_logits = module.head(x)
     return log
 
 

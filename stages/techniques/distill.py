@@ -1,7 +1,8 @@
 """Knowledge distillation: a smaller student of the baseline's own preset, trained on the train
 split against the baseline's (the teacher's) softened outputs and the true labels.
 
-One loop serves every preset. The teacher's logits are computed once; each epoch the rows are
+One loop serves every preset. The teacher's logits are computed once (or read from the
+baseline stage, which keeps them when its training had them); each epoch the rows are
 sorted by the preset's `lengths` hook (ties in a seeded random order), cut into consecutive
 batches, each batch trimmed by the preset's `trim` hook, and the batches visited in a seeded
 random order. A preset without those hooks has rows all alike: its batches are a plain shuffle.
@@ -15,10 +16,13 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stages.export import TRAIN_LOGITS_FILE
+from stages.io import EvidenceError
 from stages.techniques.base import Context
 from stages.techniques.prune import _count, _example, _pc, _points, slice_lines, speed_lines
 
@@ -153,7 +157,9 @@ def apply(ctx: Context) -> dict[str, Any]:
         teacher_n, student_n = _count(teacher), _count(student)
         _check_smaller(o, teacher_n, student_n)
         started = time.perf_counter()
-        teacher_logits = _teacher_logits(teacher, feeds, rows, cut)
+        teacher_logits, source = _cached_logits(ctx.baseline.parent, len(y))
+        if teacher_logits is None:
+            teacher_logits = _teacher_logits(teacher, feeds, rows, cut)
         cached = time.perf_counter() - started
         history = _fit(
             student, feeds, torch.from_numpy(y), teacher_logits, rows, cut, o, settings, ctx.seed
@@ -173,6 +179,7 @@ def apply(ctx: Context) -> dict[str, Any]:
             "optimizer": f"AdamW, weight decay {WEIGHT_DECAY:g}, constant learning rate",
             "init": "the teacher's weights (the preset's student hook)" if hook else "fresh",
             "batches": "length-bucketed, trimmed" if lengths else "shuffled rows",
+            "teacher_logits": source,
             "seconds": {"teacher_logits": round(cached, 1), "training": round(trained, 1)},
         },
         "epochs": history,
@@ -189,6 +196,24 @@ def _batches(rows: np.ndarray, size: int, order: torch.Generator) -> list[np.nda
     ranked = perm[np.argsort(rows[perm], kind="stable")]
     batches = [ranked[i : i + size] for i in range(0, len(ranked), size)]
     return [batches[i] for i in torch.randperm(len(batches), generator=order).tolist()]
+
+
+def _cached_logits(baseline_dir: Path, rows: int) -> tuple[torch.Tensor | None, str]:
+    """The teacher's train-split logits as the baseline stage kept them (a preset whose training
+    computed them anyway, e.g. MiniLM's head fit on the frozen encoder's embeddings), with where
+    they came from; (None, ...) when the baseline kept none."""
+    import torch
+
+    path = baseline_dir / TRAIN_LOGITS_FILE
+    if not path.is_file():
+        return None, "computed: a forward pass of the teacher over the train split"
+    logits = np.load(path)
+    if logits.ndim != 2 or len(logits) != rows:
+        raise EvidenceError(
+            f"{path} holds logits of shape {logits.shape}, not one row per train row ({rows}): "
+            "the baseline is stale; run `dvc repro baseline`"
+        )
+    return torch.from_numpy(logits), f"kept by the baseline stage ({TRAIN_LOGITS_FILE})"
 
 
 def _teacher_logits(
