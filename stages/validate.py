@@ -92,9 +92,13 @@ def evaluate(
     prepared: D.Prepared,
     confidence: float,
     preset: Any = None,
+    same_model: bool = False,
 ) -> dict[str, Any]:
     """The candidate's predictions on every set the slices use, paired with the baseline's
-    (`reference`), the overall and per-slice comparisons, and the batch-invariance check."""
+    (`reference`), the overall and per-slice comparisons, and the batch-invariance check.
+    `same_model`: the candidate's ONNX is byte-identical to the baseline's (a serving-only
+    change, e.g. batching), so its rows alone are the reference's on the same session settings
+    and are not run again; the batch-invariance check still runs the candidate."""
     for name in eval_sets(prepared):
         if reference.get(name) is None or len(reference[name]) != len(prepared.labels(name)):
             raise EvidenceError(
@@ -104,7 +108,9 @@ def evaluate(
     logits = {
         name: (
             reference[name],
-            predict(cand_sess, prepared.feeds(name), preset, f"candidate {name}"),
+            reference[name].copy()
+            if same_model
+            else predict(cand_sess, prepared.feeds(name), preset, f"candidate {name}"),
         )
         for name in eval_sets(prepared)
     }
@@ -138,6 +144,7 @@ def evaluate(
         "slices": slices,
         "worst_slice": worst,
         "fidelity": fidelity,
+        "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else "run",
         "batch_invariance": batch_invariance(
             cand_sess, prepared.feeds("validation"), test, prepared.labels("validation"), preset
         ),
@@ -271,9 +278,11 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if manifest["status"] == "ok":
-        reference = read_reference(Path(p.paths.reference), Path(p.paths.baseline) / MODEL_FILE)
+        base = Path(p.paths.baseline) / MODEL_FILE
+        reference = read_reference(Path(p.paths.reference), base)
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
-        result.update(evaluate(reference, cand, prepared, p.bench.confidence, p.preset))
+        same = sha256_file(cand_dir / MODEL_FILE) == sha256_file(base)
+        result.update(evaluate(reference, cand, prepared, p.bench.confidence, p.preset, same))
         logits = result.pop("_logits")
         rows = failures(prepared, logits)
         result["failures"] = {

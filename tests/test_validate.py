@@ -76,3 +76,39 @@ def test_compare_is_antisymmetric_in_the_sides() -> None:
     assert ab["right_to_wrong"] != ab["wrong_to_right"]
     assert ab["drop_points"] == pytest.approx(-ba["drop_points"])
     assert ab["difference_points"]["low"] == pytest.approx(-ba["difference_points"]["high"])
+
+
+# --- evaluate: a byte-identical candidate reuses the reference's rows alone -----------------------
+
+
+class _Counting:
+    """A session that counts the rows it is asked for."""
+
+    def __init__(self, path: Path) -> None:
+        import onnxruntime as ort
+
+        self.inner = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.rows = 0
+
+    def run(self, names: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.rows += len(next(iter(feed.values())))
+        return self.inner.run(names, feed)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_a_byte_identical_candidate_is_not_run_row_by_row_again(tiny_data, tiny_onnx) -> None:
+    n = len(tiny_data.labels("validation"))
+    ref = V.predict(_Counting(tiny_onnx), tiny_data.feeds("validation"))
+    same, run = _Counting(tiny_onnx), _Counting(tiny_onnx)
+
+    reused = V.evaluate({"validation": ref}, same, tiny_data, 0.95, same_model=True)
+    ran = V.evaluate({"validation": ref}, run, tiny_data, 0.95)
+
+    assert same.rows == n  # the batch-invariance check only
+    assert run.rows == 2 * n  # every row alone, then the batch-invariance check
+    assert reused["candidate_rows_alone"].startswith("the reference's")
+    assert ran["candidate_rows_alone"] == "run"
+    for key in ("overall", "slices", "fidelity", "batch_invariance"):
+        assert reused[key] == ran[key]
