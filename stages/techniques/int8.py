@@ -52,7 +52,7 @@ class StaticOptions:
     fallback: bool = True  # keep the most quantization-sensitive nodes in float
     max_drop_points: float = 1.0  # tuning rows changing class vs float, in points; stop at or below
     max_excluded: int = 128  # the most nodes the fallback may keep in float
-    tuning_rows: int = 2000  # train rows (seeded sample) judged beside the calibration split
+    tuning_rows: int = 1000  # train rows (seeded sample) judged beside the calibration split
 
     def __post_init__(self) -> None:
         from stages.params import _one_of, _require
