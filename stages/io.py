@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -28,6 +29,7 @@ class EvidenceError(RuntimeError):
 def write_bytes(path: Path, data: bytes) -> None:
     """Write through a temp file in the same folder, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; evidence is as readable as any file
     try:
@@ -88,21 +90,35 @@ def load_arrays(path: Path, produced_by: str) -> dict[str, np.ndarray]:
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temp folder beside `path`; on success it replaces `path`, on failure it vanishes."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(path)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~_UMASK)  # mkdtemp makes 0700
     try:
         yield tmp
+        old = path.with_name(f".{path.name}.old")
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)  # the previous folder, or one a killed run left
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete the `.<name>.<random>.tmp` files and folders that a killed atomic write of `path`
+    left beside it; nothing else is touched."""
+    stale = re.compile(rf"\.{re.escape(path.name)}\.[a-z0-9_]+\.tmp")  # mkstemp/mkdtemp names
+    with os.scandir(path.parent) as entries:
+        for entry in entries:
+            if not stale.fullmatch(entry.name):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
 
 
 def sha256_file(path: Path) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -199,6 +202,84 @@ def test_atomic_dir_success_creates_missing_folder(tmp_path: Path) -> None:
 
     assert _contents(target) == {"a.txt": "a"}
     assert [p.name for p in target.parent.iterdir()] == ["candidate"]
+
+
+# --- leftovers of a killed write ----------------------------------------------------------------
+
+
+def _unrelated(folder: Path) -> list[str]:
+    """Files beside a target `models/baseline` that look alike but belong to nobody's write."""
+    names = [
+        "baseline.tmp",  # not hidden
+        ".baseline.keep",  # no .tmp suffix
+        ".baseline2.abc123.tmp",  # another target
+        ".baseline.v2.abc123.tmp",  # a leftover of the target `baseline.v2`
+        ".baseline.ABC.tmp",  # not a mkstemp name
+        "notes.txt",
+    ]
+    for name in names:
+        (folder / name).write_text("keep me")
+    return names
+
+
+def test_atomic_dir_removes_its_own_leftovers_only(tmp_path: Path) -> None:
+    target = tmp_path / "baseline"
+    stale = tmp_path / ".baseline.abc123.tmp"
+    _fill(stale, {"model.onnx": "half written"})
+    (tmp_path / ".baseline.k2j4_h5g.tmp").write_text("half written")
+    kept = _unrelated(tmp_path)
+
+    with atomic_dir(target) as out:
+        _fill(out, {"model.onnx": "new model"})
+
+    assert _contents(target) == {"model.onnx": "new model"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["baseline", *kept])
+    assert all((tmp_path / name).read_text() == "keep me" for name in kept)
+
+
+def test_write_bytes_removes_its_own_leftovers_only(tmp_path: Path) -> None:
+    target = tmp_path / "baseline"
+    (tmp_path / ".baseline.abc123.tmp").write_bytes(b"half")
+    kept = _unrelated(tmp_path)
+
+    write_bytes(target, b"new")
+
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["baseline", *kept])
+
+
+def test_atomic_dir_removes_the_folder_a_killed_run_left(tmp_path: Path) -> None:
+    target = tmp_path / "baseline"
+    script = (
+        "import os, signal, sys\n"
+        "from pathlib import Path\n"
+        "from stages.io import atomic_dir\n"
+        "with atomic_dir(Path(sys.argv[1])) as out:\n"
+        "    (out / 'model.onnx').write_text('half written')\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-c", script, str(target)], cwd=root, check=False)
+    assert done.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".baseline.") and left[0].endswith(".tmp")
+    (tmp_path / "notes.txt").write_text("keep me")
+
+    with atomic_dir(target) as out:
+        _fill(out, {"model.onnx": "whole"})
+
+    assert _contents(target) == {"model.onnx": "whole"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline", "notes.txt"]
+
+
+def test_atomic_dir_removes_a_previous_folder_left_between_renames(tmp_path: Path) -> None:
+    target = tmp_path / "baseline"
+    _fill(tmp_path / ".baseline.old", {"model.onnx": "previous"})  # killed between the renames
+
+    with atomic_dir(target) as out:
+        _fill(out, {"model.onnx": "new"})
+
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baseline"]
 
 
 # --- read_json --------------------------------------------------------------------------------
