@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -69,6 +70,9 @@ class Bench:
     min_rounds: int = 12
     max_rounds: int = 400
     max_seconds: float = 20.0
+    # the cap for the timings the verdict does not weigh (larger batches, a preset's fixed-shape
+    # inputs): reported with their intervals, never judged
+    report_seconds: float = 6.0
     precision: float = 0.02
     max_noise_floor: float = 0.1  # a timing decision needs the A/A noise floor at most this wide
     confidence: float = 0.95
@@ -105,6 +109,7 @@ class Bench:
         _require(self.batch_sizes[0] == 1, "bench.batch_sizes", self.batch_sizes, "1 first")
         _require(self.calls_per_block >= 1, "bench.calls_per_block", self.calls_per_block, ">= 1")
         _require(self.min_rounds >= 2, "bench.min_rounds", self.min_rounds, ">= 2")
+        _require(self.report_seconds > 0, "bench.report_seconds", self.report_seconds, "> 0")
         _require(
             self.max_rounds >= self.min_rounds, "bench.max_rounds", self.max_rounds, ">= min_rounds"
         )
@@ -199,6 +204,7 @@ def validate(raw: dict[str, Any]) -> Params:
     techniques = {}
     for tname, options in top.technique.items():
         _one_of("technique", tname, sorted(TECHNIQUES))
+        _check_calibration(f"technique.{tname}", dict(options or {}), model)
         techniques[tname] = _structured(
             TECHNIQUES[tname].options, dict(options or {}), f"technique.{tname}."
         )
@@ -257,6 +263,22 @@ def _schema_at(schema: type, full_key: str) -> type:
     return schema
 
 
+def _check_calibration(where: str, options: dict[str, Any], model: Any) -> None:
+    """A technique's calibration_size fits the calibration split, which holds exactly
+    model.calibration_size rows (presets that size it by a share know it only after prepare)."""
+    size, most = options.get("calibration_size"), getattr(model, "calibration_size", None)
+    if type(size) is not int or type(most) is not int:
+        return  # a wrong type is the schema's to report; a share-sized split is checked when applied
+    _require(
+        1 <= size <= most,
+        f"{where}.calibration_size",
+        size,
+        f">= 1 and <= {most}, the rows of the calibration split (model.calibration_size = "
+        f"{most}); lower it, e.g. -S {where}.calibration_size={most}, or raise "
+        "model.calibration_size",
+    )
+
+
 def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
     if not ok:
         raise ParamsError(f"{name} = {value!r} is not allowed; expected {allowed}")
@@ -264,7 +286,33 @@ def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
 
 def _one_of(name: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
     if value not in allowed:
-        raise ParamsError(f"{name} = {value!r} is unknown; choose one of: {', '.join(allowed)}")
+        raise ParamsError(
+            f"{name} = {value!r} is unknown{_closest(value, allowed)}; "
+            f"choose one of: {', '.join(allowed)}"
+        )
+
+
+def _closest(value: Any, allowed: tuple[str, ...] | list[str]) -> str:
+    close = difflib.get_close_matches(str(value), allowed, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_overrides(overrides: list[str], conf: Path = Path("conf")) -> None:
+    """Refuse a technique override naming no conf/technique/*.yaml, before Hydra composes."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    available = sorted(p.stem for p in (conf / "technique").glob("*.yaml"))
+    for o in OverridesParser.create().parse_overrides(overrides):
+        if o.key_or_group != "technique" or o.is_delete() or o.is_sweep_override():
+            continue  # Hydra refuses sweeps itself, and lists the options of other groups
+        value = o.value()
+        for name in value if isinstance(value, list) else [value]:
+            if str(name) not in available:
+                raise ParamsError(
+                    f"technique = {name!r} is unknown: there is no conf/technique/{name}.yaml"
+                    f"{_closest(name, available)}; choose from the files there: "
+                    f"{', '.join(available)}"
+                )
 
 
 def compose(overrides: list[str] | None = None, conf: Path = Path("conf")) -> dict[str, Any]:
@@ -272,6 +320,7 @@ def compose(overrides: list[str] | None = None, conf: Path = Path("conf")) -> di
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
+    check_overrides(overrides or [], conf)
     with initialize_config_dir(str(conf.resolve()), version_base=None):
         cfg = hydra_compose(config_name="config", overrides=overrides or [])
     return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]

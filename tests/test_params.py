@@ -10,6 +10,7 @@ import yaml
 from hydra.errors import MissingConfigException
 
 from stages import params as P
+from stages.compose import main as compose_main
 from stages.techniques import TECHNIQUES
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -112,3 +113,139 @@ def test_values_that_make_no_sense(
 def test_load_reports_a_missing_file(tmp_path: Path) -> None:
     with pytest.raises(P.ParamsError, match="not found"):
         P.load(tmp_path / "params.yaml")
+
+
+# --- technique names --------------------------------------------------------------------------
+
+
+def _technique_files() -> list[str]:
+    return sorted(p.stem for p in (ROOT / "conf" / "technique").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("override", "wrong", "closest"),
+    [
+        ("technique=[int8_statc]", "int8_statc", "int8_static"),
+        ("technique=[fp16,prune_chanels]", "prune_chanels", "prune_channels"),
+        ("technique=int8_dynamik", "int8_dynamik", "int8_dynamic"),
+    ],
+)
+def test_misspelt_technique_is_refused_before_hydra_composes(
+    override: str, wrong: str, closest: str
+) -> None:
+    with pytest.raises(P.ParamsError) as e:
+        P.compose([override], conf=ROOT / "conf")
+
+    msg = str(e.value)
+    assert f"technique = {wrong!r} is unknown" in msg
+    assert f"conf/technique/{wrong}.yaml" in msg
+    assert f"did you mean {closest!r}?" in msg
+    assert ", ".join(_technique_files()) in msg
+
+
+def test_unrelated_technique_name_gets_no_suggestion() -> None:
+    with pytest.raises(P.ParamsError) as e:
+        P.compose(["technique=[zzzz]"], conf=ROOT / "conf")
+
+    assert "did you mean" not in str(e.value)
+    assert ", ".join(_technique_files()) in str(e.value)
+
+
+def test_misspelt_technique_in_params_suggests_the_closest(cfg: dict[str, Any]) -> None:
+    cfg["technique"]["int8_statc"] = cfg["technique"].pop("int8_static")
+
+    with pytest.raises(P.ParamsError) as e:
+        P.validate(cfg)
+
+    msg = str(e.value)
+    assert "'int8_statc'" in msg and "did you mean 'int8_static'?" in msg
+    assert ", ".join(sorted(TECHNIQUES)) in msg
+
+
+def test_compose_refuses_a_misspelt_technique_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "params.yaml"
+    out.write_text("kept: true\n")
+
+    with pytest.raises(P.ParamsError, match=r"'int8_statc'.*did you mean 'int8_static'"):
+        compose_main(["--out", str(out), "technique=[int8_dynamic,int8_statc]"])
+
+    assert out.read_text() == "kept: true\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+def test_compose_refuses_invalid_params_and_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "params.yaml"
+    out.write_text("kept: true\n")
+
+    with pytest.raises(P.ParamsError, match=r"technique\.int8_static\.calibration_size = 9999"):
+        compose_main(["--out", str(out), "technique.int8_static.calibration_size=9999"])
+
+    assert out.read_text() == "kept: true\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+def test_compose_reports_hydra_errors_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+
+    with pytest.raises(P.ParamsError) as e:
+        compose_main(["--out", str(tmp_path / "params.yaml"), "target=gpu"])
+
+    msg = str(e.value)
+    assert "target/gpu" in msg and "cpu" in msg and "edge" in msg and "\n" not in msg
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_compose_writes_the_validated_composition(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "params.yaml"
+
+    compose_main(["--out", str(out), "model=digits_cnn", "technique=[fuse]"])
+
+    written = yaml.safe_load(out.read_text())
+    assert written["model"]["name"] == "digits_cnn" and list(written["technique"]) == ["fuse"]
+    assert list(P.validate(written).technique) == ["fuse"]
+    assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
+
+
+# --- calibration_size -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["digits_cnn", "fashion_cnn", "minilm_sentiment"])
+def test_calibration_size_must_fit_the_calibration_split(cfg: dict[str, Any], model: str) -> None:
+    cfg["model"] = yaml.safe_load((ROOT / "conf" / "model" / f"{model}.yaml").read_text())
+    most = cfg["model"]["calibration_size"]
+    cfg["technique"] = {"int8_static": {**cfg["technique"]["int8_static"]}}
+    cfg["technique"]["int8_static"]["calibration_size"] = most
+    assert P.validate(cfg).technique["int8_static"].calibration_size == most
+
+    for bad in (most + 1, 10 * most, 0, -3):
+        cfg["technique"]["int8_static"]["calibration_size"] = bad
+        with pytest.raises(P.ParamsError) as e:
+            P.validate(cfg)
+        msg = str(e.value)
+        assert msg.startswith(f"technique.int8_static.calibration_size = {bad} ")
+        assert f">= 1 and <= {most}" in msg and f"model.calibration_size = {most}" in msg
+        assert f"-S technique.int8_static.calibration_size={most}" in msg
+
+
+def test_raising_the_models_calibration_split_admits_a_larger_size(
+    cfg: dict[str, Any],
+) -> None:
+    cfg["model"] = yaml.safe_load((ROOT / "conf" / "model" / "digits_cnn.yaml").read_text())
+    cfg["technique"] = {"int8_static": {"calibration_size": 300}}
+    with pytest.raises(P.ParamsError, match=r"calibration_size = 300 .*<= 128"):
+        P.validate(cfg)
+
+    cfg["model"]["calibration_size"] = 300
+
+    assert P.validate(cfg).technique["int8_static"].calibration_size == 300
