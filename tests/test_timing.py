@@ -510,3 +510,21 @@ def test_summarize_identical_sides_show_no_measurable_change() -> None:
 
     assert s["effect"] == "no measurable change"
     assert s["speedup"]["p50"]["low"] <= 1.0 <= s["speedup"]["p50"]["high"]
+
+
+def test_only_the_weighed_run_gets_max_seconds_the_others_report_seconds() -> None:
+    from stages.params import Bench, Budget
+
+    bench, budget = Bench(max_seconds=20.0, report_seconds=6.0), Budget()
+
+    assert Protocol.from_bench(bench, budget, judge_tail=True).max_seconds == 20.0
+    assert Protocol.from_bench(bench, budget, judge_tail=False).max_seconds == 6.0
+    short = Bench(max_seconds=4.0, report_seconds=6.0)  # never longer than the weighed run
+    assert Protocol.from_bench(short, budget, judge_tail=False).max_seconds == 4.0
+
+
+def test_report_seconds_must_be_positive() -> None:
+    from stages.params import Bench, ParamsError
+
+    with pytest.raises(ParamsError, match=r"bench\.report_seconds"):
+        Bench(report_seconds=0)

@@ -63,13 +63,16 @@ class Protocol:
 
     @classmethod
     def from_bench(cls, bench: Any, budget: Any, judge_tail: bool) -> Protocol:
-        """The protocol of the params' `bench` and `budget` sections."""
+        """The protocol of the params' `bench` and `budget` sections. `judge_tail`: the run the
+        verdict weighs (capped at `max_seconds`); any other is capped at `report_seconds`."""
         return cls(
             warmup_calls=bench.warmup_calls,
             calls_per_block=bench.calls_per_block,
             min_rounds=bench.min_rounds,
             max_rounds=bench.max_rounds,
-            max_seconds=bench.max_seconds,
+            max_seconds=bench.max_seconds
+            if judge_tail
+            else min(bench.max_seconds, bench.report_seconds),
             precision=bench.precision,
             confidence=bench.confidence,
             min_speedup=budget.min_speedup,
