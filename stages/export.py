@@ -16,7 +16,9 @@ from stages.stats import max_abs_error
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
-TRAIN_LOGITS_FILE = "train_logits.npy"  # the baseline's logits on the train split, when training had them
+TRAIN_LOGITS_FILE = (
+    "train_logits.npy"  # the baseline's logits on the train split, when training had them
+)
 
 
 class ParityError(RuntimeError):

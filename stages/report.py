@@ -95,10 +95,11 @@ def main() -> None:
         result = tracking.log(
             summary, tracking.artifacts_of(p.paths, list(p.technique)), [Path(p.paths.tradeoff)]
         )
-        line = f"logged to `{result['uri']}`, parent run `{result['parent_run']}` (`make ui` to browse)"
+        line = tracking.logged_line(result)
     except Exception as e:  # any tracking failure: the evidence stands, the note says how to retry
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        result = {"status": "failed", "uri": tracking.tracking_uri(), "error": reason[:500]}
+        uri = tracking.public_uri(tracking.tracking_uri())
+        result = {"status": "failed", "uri": uri, "error": reason[:500]}
         line = (
             f"**logging failed** for `{result['uri']}`: {result['error']}. The evidence files are "
             "complete; once the server is reachable, rerun `python -m stages.tracking` "
@@ -107,6 +108,8 @@ def main() -> None:
         print(f"warning: MLflow logging failed: {reason}", file=sys.stderr)
     write_json(Path(p.paths.tracking), result)
     write_text(Path(p.paths.dashboard), render.dashboard(cands, ctx, line))
+    if result["status"] == "logged":  # the dashboard becomes the parent run's description
+        tracking.attach_dashboard(result, Path(p.paths.dashboard))
     for c in cands:
         print(f"{c['name']}: {c['verdict']}")
 

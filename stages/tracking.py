@@ -1,19 +1,37 @@
-"""MLflow logging from the evidence files: one parent run per pipeline execution, a child per
+"""MLflow logging from the evidence files: one parent run per distinct evidence, a child per
 candidate. The report stage logs; `python -m stages.tracking` logs the current evidence again
 (e.g. after a failure, or to a team server given by MLFLOW_TRACKING_URI) and, once logged,
-rewrites the tracking record and the dashboard's MLflow line to say where it went."""
+rewrites the tracking record and the dashboard's MLflow line to say where it went.
+
+The record names no run id and no path of this machine: the parent run carries the tag
+`evidence` (sha256 of the summary and of every file logged with it), so a UI filter
+`tags.evidence = '…'` or `mlflow.search_runs(filter_string=...)` finds it in any copy of the store,
+and logging the same evidence again reuses that run instead of adding another."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 # Fail in seconds, not minutes, when a tracking server is unreachable (users may override).
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+EVIDENCE_TAG = "evidence"
+# The experiment tag the MLflow UI reads to open an experiment as machine learning (runs and
+# metrics) rather than GenAI (traces); MLflow exports no constant for it.
+KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
+NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
 
 
 def repo_root() -> Path:
@@ -23,6 +41,24 @@ def repo_root() -> Path:
 
 def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+
+
+def public_uri(uri: str, root: Path | None = None) -> str:
+    """`uri` as committed evidence may hold it: a local store relative to `root` (default: the
+    repository root), as `sqlite:///mlflow.db`; one outside `root` by file name only, as
+    `sqlite:///<local>/x.db`; a server without user, password or query."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("sqlite", "file", ""):
+        return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
+    if uri in ("databricks", "sqlite://"):
+        return uri  # a workspace's default profile; an in-memory store
+    prefix = "sqlite:///" if parts.scheme == "sqlite" else ""
+    raw = uri.removeprefix("sqlite:///") if prefix else parts.path
+    path = (Path.cwd() / raw).resolve()  # an absolute `raw` replaces the cwd
+    root = (root or repo_root()).resolve()
+    if path.is_relative_to(root):
+        return prefix + path.relative_to(root).as_posix()
+    return f"{prefix}<local>/{path.name}"
 
 
 def git_commit() -> str:
@@ -35,15 +71,54 @@ def git_commit() -> str:
         return "unknown"
 
 
+def evidence_key(
+    summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]
+) -> str:
+    """sha256 of the summary (params, verdicts, figures) and of each file logged, by the
+    artifact path it gets in MLflow: the same evidence gives the same key on any machine."""
+    h = hashlib.sha256(json.dumps(summary, sort_keys=True, default=_plain).encode())
+    files = [(f"{n}/{a}", p) for n, paths in artifacts.items() for a, p in _files(paths)]
+    for label, path in sorted([*files, *_files(extra)]):
+        h.update(f"\n{label}\n{hashlib.sha256(path.read_bytes()).hexdigest()}".encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Logged:
+    record: dict[str, Any]  # what the tracking record holds: no run id, no local path
+    parent_run: str  # the parent's run id in this store
+    reused: bool  # the same evidence was already logged: nothing new was written
+
+
 def log(
     summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]
 ) -> dict[str, Any]:
-    """Log the pipeline run; returns where it went. Raises on any tracking failure."""
+    """Log the pipeline run once per evidence; returns where it went. Raises on any tracking
+    failure."""
+    return log_run(summary, artifacts, extra).record
+
+
+def log_run(summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]) -> Logged:
+    """log(), saying also which run holds the evidence and whether it was there already."""
     import mlflow
 
     uri = tracking_uri()
     mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment(f"workbench-{summary['model']}")
+    experiment = f"workbench-{summary['model']}"
+    experiment_id = ensure_experiment(experiment, uri)
+    key = evidence_key(summary, artifacts, extra)
+    names = {n: child_name(n, c) for n, c in summary["candidates"].items()}
+    record = {
+        "status": "logged",
+        "uri": public_uri(uri),
+        "experiment": experiment,
+        "evidence": key,
+        "parent_run": f"tags.{EVIDENCE_TAG} = '{key}'",
+        "runs": names,
+    }
+    found = find_parent(mlflow.MlflowClient(), experiment_id, key)
+    if found is not None:
+        return Logged(record, found, reused=True)
     tags = {
         "git_commit": git_commit(),
         "dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
@@ -51,29 +126,99 @@ def log(
         "model": summary["model"],
         "target": summary["target"],
     }
-    children = {}
     with mlflow.start_run(
-        run_name=f"{summary['model']} on {summary['target']}", tags=tags
+        experiment_id=experiment_id,
+        run_name=f"{summary['model']} on {summary['target']} · {key[:8]}",
+        tags={**tags, EVIDENCE_TAG: key},
+        description=_overview(summary, names),
     ) as parent:
         mlflow.log_params(_flat({"bench": summary["bench"], "budget": summary["budget"]}))
         for name, c in summary["candidates"].items():
+            paths = artifacts.get(name, [])
             with mlflow.start_run(
-                run_name=name,
+                experiment_id=experiment_id,
+                run_name=names[name],
                 nested=True,
                 tags={**tags, "technique": name, "verdict": c["verdict"]},
-            ) as run:
+                description=_read_note(name, paths),
+            ):
                 mlflow.log_params(_flat({"technique": name, "options": c["options"]}))
                 mlflow.log_metrics({k: float(v) for k, v in c["metrics"].items() if _number(v)})
-                for path in artifacts.get(name, []):
+                for path in paths:
                     if path.is_dir():
                         mlflow.log_artifacts(str(path), artifact_path=path.name)
                     elif path.exists():
                         mlflow.log_artifact(str(path))
-                children[name] = run.info.run_id
         for path in extra:
             if path.exists():
                 mlflow.log_artifact(str(path))
-    return {"status": "logged", "uri": uri, "parent_run": parent.info.run_id, "runs": children}
+    return Logged(record, parent.info.run_id, reused=False)
+
+
+def ensure_experiment(name: str, uri: str) -> str:
+    """The experiment's id, created if missing: marked as model development, and, for a local
+    sqlite store, with its artifacts at `<repo>/mlruns` rather than under the current folder
+    (a DVC temp workspace is deleted after the run)."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        location = (repo_root() / "mlruns").as_uri() if uri.startswith("sqlite:") else None
+        try:
+            return mlflow.create_experiment(name, artifact_location=location, tags={KIND_TAG: KIND})
+        except mlflow.MlflowException:  # created meanwhile by a parallel queued experiment?
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.tags.get(KIND_TAG) != KIND:
+        client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
+    return str(found.experiment_id)
+
+
+def find_parent(client: MlflowClient, experiment_id: str, key: str) -> str | None:
+    """The id of a finished parent run of this evidence (and of this DVC experiment, when DVC
+    names one), or None."""
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.{EVIDENCE_TAG} = '{key}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time ASC"],
+    )
+    dvc_exp = os.environ.get("DVC_EXP_NAME")
+    for run in runs:
+        if dvc_exp is None or run.data.tags.get("dvc_experiment") == dvc_exp:
+            return str(run.info.run_id)
+    return None
+
+
+def child_name(name: str, c: dict[str, Any]) -> str:
+    """A child run's name that reads on its own: `int8_dynamic · SHIP · 1.41x`."""
+    speedup = c.get("metrics", {}).get("speedup_p50_b1")
+    figure = f" · {speedup:.2f}x" if _number(speedup) else ""
+    return f"{name} · {c['verdict'].upper()}{figure}"
+
+
+def attach_dashboard(result: dict[str, Any], dashboard: Path) -> None:
+    """The dashboard as it now reads becomes the parent run's description and an artifact of
+    it; nothing is written when the run already holds this text or nothing was logged."""
+    import mlflow
+
+    if result.get("status") != "logged" or not dashboard.is_file():
+        return
+    client = mlflow.MlflowClient(tracking_uri())
+    experiment = client.get_experiment_by_name(result["experiment"])
+    run_id = None
+    if experiment is not None:
+        run_id = find_parent(client, experiment.experiment_id, result["evidence"])
+    if run_id is None:
+        raise LookupError(
+            f"no finished run with {result['parent_run']} in experiment "
+            f"{result['experiment']!r} at {result['uri']}: rerun `python -m stages.tracking`"
+        )
+    text = dashboard.read_text()
+    if client.get_run(run_id).data.tags.get(NOTE_TAG) != text:
+        client.set_tag(run_id, NOTE_TAG, text)
+        client.log_artifact(run_id, str(dashboard))
 
 
 MLFLOW_LINE = "MLflow: "  # the dashboard's line about logging starts with this
@@ -104,7 +249,7 @@ def record_retry(result: dict[str, Any], tracking_json: Path, dashboard: Path) -
 
 
 def artifacts_of(paths: Any, names: list[str]) -> dict[str, list[Path]]:
-    """The evidence files logged with each candidate's run."""
+    """The evidence files logged with each candidate's run; `<name>.md` is its review note."""
     return {
         n: [
             Path(paths.review) / f"{n}.md",
@@ -115,6 +260,29 @@ def artifacts_of(paths: Any, names: list[str]) -> dict[str, list[Path]]:
         ]
         for n in names
     }
+
+
+def _files(paths: list[Path]) -> list[tuple[str, Path]]:
+    """(artifact path in MLflow, file) for each file that exists: a folder's files under its
+    name, a file by its name."""
+    out = []
+    for path in paths:
+        if path.is_dir():
+            out += [(f"{path.name}/{f.relative_to(path).as_posix()}", f) for f in path.rglob("*")]
+        elif path.exists():
+            out.append((path.name, path))
+    return [(a, f) for a, f in out if f.is_file()]
+
+
+def _read_note(name: str, paths: list[Path]) -> str | None:
+    notes = [p for p in paths if p.name == f"{name}.md" and p.is_file()]
+    return notes[0].read_text() if notes else None
+
+
+def _overview(summary: dict[str, Any], names: dict[str, str]) -> str:
+    """The parent's description until the dashboard replaces it: one line per candidate."""
+    rows = "".join(f"- {n}\n" for n in names.values())
+    return f"# {summary['model']} on {summary['target']}\n\n{rows}"
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -131,22 +299,27 @@ def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v
 
 
+def _plain(obj: Any) -> Any:
+    """numpy scalars and arrays as the JSON file holds them, so that a summary in memory and
+    the same summary read back give one key."""
+    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
+
+
 def main() -> None:
     from stages import params as P
     from stages.io import read_json
 
     p = P.load()
     summary = read_json(Path(p.paths.summary), "report")
-    result = log(
+    logged = log_run(
         summary, artifacts_of(p.paths, list(summary["candidates"])), [Path(p.paths.tradeoff)]
     )
     dashboard = Path(p.paths.dashboard)
-    record_retry(result, Path(p.paths.tracking), dashboard)
-    if dashboard.is_file():  # the dashboard as it now reads, with the line of this run
-        import mlflow
-
-        mlflow.MlflowClient(result["uri"]).log_artifact(result["parent_run"], str(dashboard))
-    print(f"logged to {result['uri']}: parent run {result['parent_run']}")
+    record_retry(logged.record, Path(p.paths.tracking), dashboard)
+    attach_dashboard(logged.record, dashboard)  # the dashboard as it now reads, with this line
+    uri = logged.record["uri"]
+    said = "already logged" if logged.reused else "logged"
+    print(f"{said} to {uri}: parent run {logged.parent_run} ({logged.record['parent_run']})")
     print(f"updated {p.paths.tracking} and the MLflow line of {dashboard}")
 
 

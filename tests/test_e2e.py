@@ -170,7 +170,7 @@ def test_aa_comparison_sets_the_noise_floor(repo: Path) -> None:
 
 def test_mlflow_has_a_parent_run_and_one_child_per_candidate(repo: Path) -> None:
     tracking = load(repo, "reports/tracking.json")
-    assert tracking["status"] == "logged" and tracking["uri"] == f"sqlite:///{repo / 'mlflow.db'}"
+    assert tracking["status"] == "logged" and tracking["uri"] == "sqlite:///mlflow.db"
     with sqlite3.connect(repo / "mlflow.db") as db:
         tags = db.execute("select run_uuid, key, value from tags").fetchall()
     by_run: dict[str, dict[str, str]] = {}
@@ -179,8 +179,10 @@ def test_mlflow_has_a_parent_run_and_one_child_per_candidate(repo: Path) -> None
     children = {t["technique"]: t for t in by_run.values() if "technique" in t}
     assert sorted(children) == TECHNIQUES
     summary = load(repo, "reports/summary.json")
+    [parent_id] = [r for r, t in by_run.items() if t.get("evidence") == tracking["evidence"]]
+    assert tracking["parent_run"] == f"tags.evidence = '{tracking['evidence']}'"
     for t, tags_of in children.items():
-        assert tags_of["mlflow.parentRunId"] == tracking["parent_run"]
+        assert tags_of["mlflow.parentRunId"] == parent_id
         assert tags_of["verdict"] == summary["candidates"][t]["verdict"]
         assert len(tags_of["git_commit"]) == 40 and tags_of["host_fingerprint"] == summary["host"]
 

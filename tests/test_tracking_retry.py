@@ -62,21 +62,29 @@ def test_a_successful_retry_rewrites_the_record_and_the_dashboard(
     paths = _evidence(tmp_path)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # MLflow puts a new store's artifacts under ./mlruns
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setattr("stages.params.load", lambda: SimpleNamespace(paths=paths))
 
     tracking.main()
 
     record = json.loads(Path(paths.tracking).read_text())
-    assert record["status"] == "logged" and record["uri"] == uri
-    assert set(record["runs"]) == {"fp16"} and record["parent_run"]
+    assert record["status"] == "logged" and record["uri"] == "sqlite:///mlflow.db"
+    assert record["runs"] == {"fp16": "fp16 · REJECT · 0.90x"}
     text = Path(paths.dashboard).read_text()
-    logged = f"MLflow: logged to `{uri}`, parent run `{record['parent_run']}` (`make ui` to browse)"
+    logged = f"MLflow: logged to `sqlite:///mlflow.db`, parent run `{record['parent_run']}` (`make ui` to browse)"
     assert text == DASHBOARD.replace(FAILED, logged)  # only the MLflow line changed
     import mlflow
 
-    names = [a.path for a in mlflow.MlflowClient(uri).list_artifacts(record["parent_run"])]
-    assert "dashboard.md" in names  # the dashboard as it now reads
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(record["experiment"])
+    [parent] = client.search_runs([experiment.experiment_id], record["parent_run"])
+    assert [a.path for a in client.list_artifacts(parent.info.run_id) if a.path == "dashboard.md"]
+    assert parent.data.tags["mlflow.note.content"] == text  # the dashboard as it now reads
+
+    tracking.main()  # a rerun of the same evidence logs nothing new
+
+    assert len(client.search_runs([experiment.experiment_id])) == 2  # the parent and fp16
+    assert json.loads(Path(paths.tracking).read_text()) == record
 
 
 def test_record_retry_appends_a_missing_line_and_skips_a_missing_dashboard(
