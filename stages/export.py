@@ -16,9 +16,8 @@ from stages.stats import max_abs_error
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
-TRAIN_LOGITS_FILE = (
-    "train_logits.npy"  # the baseline's logits on the train split, when training had them
-)
+# the baseline's logits on the train split, kept when its training computed them anyway
+TRAIN_LOGITS_FILE = "train_logits.npy"
 
 
 class ParityError(RuntimeError):
