@@ -9,6 +9,22 @@ from typing import Any
 import torch
 from torch import nn
 
+ALL_THREADS = torch.get_num_threads()  # torch's own choice for this machine, before any change
+
+
+@contextlib.contextmanager
+def inference_threads() -> Iterator[None]:
+    """Every thread torch would use, for a forward pass without gradients inside `deterministic`:
+    the encoder's kernels split their work over output rows and columns, never over a sum, so any
+    thread count gives the same bits (tests/test_minilm.py compares 1 and 2 threads). Training
+    stays on one thread: gradients sum over the batch, and threads change that order."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(ALL_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
 
 @contextlib.contextmanager
 def deterministic(seed: int) -> Iterator[None]:

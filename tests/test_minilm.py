@@ -419,3 +419,35 @@ def test_full_model_exports_as_one_file_with_parity(data: D.Prepared, tmp_path: 
     assert parity(module, path, {k: v[:32] for k, v in feeds.items()}, p.parity_tolerance) < 1e-4
     natural = minilm.trim({k: v[:1] for k, v in feeds.items()})
     assert parity(module, path, natural, p.parity_tolerance) < 1e-4
+
+
+def test_embeddings_give_the_same_bits_on_one_thread_and_on_two(
+    trained: tuple[torch.nn.Module, dict[str, Any]],
+    data: D.Prepared,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The train split is embedded on every thread: only safe while threads change no sum."""
+    from stages import training
+
+    module, seen = trained[0], []
+    embed = module.embed
+    monkeypatch.setattr(
+        module, "embed", lambda *a: seen.append(torch.get_num_threads()) or embed(*a)
+    )
+    runs = []
+    for threads in (1, 2):
+        monkeypatch.setattr(training, "ALL_THREADS", threads)
+        with training.deterministic(0):  # as in training: one thread outside the forward pass
+            runs.append(minilm.embeddings(module, data.feeds("train"), lambda r, **_: r))
+
+    assert set(seen) == {1, 2}  # the forward passes ran on ALL_THREADS
+    assert torch.equal(runs[0], runs[1])
+
+
+def test_inference_threads_end_where_training_left_them() -> None:
+    from stages.training import deterministic, inference_threads
+
+    with deterministic(0):
+        with inference_threads():
+            pass
+        assert torch.get_num_threads() == 1

@@ -395,12 +395,14 @@ def student(teacher: Any, p: Params) -> torch.nn.Module:
 def embeddings(module: Any, feeds: dict[str, np.ndarray], progress: Any) -> torch.Tensor:
     """Pooled encoder outputs for every row, in order. Rows go through the encoder in length
     order, EMBED_BATCH at a time, each batch trimmed to its longest row (padding is masked out
-    of attention and pooling, so this only saves work)."""
+    of attention and pooling, so this only saves work), on every thread (same bits as one)."""
     import torch
+
+    from stages.training import inference_threads
 
     order = np.argsort(-lengths(feeds), kind="stable")  # longest first
     out = torch.empty(len(order), module.head.in_features)
-    with torch.no_grad():
+    with torch.no_grad(), inference_threads():
         for start in progress(range(0, len(order), EMBED_BATCH), desc="embed", unit="batch"):
             idx = order[start : start + EMBED_BATCH]
             batch = trim({k: feeds[k][idx] for k in INPUTS})
