@@ -6,13 +6,14 @@ them with the candidate's row by row."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from stages import data as D
 from stages import params as P
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import atomic_dir, save_arrays, sha256_file, write_json
-from stages.runtime import session, session_settings
+from stages.runtime import row_workers, session, session_settings
 from stages.validate import REFERENCE_FILE, REFERENCE_LOGITS, eval_sets, predict
 
 
@@ -21,8 +22,10 @@ def main() -> None:
     prepared = D.read(Path(p.paths.data))
     model = Path(p.paths.baseline) / MODEL_FILE
     sess = session(model, p.target, "baseline")
+    workers = row_workers(model, p.target)
+    how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     logits = {
-        name: predict(sess, prepared.feeds(name), p.preset, f"baseline {name}")
+        name: predict(sess, prepared.feeds(name), p.preset, f"baseline {name}", workers, how[name])
         for name in eval_sets(prepared)
     }
     with atomic_dir(Path(p.paths.reference)) as out:
@@ -33,6 +36,7 @@ def main() -> None:
                 "model_sha256": sha256_file(model),
                 "rows": {name: len(v) for name, v in logits.items()},
                 "rows_per_call": 1,
+                "rows_alone": how,  # how the rows were run (in parallel when checked equal)
                 "session": session_settings(p.target),
             },
         )

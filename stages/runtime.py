@@ -193,25 +193,107 @@ def run_rows(
     return [np.concatenate([part[j] for part in parts])[back] for j in range(len(parts[0]))]
 
 
+CHECK_ROWS = 32  # rows a single-threaded worker must reproduce bit for bit (lengths spread)
+
+
+CPU_DEFAULTS = {  # ONNX Runtime's own CPU session, for searches that are not the evidence
+    "provider": "CPUExecutionProvider",
+    "intra_op_threads": 0,
+    "inter_op_threads": 0,
+    "allow_spinning": False,
+    "execution_mode": "sequential",
+    "graph_optimization_level": "all",
+}
+
+
+def row_workers(path: Path, target: Target | None = None) -> list[ort.InferenceSession]:
+    """One single-threaded session per core with the target's other settings (None: CPU_DEFAULTS),
+    to predict rows alone in parallel (run_alone); none off the CPU provider or on one core. A
+    CPU kernel splits its work over output rows and columns, not over a sum, so one thread
+    computes what the target's threads compute: run_alone checks that bit for bit."""
+    cores = len(psutil.Process().cpu_affinity() or []) or 1
+    settings = session_settings(target) if target is not None else CPU_DEFAULTS
+    if settings["provider"] != "CPUExecutionProvider" or cores < 2:
+        return []
+    one = {**settings, "intra_op_threads": 1, "inter_op_threads": 1}
+    return [open_session(path, one) for _ in range(cores)]
+
+
 def run_alone(
     sess: ort.InferenceSession,
     feeds: dict[str, np.ndarray],
     preset: ModuleType | None = None,
     desc: str = "predict",
+    workers: list[ort.InferenceSession] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> list[np.ndarray]:
     """Every output for every row, each row in a call of its own (cut to its natural shape by the
     preset's `trim`), in order: what a single-stream service computes for each request. A model
     whose output for a row depends on the other rows of its call (dynamic INT8 sets activation
-    ranges per call) is judged here as it is served one request at a time."""
+    ranges per call) is judged here as it is served one request at a time.
+
+    With `workers` (see row_workers) the rows are shared among them in parallel threads; then
+    CHECK_ROWS rows, spread over the lengths, are run again on `sess` and must agree bit for bit,
+    else every row is run on `sess` after all. `record` receives how the rows were run."""
     from tqdm import tqdm
 
     n = len(next(iter(feeds.values())))
     cut = getattr(preset, "trim", None) or (lambda f: f)
-    parts = [
-        sess.run(None, cut({k: v[i : i + 1] for k, v in feeds.items()}))
-        for i in tqdm(range(n), desc=desc, unit="row", mininterval=2.0)
-    ]
+
+    def one(s: ort.InferenceSession, i: int) -> list[np.ndarray]:
+        return s.run(None, cut({k: v[i : i + 1] for k, v in feeds.items()}))
+
+    how: dict[str, Any] = {"sessions": 1, "threads_each": "the target's"}
+    parts: list[list[np.ndarray]] = []
+    if workers and n > 1:
+        parts = _shared(workers, one, n, desc)
+        check = _spread(feeds, preset, min(CHECK_ROWS, n))
+        agree = all(
+            all(np.array_equal(a, b) for a, b in zip(one(sess, int(i)), parts[i], strict=True))
+            for i in check
+        )
+        how = {
+            "sessions": len(workers),
+            "threads_each": 1,
+            "checked_rows": len(check),
+            "agreed_with_target_session": agree,
+        }
+        if not agree:
+            parts = []
+    if not parts:
+        parts = [one(sess, i) for i in tqdm(range(n), desc=desc, unit="row", mininterval=2.0)]
+    if record is not None:
+        record.update(how)
     return [np.concatenate([part[j] for part in parts]) for j in range(len(parts[0]))]
+
+
+def _shared(
+    workers: list[ort.InferenceSession], one: Any, n: int, desc: str
+) -> list[list[np.ndarray]]:
+    """Rows i, i + k, i + 2k ... on worker i of k, in threads (ONNX Runtime releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from tqdm import tqdm
+
+    out: list[Any] = [None] * n
+    with tqdm(total=n, desc=desc, unit="row", mininterval=2.0) as bar:
+
+        def work(w: int) -> None:
+            for i in range(w, n, len(workers)):
+                out[i] = one(workers[w], i)
+                bar.update(1)
+
+        with ThreadPoolExecutor(len(workers)) as pool:
+            list(pool.map(work, range(len(workers))))  # list(): a worker's error is raised here
+    return out
+
+
+def _spread(feeds: dict[str, np.ndarray], preset: ModuleType | None, k: int) -> np.ndarray:
+    """k row indices at evenly spaced ranks of the preset's lengths (the longest included)."""
+    n = len(next(iter(feeds.values())))
+    lengths = getattr(preset, "lengths", None)
+    order = np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
+    return order[np.unique(np.linspace(0, n - 1, k).round().astype(int))]
 
 
 def readout(sess: ort.InferenceSession) -> dict[str, Any]:

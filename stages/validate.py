@@ -30,7 +30,7 @@ from stages.io import (
     write_json,
     write_text,
 )
-from stages.runtime import ROWS_PER_CALL, run_alone, run_rows, session
+from stages.runtime import ROWS_PER_CALL, row_workers, run_alone, run_rows, session
 
 HARDEST = 20  # still-wrong examples kept beside the flips
 
@@ -41,10 +41,15 @@ def eval_sets(prepared: D.Prepared) -> list[str]:
 
 
 def predict(
-    sess: Any, feeds: dict[str, np.ndarray], preset: Any = None, desc: str = "predict"
+    sess: Any,
+    feeds: dict[str, np.ndarray],
+    preset: Any = None,
+    desc: str = "predict",
+    workers: list[Any] | None = None,
+    record: dict[str, Any] | None = None,
 ) -> np.ndarray:
     """Logits (the first output) for every row, each row alone; see runtime.run_alone."""
-    return run_alone(sess, feeds, preset, desc)[0].astype(np.float32)
+    return run_alone(sess, feeds, preset, desc, workers, record)[0].astype(np.float32)
 
 
 def batch_invariance(
@@ -93,6 +98,7 @@ def evaluate(
     confidence: float,
     preset: Any = None,
     same_model: bool = False,
+    workers: list[Any] | None = None,
 ) -> dict[str, Any]:
     """The candidate's predictions on every set the slices use, paired with the baseline's
     (`reference`), the overall and per-slice comparisons, and the batch-invariance check.
@@ -105,12 +111,15 @@ def evaluate(
                 f"the baseline's reference predictions lack set {name!r} or differ from it in "
                 "rows: run `dvc repro reference`"
             )
+    how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     logits = {
         name: (
             reference[name],
             reference[name].copy()
             if same_model
-            else predict(cand_sess, prepared.feeds(name), preset, f"candidate {name}"),
+            else predict(
+                cand_sess, prepared.feeds(name), preset, f"candidate {name}", workers, how[name]
+            ),
         )
         for name in eval_sets(prepared)
     }
@@ -144,7 +153,7 @@ def evaluate(
         "slices": slices,
         "worst_slice": worst,
         "fidelity": fidelity,
-        "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else "run",
+        "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else how,
         "batch_invariance": batch_invariance(
             cand_sess, prepared.feeds("validation"), test, prepared.labels("validation"), preset
         ),
@@ -282,7 +291,10 @@ def main(argv: list[str] | None = None) -> None:
         reference = read_reference(Path(p.paths.reference), base)
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
         same = sha256_file(cand_dir / MODEL_FILE) == sha256_file(base)
-        result.update(evaluate(reference, cand, prepared, p.bench.confidence, p.preset, same))
+        workers = [] if same else row_workers(cand_dir / MODEL_FILE, p.target)
+        result.update(
+            evaluate(reference, cand, prepared, p.bench.confidence, p.preset, same, workers)
+        )
         logits = result.pop("_logits")
         rows = failures(prepared, logits)
         result["failures"] = {

@@ -191,3 +191,72 @@ def test_check_model_of_a_copy_with_its_data(tiny_onnx: Path, tmp_path: Path) ->
     check_model(moved / "model.onnx", "baseline")  # no error: the data travelled along
 
     assert size_on_disk(moved / "model.onnx") == size_on_disk(src)
+
+
+# --- rows alone, shared among single-threaded workers -------------------------------------------
+
+
+class _Off:
+    """A worker whose every output is off by a little: run_alone must not keep its rows."""
+
+    def __init__(self, inner: ort.InferenceSession) -> None:
+        self.inner = inner
+
+    def run(self, names: object, feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [o + np.float32(1e-3) for o in self.inner.run(names, feed)]
+
+
+def _cpu() -> Target:
+    return Target(name="cpu", provider="CPUExecutionProvider")
+
+
+def test_rows_shared_among_workers_equal_the_target_sessions_bit_for_bit(
+    tiny_onnx: Path, tiny_data
+) -> None:
+    from stages.runtime import row_workers, run_alone, session
+
+    feeds = tiny_data.feeds("validation")
+    sess = session(tiny_onnx, _cpu(), "baseline")
+    workers = [ort.InferenceSession(str(tiny_onnx)) for _ in range(2)]  # whatever the cores
+    how: dict = {}
+
+    shared = run_alone(sess, feeds, workers=workers, record=how)
+    alone = run_alone(sess, feeds)
+
+    assert all(np.array_equal(a, b) for a, b in zip(shared, alone, strict=True))
+    assert how == {
+        "sessions": 2,
+        "threads_each": 1,
+        "checked_rows": 32,
+        "agreed_with_target_session": True,
+    }
+    cores = row_workers(tiny_onnx, _cpu())
+    assert all(w.get_session_options().intra_op_num_threads == 1 for w in cores)
+
+
+def test_workers_that_disagree_are_dropped_and_every_row_runs_on_the_target(
+    tiny_onnx: Path, tiny_data
+) -> None:
+    from stages.runtime import run_alone, session
+
+    feeds = tiny_data.feeds("validation")
+    sess = session(tiny_onnx, _cpu(), "baseline")
+    how: dict = {}
+
+    out = run_alone(sess, feeds, workers=[_Off(sess), _Off(sess)], record=how)
+
+    assert np.array_equal(out[0], run_alone(sess, feeds)[0])
+    assert how["agreed_with_target_session"] is False
+
+
+def test_checked_rows_spread_over_the_lengths_longest_included() -> None:
+    from types import SimpleNamespace
+
+    from stages.runtime import _spread
+
+    lengths = np.array([5, 1, 9, 3, 7, 2, 8, 4, 6, 10])
+    preset = SimpleNamespace(lengths=lambda f: f["n"])
+
+    picked = _spread({"n": lengths}, preset, 4)
+
+    assert len(picked) == 4 and 9 in picked and 1 in picked  # rows of length 10 and 1

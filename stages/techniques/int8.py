@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from stages.runtime import run_alone, run_rows
+from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone, run_rows
 from stages.techniques.base import Context
 
 QUANT_TYPES = ("qint8", "quint8")
@@ -270,14 +270,11 @@ def _tuning_rows(ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray, dict[
     return rows, labels, {"calibration": len(labels) - len(pick), "train": len(pick)}
 
 
-def _predict(model: Path | bytes, feeds: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(
-        model if isinstance(model, bytes) else str(model), providers=["CPUExecutionProvider"]
-    )
+def _predict(model: Path, feeds: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
+    sess = open_session(model, CPU_DEFAULTS)
     # each row alone, at its natural shape: as the rows are served and validated
-    return run_alone(sess, feeds, ctx.preset, desc="tuning rows")[0].argmax(1)
+    workers = row_workers(model)
+    return run_alone(sess, feeds, ctx.preset, "tuning rows", workers)[0].argmax(1)
 
 
 def _rank(
