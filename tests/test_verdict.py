@@ -280,6 +280,15 @@ def test_one_unreplicated_sweep_holds_but_does_not_reject(cand: float | None) ->
     assert "not a rejection" in _rule(rules, "saturation throughput").reason
 
 
+def test_a_gain_on_one_unreplicated_sweep_holds_and_does_not_ship() -> None:
+    """Two runs of the same sweep on one machine saw 0.75x and 1.50x: one sweep decides nothing."""
+    verdict, rules = decide(evidence(server=_server(100.0, 150.0)), BUDGET)
+
+    assert verdict == HOLD
+    rule = _rule(rules, "saturation throughput")
+    assert rule.status == RISK and "1.50x on one unreplicated sweep" in rule.reason
+
+
 def test_not_applicable_has_no_rules() -> None:
     assert decide(evidence(status="not_applicable"), BUDGET) == (NOT_APPLICABLE, [])
 
