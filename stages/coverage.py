@@ -1,0 +1,141 @@
+"""Do the timing intervals hold from one run to the next? A benchmark, not a test.
+
+`python -m stages.coverage int8_dynamic --runs 5` times the candidate's batch-1 p50 speedup (the
+run the verdict weighs, with the committed protocol) in N fresh processes one after another, on
+the unchanged repository, and prints for every ordered pair of runs (i, j) whether run i's
+interval contains run j's estimate, the share of pairs covered, and the run-to-run spread of the
+estimates beside the mean interval half-width. A protocol whose intervals are honest covers about
+`bench.confidence` of the pairs or more (a rerun's estimate is noisier than the truth, so pairs
+cover somewhat less than an interval covers the truth). Run it alone on the machine: anything
+running beside it widens the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import itertools
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from stages import data as D
+from stages import params as P
+from stages.benchmark import batches
+from stages.cli import run
+from stages.export import MODEL_FILE
+from stages.io import read_json
+from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Call, Protocol, interleave, summarize
+from stages.runtime import session
+
+
+def time_once(p: P.Params, name: str) -> dict[str, Any]:
+    """One timing of the candidate as `benchmark@<name>` times it at batch 1 (validation
+    inputs): the p50 speedup with its interval, the A/A floor and what ended the run."""
+    cand_dir = Path(p.paths.candidates) / name
+    manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
+    if manifest["status"] != "ok":
+        raise P.ParamsError(
+            f"{name} has no candidate model ({manifest['status']}): choose a technique whose "
+            "optimize stage produced one"
+        )
+    base = Path(p.paths.baseline) / MODEL_FILE
+    sessions = {
+        BASELINE: session(base, p.target, "baseline"),
+        CANDIDATE: session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}"),
+        AGAIN: session(base, p.target, "baseline"),
+    }
+    calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
+    prepared = D.read(Path(p.paths.data))
+    inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
+    timings = interleave(calls, inputs, Protocol.from_bench(p.bench, p.budget, True))
+    s = summarize(
+        timings,
+        1,
+        precision=p.bench.precision,
+        confidence=p.bench.confidence,
+        resamples=p.bench.bootstrap_resamples,
+        seed=p.seed,
+    )
+    return {
+        **s["speedup"]["p50"],
+        "noise_floor": s["noise_floor"],
+        "rounds": s["rounds"],
+        "stopped_by": s["stopped_by"],
+    }
+
+
+def pairs_covered(runs: list[dict[str, float]]) -> tuple[int, int]:
+    """(pairs covered, pairs): run i's interval contains run j's estimate, for every i != j."""
+    pairs = list(itertools.permutations(range(len(runs)), 2))
+    covered = sum(runs[i]["low"] <= runs[j]["estimate"] <= runs[i]["high"] for i, j in pairs)
+    return covered, len(pairs)
+
+
+def spread(runs: list[dict[str, float]]) -> dict[str, float]:
+    """The estimates' relative standard deviation beside the intervals' mean relative half-width."""
+    estimates = [r["estimate"] for r in runs]
+    mean = statistics.fmean(estimates)
+    half = statistics.fmean((r["high"] - r["low"]) / 2 / r["estimate"] for r in runs)
+    sd = statistics.stdev(estimates) / mean if len(runs) > 1 else 0.0
+    return {"mean_estimate": mean, "run_to_run_sd": sd, "mean_half_width": half}
+
+
+def table(name: str, runs: list[dict[str, Any]], confidence: float) -> str:
+    covered, pairs = pairs_covered(runs)
+    s = spread(runs)
+    lines = [f"{name}: batch-1 p50 speedup over {len(runs)} runs ({confidence:.0%} intervals)"]
+    for i, r in enumerate(runs, 1):
+        others = [j for j in range(len(runs)) if j != i - 1]
+        inside = sum(r["low"] <= runs[j]["estimate"] <= r["high"] for j in others)
+        lines.append(
+            f"  run {i}: {r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}]  "
+            f"A/A floor {r['noise_floor']:.1%}, {r['rounds']} rounds ({r['stopped_by']}); "
+            f"holds {inside} of the other {len(others)} estimates"
+        )
+    lines.append(
+        f"  pairs covered: {covered} of {pairs} ({covered / max(pairs, 1):.0%}); run-to-run sd "
+        f"{s['run_to_run_sd']:.1%} of the mean {s['mean_estimate']:.3f}, mean interval "
+        f"half-width {s['mean_half_width']:.1%}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m stages.coverage", description=__doc__)
+    parser.add_argument("technique")
+    parser.add_argument("--runs", type=int, default=5, help="fresh processes, one after another")
+    parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)  # one worker run
+    args = parser.parse_args(argv)
+    p = P.load()
+    if args.technique not in p.technique:
+        raise P.ParamsError(
+            f"technique {args.technique!r} is not in params.yaml's list "
+            f"({', '.join(p.technique)}): choose one of them"
+        )
+    if args.once:
+        print(json.dumps(time_once(p, args.technique)))
+        return
+    if args.runs < 2:
+        raise P.ParamsError(f"--runs = {args.runs}: coverage needs at least 2 runs")
+    runs = []
+    for i in range(args.runs):
+        out = subprocess.run(
+            [sys.executable, "-m", "stages.coverage", args.technique, "--once"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise P.ParamsError(f"run {i + 1} failed: {out.stderr.strip()[-500:]}")
+        runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        r = runs[-1]
+        print(f"run {i + 1}: {r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}]", flush=True)
+    print(table(args.technique, runs, p.bench.confidence))
+
+
+if __name__ == "__main__":
+    run(main)
