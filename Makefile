@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params rebenchmark history overhead
+.PHONY: repro test lint ui params rebenchmark history overhead server server-stop
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -41,3 +41,9 @@ overhead: $(BIN)/activate  ## print the latency the timing harness adds over a b
 
 ui: $(BIN)/activate  ## browse the MLflow runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+server: $(BIN)/activate  ## team MLflow server on PostgreSQL, in .mlflow-server/ (ARGS='--port 5001 --pg-port 5433')
+	$(BIN)/python -m stages.server start $(ARGS)
+
+server-stop: $(BIN)/activate  ## stop the team MLflow server and its PostgreSQL
+	$(BIN)/python -m stages.server stop $(ARGS)
