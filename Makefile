@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params rebenchmark history overhead server server-stop
+.PHONY: repro test lint ui params rebenchmark history overhead coverage server server-stop
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -38,6 +38,9 @@ history: $(BIN)/activate  ## persistent shifts in the re-benchmark history -> re
 
 overhead: $(BIN)/activate  ## print the latency the timing harness adds over a bare loop
 	$(BIN)/python -m stages.measure.overhead
+
+coverage: $(BIN)/activate  ## do intervals hold across reruns? (ARGS='int8_dynamic --runs 5'; run it alone)
+	$(BIN)/python -m stages.coverage $(ARGS)
 
 ui: $(BIN)/activate  ## browse the MLflow runs at http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
