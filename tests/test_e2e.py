@@ -346,3 +346,29 @@ def test_exp_run_bring_your_own_onnx(repo: Path, tmp_path: Path) -> None:
     assert summary["candidates"]["int8_dynamic"]["verdict"] in VERDICTS
     assert "zeros" in load(repo, "reports/validation/int8_dynamic/validation.json")["slices"]
     assert "| distill | **NOT APPLICABLE** |" in (repo / "reports/dashboard.md").read_text()
+
+
+def test_team_remote_a_clone_pulls_and_reruns_only_the_host_check(
+    repo: Path, tmp_path: Path
+) -> None:
+    remote, clone = tmp_path / "team-remote", tmp_path / "clone"
+    dvc(repo, "remote", "add", "-d", "team", str(remote))
+    run(repo, "git", "add", "-A")  # dvc.lock, params.yaml, the remote and the small evidence
+    run(repo, "git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "evidence")
+    dvc(repo, "push")
+
+    run(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    dvc(clone, "pull")
+    out = dvc(clone, "repro").stdout
+    lines = out.splitlines()
+    ran = [line.split("'")[1] for line in lines if line.startswith("Running stage")]
+    replayed = [line for line in lines if "is cached - skipping run" in line]
+    assert ran == ["host"] and replayed == [], (
+        f"stages that ran in the clone: {ran}; replayed from the run-cache: {replayed}\n{out}"
+    )
+
+    patterns = ["data/**/*", "models/**/*", "reports/**/*"]
+    pulled, first = digest(clone, patterns), digest(repo, patterns)
+    assert "models/baseline/model.onnx" in pulled
+    assert any(f.endswith("/latencies.csv") for f in pulled)
+    assert pulled == {f: first.get(f) for f in pulled}
