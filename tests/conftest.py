@@ -87,3 +87,38 @@ def minilm_baseline(
         return MiniLMBaseline(data, params, folder / MODEL_FILE, module)
 
     return build
+
+
+TRACKING_NOTE = "# int8_dynamic\n\nShip: 1.41x at p50, batch 1.\n"
+
+
+def tracking_evidence(root: Path) -> tuple[dict[str, Any], dict[str, list[Path]], list[Path]]:
+    """stages.tracking.log()'s inputs: a summary of two candidates (one failed) and their files,
+    written under `root`."""
+    summary: dict[str, Any] = {
+        "model": "tiny",
+        "target": "cpu",
+        "host": "abc123",
+        "bench": {"batch_sizes": [1, 8]},
+        "budget": {"max_accuracy_drop_points": 1.0},
+        "candidates": {
+            "int8_dynamic": {
+                "verdict": "ship",
+                "options": {"per_channel": True},
+                "metrics": {"speedup_p50_b1": 1.4142, "accuracy_drop_points": 0.2},
+            },
+            "fp16": {"verdict": "reject", "options": {}, "metrics": {}},
+        },
+    }
+    review, failures = root / "review", root / "failures" / "int8_dynamic"
+    failures.mkdir(parents=True)
+    review.mkdir()
+    (review / "int8_dynamic.md").write_text(TRACKING_NOTE)
+    (review / "fp16.md").write_text("# fp16\n\nFailed to export.\n")
+    (failures / "index.csv").write_text("row,label\n3,b\n")
+    (root / "tradeoff.png").write_bytes(b"png")
+    artifacts = {
+        n: [review / f"{n}.md", root / "failures" / n, root / "benchmark" / n / "benchmark.json"]
+        for n in summary["candidates"]
+    }
+    return summary, artifacts, [root / "tradeoff.png"]

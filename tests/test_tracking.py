@@ -9,10 +9,10 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+from conftest import TRACKING_NOTE as NOTE
+from conftest import tracking_evidence as _evidence
 
 from stages import tracking
-
-NOTE = "# int8_dynamic\n\nShip: 1.41x at p50, batch 1.\n"
 
 
 @pytest.fixture()
@@ -27,37 +27,6 @@ def repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
     monkeypatch.chdir(workspace)
     return root
-
-
-def _evidence(root: Path) -> tuple[dict, dict[str, list[Path]], list[Path]]:
-    """log()'s inputs: a summary of two candidates (one failed) and their files."""
-    summary = {
-        "model": "tiny",
-        "target": "cpu",
-        "host": "abc123",
-        "bench": {"batch_sizes": [1, 8]},
-        "budget": {"max_accuracy_drop_points": 1.0},
-        "candidates": {
-            "int8_dynamic": {
-                "verdict": "ship",
-                "options": {"per_channel": True},
-                "metrics": {"speedup_p50_b1": 1.4142, "accuracy_drop_points": 0.2},
-            },
-            "fp16": {"verdict": "reject", "options": {}, "metrics": {}},
-        },
-    }
-    review, failures = root / "review", root / "failures" / "int8_dynamic"
-    failures.mkdir(parents=True)
-    review.mkdir()
-    (review / "int8_dynamic.md").write_text(NOTE)
-    (review / "fp16.md").write_text("# fp16\n\nFailed to export.\n")
-    (failures / "index.csv").write_text("row,label\n3,b\n")
-    (root / "tradeoff.png").write_bytes(b"png")
-    artifacts = {
-        n: [review / f"{n}.md", root / "failures" / n, root / "benchmark" / n / "benchmark.json"]
-        for n in summary["candidates"]
-    }
-    return summary, artifacts, [root / "tradeoff.png"]
 
 
 def _runs(root: Path) -> list[mlflow.entities.Run]:
