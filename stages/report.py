@@ -91,10 +91,12 @@ def main() -> None:
         Path(p.paths.tradeoff), render.tradeoff_png(cands, p.budget, ctx["confidence_label"])
     )
     write_json(Path(p.paths.summary), summary)
+    logged = None
     try:
-        result = tracking.log(
+        logged = tracking.log_run(
             summary, tracking.artifacts_of(p.paths, list(p.technique)), [Path(p.paths.tradeoff)]
         )
+        result = logged.record
         line = tracking.logged_line(result)
     except Exception as e:  # any tracking failure: the evidence stands, the note says how to retry
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -108,8 +110,8 @@ def main() -> None:
         print(f"warning: MLflow logging failed: {reason}", file=sys.stderr)
     write_json(Path(p.paths.tracking), result)
     write_text(Path(p.paths.dashboard), render.dashboard(cands, ctx, line))
-    if result["status"] == "logged":  # the dashboard becomes the parent run's description
-        tracking.attach_dashboard(result, Path(p.paths.dashboard))
+    if logged is not None:  # the dashboard becomes the parent run's description
+        tracking.attach_dashboard(logged, Path(p.paths.dashboard))
     for c in cands:
         print(f"{c['name']}: {c['verdict']}")
 

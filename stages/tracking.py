@@ -90,16 +90,9 @@ class Logged:
     reused: bool  # the same evidence was already logged: nothing new was written
 
 
-def log(
-    summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]
-) -> dict[str, Any]:
-    """Log the pipeline run once per evidence; returns where it went. Raises on any tracking
-    failure."""
-    return log_run(summary, artifacts, extra).record
-
-
 def log_run(summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]) -> Logged:
-    """log(), saying also which run holds the evidence and whether it was there already."""
+    """Log the pipeline run once per evidence: where it went (the record), which run holds it
+    and whether it was there already. Raises on any tracking failure."""
     import mlflow
 
     uri = tracking_uri()
@@ -198,27 +191,18 @@ def child_name(name: str, c: dict[str, Any]) -> str:
     return f"{name} · {c['verdict'].upper()}{figure}"
 
 
-def attach_dashboard(result: dict[str, Any], dashboard: Path) -> None:
+def attach_dashboard(logged: Logged, dashboard: Path) -> None:
     """The dashboard as it now reads becomes the parent run's description and an artifact of
-    it; nothing is written when the run already holds this text or nothing was logged."""
+    it; nothing is written when the run already holds this text."""
     import mlflow
 
-    if result.get("status") != "logged" or not dashboard.is_file():
+    if not dashboard.is_file():
         return
     client = mlflow.MlflowClient(tracking_uri())
-    experiment = client.get_experiment_by_name(result["experiment"])
-    run_id = None
-    if experiment is not None:
-        run_id = find_parent(client, experiment.experiment_id, result["evidence"])
-    if run_id is None:
-        raise LookupError(
-            f"no finished run with {result['parent_run']} in experiment "
-            f"{result['experiment']!r} at {result['uri']}: rerun `python -m stages.tracking`"
-        )
     text = dashboard.read_text()
-    if client.get_run(run_id).data.tags.get(NOTE_TAG) != text:
-        client.set_tag(run_id, NOTE_TAG, text)
-        client.log_artifact(run_id, str(dashboard))
+    if client.get_run(logged.parent_run).data.tags.get(NOTE_TAG) != text:
+        client.set_tag(logged.parent_run, NOTE_TAG, text)
+        client.log_artifact(logged.parent_run, str(dashboard))
 
 
 MLFLOW_LINE = "MLflow: "  # the dashboard's line about logging starts with this
@@ -316,7 +300,7 @@ def main() -> None:
     )
     dashboard = Path(p.paths.dashboard)
     record_retry(logged.record, Path(p.paths.tracking), dashboard)
-    attach_dashboard(logged.record, dashboard)  # the dashboard as it now reads, with this line
+    attach_dashboard(logged, dashboard)  # the dashboard as it now reads, with this line
     uri = logged.record["uri"]
     said = "already logged" if logged.reused else "logged"
     print(f"{said} to {uri}: parent run {logged.parent_run} ({logged.record['parent_run']})")

@@ -93,7 +93,7 @@ TRACKING_NOTE = "# int8_dynamic\n\nShip: 1.41x at p50, batch 1.\n"
 
 
 def tracking_evidence(root: Path) -> tuple[dict[str, Any], dict[str, list[Path]], list[Path]]:
-    """stages.tracking.log()'s inputs: a summary of two candidates (one failed) and their files,
+    """stages.tracking.log_run()'s inputs: a summary of two candidates (one failed) and their files,
     written under `root`."""
     summary: dict[str, Any] = {
         "model": "tiny",

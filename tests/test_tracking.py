@@ -52,12 +52,12 @@ def test_the_same_evidence_logged_twice_makes_one_parent_run(repo: Path) -> None
 
 def test_changed_evidence_makes_a_second_parent_run(repo: Path) -> None:
     summary, artifacts, extra = _evidence(repo)
-    first = tracking.log(summary, artifacts, extra)
+    first = tracking.log_run(summary, artifacts, extra).record
 
     (repo / "failures" / "int8_dynamic" / "index.csv").write_text("row,label\n3,b\n4,c\n")
-    second = tracking.log(summary, artifacts, extra)
+    second = tracking.log_run(summary, artifacts, extra).record
     summary["budget"]["max_accuracy_drop_points"] = 0.5
-    third = tracking.log(summary, artifacts, extra)
+    third = tracking.log_run(summary, artifacts, extra).record
 
     assert len({first["evidence"], second["evidence"], third["evidence"]}) == 3
     by_key = {p.data.tags["evidence"] for p in _parents(repo)}
@@ -85,7 +85,7 @@ def test_an_unfinished_run_is_not_reused_and_each_dvc_experiment_gets_its_own(
 
 
 def test_the_experiment_is_model_development_with_artifacts_at_the_root(repo: Path) -> None:
-    tracking.log(*_evidence(repo))
+    tracking.log_run(*_evidence(repo))
 
     experiment = mlflow.MlflowClient(tracking.tracking_uri()).get_experiment_by_name(
         "workbench-tiny"
@@ -102,7 +102,7 @@ def test_runs_read_on_their_own(repo: Path) -> None:
     dashboard = repo / "dashboard.md"
     dashboard.write_text("# Dashboard\n\nMLflow: logged\n")
 
-    tracking.attach_dashboard(logged.record, dashboard)
+    tracking.attach_dashboard(logged, dashboard)
 
     children = {
         r.data.tags["technique"]: r for r in _runs(repo) if "mlflow.parentRunId" in r.data.tags
