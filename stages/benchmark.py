@@ -72,14 +72,37 @@ def load_ms(path: Path, p: P.Params, produced_by: str) -> float:
     return statistics.median(times)
 
 
+def side_sessions(p: P.Params, base: Path, cand: Path, name: str) -> dict[str, Any]:
+    """The three sessions timed side by side: baseline, candidate, and the baseline again in a
+    second session (the A/A control)."""
+    return {
+        BASELINE: session(base, p.target, "baseline"),
+        CANDIDATE: session(cand, p.target, f"optimize@{name}"),
+        AGAIN: session(base, p.target, "baseline"),
+    }
+
+
+def time_sides(
+    p: P.Params, calls: dict[str, Call], inputs: list[Feed], b: int, weighed: bool
+) -> tuple[dict[str, Any], Any]:
+    """One interleaved run over `inputs` at batch size b and its summary; `weighed`: the run the
+    verdict weighs (its tail judged too, capped at max_seconds)."""
+    timings = interleave(calls, inputs, Protocol.from_bench(p.bench, p.budget, weighed))
+    s = summarize(
+        timings,
+        b,
+        precision=p.bench.precision,
+        confidence=p.bench.confidence,
+        resamples=p.bench.bootstrap_resamples,
+        seed=p.seed,
+    )
+    return s, timings
+
+
 def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared) -> dict[str, Any]:
     """All speed evidence for one candidate: timings per batch size, memory, load time, size."""
     produced = {BASELINE: "baseline", CANDIDATE: f"optimize@{name}"}
-    sessions = {
-        BASELINE: session(base, p.target, "baseline"),
-        CANDIDATE: session(cand, p.target, produced[CANDIDATE]),
-        AGAIN: session(base, p.target, "baseline"),  # a second session: the A/A control
-    }
+    sessions = side_sessions(p, base, cand, name)
     calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
     trim = getattr(p.preset, "trim", None)
     runs = [("validation", b) for b in p.bench.batch_sizes]
@@ -89,15 +112,7 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
     for i, (set_name, b) in enumerate(runs):
         inputs = batches(prepared.feeds(set_name), b, None if set_name == FIXED else trim)
         # the first run (batch 1, validation inputs) is the one the verdict weighs, tail included
-        timings = interleave(calls, inputs, Protocol.from_bench(p.bench, p.budget, i == 0))
-        s = summarize(
-            timings,
-            b,
-            precision=p.bench.precision,
-            confidence=p.bench.confidence,
-            resamples=p.bench.bootstrap_resamples,
-            seed=p.seed,
-        )
+        s, timings = time_sides(p, calls, inputs, b, weighed=i == 0)
         s["inputs"] = set_name
         s["max_noise_floor"] = p.bench.max_noise_floor
         shapes = median_shapes(inputs)

@@ -24,12 +24,11 @@ from typing import Any
 
 from stages import data as D
 from stages import params as P
-from stages.benchmark import batches
+from stages.benchmark import batches, side_sessions, time_sides
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import read_json
-from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Call, Protocol, interleave, summarize
-from stages.runtime import session
+from stages.measure.timing import Call
 
 
 def time_once(p: P.Params, name: str) -> dict[str, Any]:
@@ -43,23 +42,11 @@ def time_once(p: P.Params, name: str) -> dict[str, Any]:
             "optimize stage produced one"
         )
     base = Path(p.paths.baseline) / MODEL_FILE
-    sessions = {
-        BASELINE: session(base, p.target, "baseline"),
-        CANDIDATE: session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}"),
-        AGAIN: session(base, p.target, "baseline"),
-    }
+    sessions = side_sessions(p, base, cand_dir / MODEL_FILE, name)
     calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
     prepared = D.read(Path(p.paths.data))
     inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
-    timings = interleave(calls, inputs, Protocol.from_bench(p.bench, p.budget, True))
-    s = summarize(
-        timings,
-        1,
-        precision=p.bench.precision,
-        confidence=p.bench.confidence,
-        resamples=p.bench.bootstrap_resamples,
-        seed=p.seed,
-    )
+    s, _ = time_sides(p, calls, inputs, 1, weighed=True)
     return {
         **s["speedup"]["p50"],
         "noise_floor": s["noise_floor"],

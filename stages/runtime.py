@@ -181,9 +181,8 @@ def run_rows(
     its longest real row: the padding a chunk carries is small. The order is fixed by the data,
     so reruns compute the same sums."""
     n = len(next(iter(feeds.values())))
-    lengths = getattr(preset, "lengths", None)
     cut = getattr(preset, "trim", None) or (lambda f: f)
-    order = np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
+    order = length_order(feeds, preset)
     parts = [
         sess.run(None, cut({k: v[order[i : i + ROWS_PER_CALL]] for k, v in feeds.items()}))
         for i in range(0, n, ROWS_PER_CALL)
@@ -288,12 +287,17 @@ def _shared(
     return out
 
 
+def length_order(feeds: dict[str, np.ndarray], preset: ModuleType | None) -> np.ndarray:
+    """Row indices, shortest first by the preset's `lengths` hook (rows in order without it)."""
+    lengths = getattr(preset, "lengths", None)
+    n = len(next(iter(feeds.values())))
+    return np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
+
+
 def _spread(feeds: dict[str, np.ndarray], preset: ModuleType | None, k: int) -> np.ndarray:
     """k row indices at evenly spaced ranks of the preset's lengths (the longest included)."""
-    n = len(next(iter(feeds.values())))
-    lengths = getattr(preset, "lengths", None)
-    order = np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
-    return order[np.unique(np.linspace(0, n - 1, k).round().astype(int))]
+    order = length_order(feeds, preset)
+    return order[np.unique(np.linspace(0, len(order) - 1, k).round().astype(int))]
 
 
 def readout(sess: ort.InferenceSession) -> dict[str, Any]:
