@@ -224,13 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("technique")
     name = parser.parse_args(argv).technique
     p = P.load()
-    host = read_json(Path(p.paths.host), "host")
+    timing_key = read_json(Path(p.paths.host_timing), "host")
     cand_dir = Path(p.paths.candidates) / name
     manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
     out = Path(p.paths.benchmark) / name
     evidence: dict[str, Any] = {
         "technique": name,
-        "host": host["fingerprint"],
+        "host": timing_key["fingerprint"],  # the timing key: what can change these timings
         "target": p.target.name,
     }
     if manifest["status"] != "ok":

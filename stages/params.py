@@ -28,6 +28,8 @@ class ParamsError(ValueError):
 @dataclass
 class Paths:
     host: str = "reports/host.json"
+    host_numerics: str = "reports/host/numerics.json"
+    host_timing: str = "reports/host/timing.json"
     peak: str = "reports/peak.json"
     data: str = "data/prepared"
     baseline: str = "models/baseline"
@@ -140,6 +142,9 @@ class Budget:
     min_speedup: float = 1.10  # p50, batch 1, lower bound of the interval
     max_p99_slowdown: float = 1.10  # factor
     alpha: float = 0.05
+    # every output but the label one: max abs error as a share of that output's range on the
+    # baseline (max - min over the validation rows); 0.05 = 5 % of the range
+    max_output_error: float = 0.05
 
     def __post_init__(self) -> None:
         drop = "a drop in percentage points, >= 0 (1.0 = one point)"
@@ -157,6 +162,12 @@ class Budget:
             self.max_p99_slowdown >= 1, "budget.max_p99_slowdown", self.max_p99_slowdown, ">= 1"
         )
         _require(0 < self.alpha < 1, "budget.alpha", self.alpha, "in (0, 1)")
+        _require(
+            self.max_output_error >= 0,
+            "budget.max_output_error",
+            self.max_output_error,
+            "a share of each output's baseline range, >= 0 (0.05 = 5 %)",
+        )
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Stage `peak`: this machine's practical peak on the target's threads, once per fingerprint."""
+"""Stage `peak`: this machine's practical peak on the target's threads, once per timing key (reports/host/timing.json)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from stages.runtime import threads
 
 def main() -> None:
     p = P.load()
-    host = read_json(Path(p.paths.host), "host")
+    timing_key = read_json(Path(p.paths.host_timing), "host")
     figures = measure_peak(threads(p.target))
-    write_json(Path(p.paths.peak), {"fingerprint": host["fingerprint"], **figures})
+    write_json(Path(p.paths.peak), {"fingerprint": timing_key["fingerprint"], **figures})
     print(
         f"peak: fp32 {figures['fp32_matmul_gflops_best']} GFLOP/s, "
         f"int8 {figures['int8_matmul_gops_best']} GOP/s, "

@@ -51,7 +51,8 @@ def collect(p: P.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str,
 
 def main() -> None:
     p = P.load()
-    host = read_json(Path(p.paths.host), "host")
+    host = read_json(Path(p.paths.host_timing), "host")  # the timing key: CPU, cores, threads
+    numerics = read_json(Path(p.paths.host_numerics), "host")
     base_man = read_json(Path(p.paths.baseline) / MANIFEST_FILE, "baseline")
     cands = [collect(p, name, base_man["graph"]) for name in p.technique]
     for c in cands:
@@ -80,6 +81,7 @@ def main() -> None:
         "model": p.model_name,
         "target": p.target.name,
         "host": host["fingerprint"],
+        "numerics": numerics["fingerprint"],
         "bench": P.as_dict(p.bench),
         "budget": P.as_dict(p.budget),
         "candidates": {c["name"]: _summary_of(c) for c in cands},

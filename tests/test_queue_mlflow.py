@@ -6,12 +6,11 @@ afterwards: the MLflow experiment must keep its artifacts at the repository root
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import copy_worktree
 from test_e2e import dvc, overrides, run
 
 pytestmark = pytest.mark.slow
@@ -25,17 +24,7 @@ QUEUED = ["+experiment=digits_quick", f"technique=[{TECHNIQUE}]", "model.epochs=
 @pytest.fixture()
 def repo(tmp_path: Path) -> Iterator[Path]:
     """The committed files in a fresh git repository: no mlflow.db, no data or models."""
-    dest = tmp_path / "workbench"
-    listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    for rel in filter(None, listed.split("\0")):
-        if (ROOT / rel).is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes((ROOT / rel).read_bytes())
+    dest = copy_worktree(tmp_path / "workbench")
     assert not (dest / "mlflow.db").exists() and not (dest / "mlruns").exists()
     run(dest, "git", "init", "-q")
     run(dest, "git", "add", "-A")
