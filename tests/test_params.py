@@ -176,6 +176,20 @@ def test_compose_refuses_a_misspelt_technique_and_keeps_the_old_file(
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
 
+def test_compose_refuses_an_empty_technique_list_with_the_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "params.yaml"
+    out.write_text("kept: true\n")
+
+    with pytest.raises(P.ParamsError, match=r"no technique selected.*'int8_dynamic'") as e:
+        compose_main(["--out", str(out), "technique=[]"])
+
+    assert "dvc exp run -S 'technique=[int8_dynamic]'" in str(e.value)
+    assert out.read_text() == "kept: true\n"
+
+
 def test_compose_refuses_invalid_params_and_keeps_the_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
