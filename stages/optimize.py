@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import shutil
+import sys
+import traceback
 from pathlib import Path
+from typing import Any
 
 from stages import data as D
 from stages import params as P
-from stages.cli import run
+from stages.cli import KNOWN, run
 from stages.evidence.manifest import changes, graph_summary
 from stages.export import MANIFEST_FILE, MODEL_FILE
 from stages.io import atomic_dir, read_json, write_json
 from stages.runtime import check_model
-from stages.techniques import TECHNIQUES, Context, NotApplicable
+from stages.techniques import TECHNIQUES, Context, NotApplicable, Technique
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -39,22 +43,48 @@ def main(argv: list[str] | None = None) -> None:
             "declares": list(technique.declares),
             "check": technique.check,
         }
-        try:
-            details = technique.apply(ctx)
-        except NotApplicable as reason:
-            manifest.update(status="not_applicable", reason=str(reason))
-            print(f"{name}: not applicable: {reason}")
-        else:
-            check_model(ctx.model_out, f"optimize@{name}")
-            graph = graph_summary(ctx.model_out)
-            manifest.update(
-                status="ok",
-                details=details,
-                graph=graph,
-                changed=changes({"graph": baseline["graph"]}, {"graph": graph}),
-            )
-            print(f"{name}: {graph['size_bytes']} bytes, changed {manifest['changed']}")
+        manifest |= _outcome(name, technique, ctx, baseline["graph"])
         write_json(out / "manifest.json", manifest)
+
+
+def _outcome(
+    name: str, technique: Technique, ctx: Context, baseline_graph: dict[str, Any]
+) -> dict[str, Any]:
+    """The manifest's status: ok with the details and the candidate's graph, or not_applicable /
+    failed with the reason the report shows."""
+    try:
+        details = technique.apply(ctx)
+    except NotApplicable as e:
+        print(f"{name}: not applicable: {e}")
+        return {"status": "not_applicable", "reason": str(e)}
+    except KNOWN:  # a setting to fix or evidence to restore: the stage fails with one line
+        raise
+    except Exception as e:  # this technique broke on this model: recorded; the others go on
+        traceback.print_exc()
+        _discard_outputs(ctx.out)
+        reason = failure_reason(e)
+        print(f"{name}: failed, recorded in its manifest: {reason}", file=sys.stderr)
+        return {"status": "failed", "reason": reason}
+    check_model(ctx.model_out, f"optimize@{name}")
+    graph = graph_summary(ctx.model_out)
+    changed = changes({"graph": baseline_graph}, {"graph": graph})
+    print(f"{name}: {graph['size_bytes']} bytes, changed {changed}")
+    return {"status": "ok", "details": details, "graph": graph, "changed": changed}
+
+
+def failure_reason(e: BaseException) -> str:
+    """The reason the report shows for a technique that raised: the error's type and first line."""
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"the technique failed ({type(e).__name__}: {first}); its stage log has the traceback"
+
+
+def _discard_outputs(out: Path) -> None:
+    """Remove what a failed technique left half-written: the candidate is its manifest alone."""
+    for path in out.iterdir():
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 if __name__ == "__main__":

@@ -12,12 +12,15 @@ from typing import Any
 import numpy as np
 
 from stages.techniques.base import Context, NotApplicable, check_io
+from stages.techniques.graph_prep import prepare
 
 # Half precision changes the ops (Cast nodes), the initializers' dtypes and the bytes. It keeps the
-# parameter count, the opset and, above all, the inputs and outputs.
+# opset and, above all, the inputs and outputs. The parameter count (of the initializers) changes
+# only where weights held in Constant nodes become initializers first (details.constants_folded).
 DECLARES = (
     "graph.op_types",
     "graph.dtypes",
+    "graph.parameters",
     "graph.nodes",
     "graph.sha256",
     "graph.size_bytes",
@@ -58,10 +61,15 @@ def apply(ctx: Context) -> dict[str, Any]:
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     o: Options = ctx.options
-    base = onnx.load(str(ctx.baseline))
+    with tempfile.TemporaryDirectory() as tmp:
+        source, prep = prepare(ctx, Path(tmp))
+        base = onnx.load(str(source))
     fp32 = {i.name: i for i in base.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
     if not fp32:
-        raise NotApplicable("the baseline has no float32 weights to convert to float16")
+        raise NotApplicable(
+            "the baseline has no float32 weights (initializers or Constant nodes) to convert to "
+            "float16"
+        )
     blocked = sorted(set(DEFAULT_OP_BLOCK_LIST) | set(o.op_block_list))
     work = onnx.ModelProto()
     work.CopyFrom(base)  # given a path, the converter writes a temp file beside the baseline
@@ -80,6 +88,7 @@ def apply(ctx: Context) -> dict[str, Any]:
         "values_clamped": _clamped(fp32, {i.name for i in fp16}),
         "op_block_list": list(o.op_block_list),  # on top of ORT's default block list
         "kernels": _probe_kernels(ctx.model_out),
+        **prep,
     }
 
 

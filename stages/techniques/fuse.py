@@ -3,6 +3,7 @@ folding in the ONNX graph. The weights' values and the inputs/outputs are not ot
 
 from __future__ import annotations
 
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,14 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from stages.techniques.base import GRAPH_REWRITE, Context, NotApplicable, check_io
+from stages.techniques.base import GRAPH_EDIT, Context, NotApplicable, check_io
+from stages.techniques.graph_prep import prepare
 
 METHODS = ("ort_offline", "fold_batchnorm")
 LEVELS = ("basic", "extended", "all")
 
 # Fusion changes which ops there are and, when it folds or re-lays-out weights, the initializers;
 # never the inputs/outputs or the opset.
-DECLARES = GRAPH_REWRITE
+DECLARES = GRAPH_EDIT
 CHECK = (
     "whether the engine supports the fused graph: it loads and runs on the target's execution "
     "provider, op counts before / after, outputs within the stated bound of the baseline's"
@@ -53,7 +55,9 @@ def apply(ctx: Context) -> dict[str, Any]:
         details: dict[str, Any] = {"method": o.method, "level": o.level}
         details |= _ort_offline(ctx.baseline, ctx.model_out, o.level)
     else:
-        details = {"method": o.method, **_fold_batchnorm(ctx.baseline, ctx.model_out)}
+        with tempfile.TemporaryDirectory() as tmp:  # weights in Constant nodes: initializers
+            source, prep = prepare(ctx, Path(tmp))
+            details = {"method": o.method, **_fold_batchnorm(source, ctx.model_out), **prep}
     check_io(ctx.baseline, ctx.model_out, "fusion", FusionError)
     after = _op_counts(ctx.model_out)
     details.update(

@@ -14,10 +14,13 @@ from tqdm import tqdm
 
 from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone, run_rows
 from stages.techniques.base import Context
+from stages.techniques.graph_prep import prepare
 
 QUANT_TYPES = ("qint8", "quint8")
 FORMATS = ("qdq", "qoperator")
 CALIBRATIONS = ("minmax", "entropy", "percentile")
+QUANT_OPSET = 10  # QuantizeLinear / DequantizeLinear; ONNX Runtime's quantizer needs at least this
+PER_AXIS_OPSET = 13  # DequantizeLinear's `axis`, which per-channel QDQ writes
 
 
 def _check_common(o: Any) -> None:
@@ -78,7 +81,8 @@ def apply_dynamic(ctx: Context) -> dict[str, Any]:
 
     o: DynamicOptions = ctx.options
     with tempfile.TemporaryDirectory() as tmp:
-        pre = _preprocess(ctx.baseline, Path(tmp))
+        source, prep = prepare(ctx, Path(tmp), QUANT_OPSET, "ONNX Runtime's quantizer")
+        pre = _preprocess(source, Path(tmp))
         quantize_dynamic(
             pre,
             ctx.model_out,
@@ -87,7 +91,7 @@ def apply_dynamic(ctx: Context) -> dict[str, Any]:
             weight_type=_qtype(o.weight_type),
             op_types_to_quantize=o.op_types or None,
         )
-    return {"quantized": _quantized_ops(ctx.model_out)}
+    return {"quantized": _quantized_ops(ctx.model_out), **prep}
 
 
 def apply_static(ctx: Context) -> dict[str, Any]:
@@ -136,7 +140,8 @@ def apply_static(ctx: Context) -> dict[str, Any]:
     half = max(1, o.calibration_size // 2)
     calibration = {k: v[: o.calibration_size] for k, v in feeds.items()}
     with tempfile.TemporaryDirectory() as tmp:
-        pre = _preprocess(ctx.baseline, Path(tmp))
+        source, prep = prepare(ctx, Path(tmp), *_static_opset(o))
+        pre = _preprocess(source, Path(tmp))
         ranges = Path(tmp) / "ranges.json"
 
         def variant(exclude: list[str], out: Path) -> None:
@@ -163,7 +168,16 @@ def apply_static(ctx: Context) -> dict[str, Any]:
         "calibration_rows": o.calibration_size,
         "fallback": fallback,
         "calibration_sensitivity": sensitivity,
+        **prep,
     }
+
+
+def _static_opset(o: StaticOptions) -> tuple[int, str, str]:
+    """The opset these options need, what needs it, and the other way out (for the reason)."""
+    if o.format == "qdq" and o.per_channel:
+        how = "; or set technique.int8_static.per_channel: false (or format: qoperator)"
+        return PER_AXIS_OPSET, "per-channel QDQ quantization (DequantizeLinear's axis)", how
+    return QUANT_OPSET, "ONNX Runtime's quantizer", ""
 
 
 # Ops that carry the arithmetic (and so the speed) fall back last, one node at a time.
@@ -308,6 +322,8 @@ def _rank(
         outs = [(t, q) for t, q in outs if q in q_tensors]
         if outs:
             pairs.append((n.name, ins, outs))
+    if not pairs:  # e.g. unnamed nodes, which nodes_to_exclude cannot name either
+        return []
     nsr = _nsr(fm, qm, sorted({p for _, ins, outs in pairs for p in ins + outs}), feeds, ctx)
     scored = [
         (name, max(nsr[p] for p in outs) - max([nsr[p] for p in ins], default=0.0))
