@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from stages import data as D
+from stages import fidelity as F
 from stages import params as P
 from stages import stats
 from stages.cli import run
@@ -47,17 +48,24 @@ def predict(
     desc: str = "predict",
     workers: list[Any] | None = None,
     record: dict[str, Any] | None = None,
+    label: int = 0,
 ) -> np.ndarray:
-    """Logits (the first output) for every row, each row alone; see runtime.run_alone."""
-    return run_alone(sess, feeds, preset, desc, workers, record)[0].astype(np.float32)
+    """Logits (output `label`, the first by default) for every row, each row alone; see
+    runtime.run_alone."""
+    return run_alone(sess, feeds, preset, desc, workers, record)[label].astype(np.float32)
 
 
 def batch_invariance(
-    sess: Any, feeds: dict[str, np.ndarray], alone: np.ndarray, labels: np.ndarray, preset: Any
+    sess: Any,
+    feeds: dict[str, np.ndarray],
+    alone: np.ndarray,
+    labels: np.ndarray,
+    preset: Any,
+    label: int = 0,
 ) -> dict[str, Any]:
     """The same rows run ROWS_PER_CALL at a time (length-sorted, as a batched service would
     group them) against each row alone: how many change class, and by how much."""
-    batched = run_rows(sess, feeds, preset)[0].astype(np.float32)
+    batched = run_rows(sess, feeds, preset)[label].astype(np.float32)
     return {
         "rows_per_call": ROWS_PER_CALL,
         "rows": len(labels),
@@ -99,9 +107,12 @@ def evaluate(
     preset: Any = None,
     same_model: bool = False,
     workers: list[Any] | None = None,
+    reference_outputs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """The candidate's predictions on every set the slices use, paired with the baseline's
-    (`reference`), the overall and per-slice comparisons, and the batch-invariance check.
+    (`reference`: the label output's logits per set), the overall and per-slice comparisons,
+    every output's fidelity on the validation rows (`reference_outputs`: the baseline's outputs
+    by name; without them only the label output is compared), and the batch-invariance check.
     `same_model`: the candidate's ONNX is byte-identical to the baseline's (a serving-only
     change, e.g. batching), so its rows alone are the reference's on the same session settings
     and are not run again; the batch-invariance check still runs the candidate."""
@@ -111,23 +122,44 @@ def evaluate(
                 f"the baseline's reference predictions lack set {name!r} or differ from it in "
                 "rows: run `dvc repro reference`"
             )
+    names = F.output_names(cand_sess)
+    label = F.label_index(names, F.label_output(prepared))
+    base_out = reference_outputs or {names[label]: reference["validation"]}
     how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
-    logits = {
-        name: (
-            reference[name],
-            reference[name].copy()
-            if same_model
-            else predict(
-                cand_sess, prepared.feeds(name), preset, f"candidate {name}", workers, how[name]
-            ),
-        )
-        for name in eval_sets(prepared)
-    }
+    if same_model:
+        logits = {n: (reference[n], reference[n].copy()) for n in eval_sets(prepared)}
+        cand_out = dict(base_out)
+    else:
+        runs = {
+            n: run_alone(cand_sess, prepared.feeds(n), preset, f"candidate {n}", workers, how[n])
+            for n in eval_sets(prepared)
+        }
+        logits = {n: (reference[n], out[label].astype(np.float32)) for n, out in runs.items()}
+        cand_out = dict(zip(names, runs["validation"], strict=True))
     ok = {
         name: (b.argmax(1) == prepared.labels(name), c.argmax(1) == prepared.labels(name))
         for name, (b, c) in logits.items()
     }
-    overall = compare(*ok["validation"], confidence)
+    slices, worst = per_slice(prepared, ok, confidence)
+    ref, test = logits["validation"]
+    feeds, labels = prepared.feeds("validation"), prepared.labels("validation")
+    return {
+        "overall": compare(*ok["validation"], confidence),
+        "slices": slices,
+        "worst_slice": worst,
+        "fidelity": F.fidelity(ref, test),
+        "label_output": names[label],
+        "outputs": F.per_output(base_out, cand_out, names[label]),
+        "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else how,
+        "batch_invariance": batch_invariance(cand_sess, feeds, test, labels, preset, label),
+        "_logits": logits,
+    }
+
+
+def per_slice(
+    prepared: D.Prepared, ok: dict[str, tuple[np.ndarray, np.ndarray]], confidence: float
+) -> tuple[dict[str, Any], str | None]:
+    """Each slice's paired comparison (from each side's right/wrong per row), and the worst."""
     slices = {}
     for s in prepared.slices:
         rows = prepared.slice_rows(s)
@@ -142,23 +174,7 @@ def evaluate(
         if slices
         else None
     )
-    ref, test = logits["validation"]
-    fidelity = {
-        "max_abs_error": stats.max_abs_error(ref, test),
-        "cosine": stats.cosine_similarity(ref, test),
-        "sqnr_db": stats.sqnr_db(ref, test),
-    }
-    return {
-        "overall": overall,
-        "slices": slices,
-        "worst_slice": worst,
-        "fidelity": fidelity,
-        "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else how,
-        "batch_invariance": batch_invariance(
-            cand_sess, prepared.feeds("validation"), test, prepared.labels("validation"), preset
-        ),
-        "_logits": logits,
-    }
+    return slices, worst
 
 
 def failures(
@@ -257,10 +273,14 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     out["batch_argmax_changed"] = result["batch_invariance"]["argmax_changed"]
     if worst:
         out["worst_slice_drop_points"] = result["slices"][worst]["drop_points"]
+    moved = F.worst_other(result.get("outputs", {}))
+    if moved:  # models with outputs beside the label one
+        out["worst_other_output_relative_error"] = moved[1]["relative_error"]
     return out
 
 
-REFERENCE_LOGITS, REFERENCE_FILE = "logits.npz", "reference.json"
+REFERENCE_LOGITS, REFERENCE_OUTPUTS = "logits.npz", "outputs.npz"
+REFERENCE_FILE = "reference.json"
 
 
 def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
@@ -272,6 +292,16 @@ def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
             f"{info['model_sha256'][:12]}): run `dvc repro reference`"
         )
     return load_arrays(folder / REFERENCE_LOGITS, "reference")
+
+
+def read_reference_outputs(folder: Path) -> dict[str, np.ndarray]:
+    """The baseline's every output on the validation rows, by name in the model's order (stored
+    by position: output names need not be valid member names)."""
+    names = read_json(folder / REFERENCE_FILE, "reference").get("outputs")
+    if names is None:
+        raise EvidenceError(f"{folder} holds no per-output predictions: run `dvc repro reference`")
+    arrays = load_arrays(folder / REFERENCE_OUTPUTS, "reference")
+    return {name: arrays[str(i)] for i, name in enumerate(names)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -289,11 +319,13 @@ def main(argv: list[str] | None = None) -> None:
     if manifest["status"] == "ok":
         base = Path(p.paths.baseline) / MODEL_FILE
         reference = read_reference(Path(p.paths.reference), base)
+        outputs = read_reference_outputs(Path(p.paths.reference))
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
         same = sha256_file(cand_dir / MODEL_FILE) == sha256_file(base)
         workers = [] if same else row_workers(cand_dir / MODEL_FILE, p.target)
+        confidence = p.bench.confidence
         result.update(
-            evaluate(reference, cand, prepared, p.bench.confidence, p.preset, same, workers)
+            evaluate(reference, cand, prepared, confidence, p.preset, same, workers, outputs)
         )
         logits = result.pop("_logits")
         rows = failures(prepared, logits)

@@ -110,5 +110,5 @@ def test_a_byte_identical_candidate_is_not_run_row_by_row_again(tiny_data, tiny_
     assert run.rows == 2 * n  # every row alone, then the batch-invariance check
     assert reused["candidate_rows_alone"].startswith("the reference's")
     assert ran["candidate_rows_alone"]["validation"]["sessions"] == 1
-    for key in ("overall", "slices", "fidelity", "batch_invariance"):
+    for key in ("overall", "slices", "fidelity", "label_output", "outputs", "batch_invariance"):
         assert reused[key] == ran[key]

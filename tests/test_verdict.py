@@ -104,10 +104,13 @@ def test_ship_when_every_rule_passes() -> None:
         "one change",
         "accuracy drop",
         "worst-slice drop",
+        "other outputs",
         "p50 speedup, batch 1",
         "p99 tail, batch 1",
     ]
-    assert all(r.status == PASS and r.reason == "" for r in rules)
+    assert all(r.status == PASS for r in rules)
+    assert all(r.reason == "" for r in rules if r.name != "other outputs")
+    assert _rule(rules, "other outputs").reason == "does not apply: a single output"
 
 
 def test_a_decisive_win_ships_whatever_ended_the_timing() -> None:

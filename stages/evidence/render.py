@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK
+from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK, other_outputs, worst_output
 from stages.stats import Interval, classify_speedup
 
 B, C = "baseline", "candidate"
@@ -171,6 +171,42 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
     return better or ["nothing beyond this run's noise floor"], worse
 
 
+def outputs_table(val: dict[str, Any]) -> list[str]:
+    """One line per model output: how far the candidate moved it on the validation rows."""
+    outputs = sorted((val.get("outputs") or {}).items(), key=lambda item: item[1]["index"])
+    if not outputs:
+        return []
+    rows = []
+    for name, o in outputs:
+        role = "labels" if o["label"] else "other"
+        if "skipped" in o:
+            rows.append(f"| {name} | {o['shape']} | {role} | {o['skipped']} | | | | |")
+            continue
+        rows.append(
+            f"| {name} | {o['shape']} | {role} | {o['baseline_range']:.4g} | "
+            f"{o['max_abs_error']:.3g} | {o['relative_error']:.2%} | {o['cosine']:.5f} | "
+            f"{o['sqnr_db']:.1f} |"
+        )
+    return [
+        "",
+        "Every output, candidate against baseline on the same validation rows, each row alone "
+        "(error relative to the output's range, max - min, on the baseline):",
+        "",
+        "| output | shape per row | role | baseline range | max abs error | of range | cosine | SQNR (dB) |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
+def worst_output_cell(val: dict[str, Any]) -> str:
+    """The dashboard's cell: the other output moved most, relative to its range, or a dash."""
+    outputs = val.get("outputs") or {}
+    worst = worst_output(outputs)
+    if worst is None:
+        return "—"
+    return f"{worst} {100 * other_outputs(outputs)[worst]['relative_error']:.3g} %"
+
+
 def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
     """The review note of one candidate, in Markdown."""
     if c["status"] != "ok":
@@ -222,6 +258,7 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
             f"| {k} | {s['n']} | {s['baseline_accuracy']['estimate']:.2%} | {s['candidate_accuracy']['estimate']:.2%} | {s['drop_points']:+.2f} | {s['right_to_wrong']} | {s['wrong_to_right']} |"
             for k, s in val["slices"].items()
         ],
+        *outputs_table(val),
         "",
         f"## Speed (interleaved rounds of baseline, candidate and baseline again in one process; {confidence_label(bench)} intervals, bootstrap over rounds, widened by order statistics at p90-p99)",
         "",
@@ -260,7 +297,7 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
     rows = []
     for c in cands:
         if c["status"] != "ok":
-            rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | | {c['reason']} |")
+            rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | | | {c['reason']} |")
             continue
         b1 = c["benchmark"]["batches"][0]
         big = largest_batch(c["benchmark"])
@@ -279,7 +316,7 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"| [{c['name']}](review/{c['name']}.md) | **{c['verdict']}** | {ci(b1['speedup']['p50'])} | "
             f"{ci(b1['speedup']['p95'])} | {big['throughput_ratio']:.2f}x (b{big['batch_size']}) | {pct(size[C] / size[B])} | "
             f"{ci(v['overall']['difference_points'], '{:+.2f}')} | "
-            f"{worst} {0 - v['slices'][worst]['drop_points']:+.2f} | {v['overall']['right_to_wrong']} | {frac} | {reasons} |"
+            f"{worst} {0 - v['slices'][worst]['drop_points']:+.2f} | {worst_output_cell(v)} | {v['overall']['right_to_wrong']} | {frac} | {reasons} |"
         )
     loaded = [
         f"- {c['name']}: saturation {_qps(c['benchmark']['server']['saturation']['baseline']['saturation_qps'])} "
@@ -300,8 +337,8 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"Host {ctx['host']} ({ctx['cpu']}). Baseline: `{ctx['baseline_file']}` (sha256 {ctx['baseline_graph']['sha256'][:12]}), accuracy {ctx['baseline_accuracy']:.2%}. "
             f"Speedups are baseline / candidate latency (above 1 = faster) with {ctx.get('confidence_label', '95 %')} intervals; A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
             "",
-            "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | accuracy change (points) | worst slice (points) | right->wrong | % of peak, largest batch (base/cand) | why |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | accuracy change (points) | worst slice (points) | other outputs (worst, of range) | right->wrong | % of peak, largest batch (base/cand) | why |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|",
             *rows,
             "",
             *(

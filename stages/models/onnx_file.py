@@ -1,7 +1,8 @@
 """onnx_file: bring your own ONNX classifier and a labelled validation set as .npz.
 
 The .npz holds one array per model input (named as the model's inputs, rows on the first axis,
-finite values only), `labels` (integer class indices into the model's first output), optional
+finite values only), `labels` (integer class indices into the label output: model.label_output,
+the first output by default; every other output is compared for fidelity only), optional
 boolean masks `slice__<name>` over the rows, and optionally extra columns with the same row count
 (shown in failure renderings; not boolean and not named `slice...`, so a misspelt mask is an
 error, not a silent extra). A seeded share of the rows is held out for calibration; the rest is the
@@ -15,6 +16,7 @@ import hashlib
 import re
 import shutil
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +46,7 @@ class Params:
     data: str = ""  # the labelled .npz
     calibration_share: float = 0.2  # share of the .npz rows held out for calibration (seeded)
     class_names: list[str] = field(default_factory=list)  # default: "0".."K-1"
+    label_output: str = ""  # the output the labels index (its argmax is the prediction); "" = first
 
     def __post_init__(self) -> None:
         from stages.params import _require
@@ -167,7 +170,7 @@ def _external_files(path: Path) -> list[Path]:
 
 
 def _load_model(p: Params) -> tuple[Path, list[Path], list[_Tensor], _Tensor]:
-    """The model file, its external data, its feedable inputs and its first output."""
+    """The model file, its external data, its feedable inputs and its label output."""
     import onnx
 
     path = _file(p.path, "path", "your .onnx model")
@@ -213,14 +216,26 @@ def _load_model(p: Params) -> tuple[Path, list[Path], list[_Tensor], _Tensor]:
                 "benchmark runs bench.batch_sizes: re-export with a dynamic first axis (torch: "
                 'dynamic_shapes / dynamic_axes={"input": {0: "batch"}})'
             )
-    output = _tensor(model.graph.output[0])
+    output = _label_output(p, model.graph.output)
     if output.rank_known and len(output.dims) != 2:
         raise _evidence(
-            f"model.path = {p.path!r}: the first output {output.name!r} has shape "
+            f"model.path = {p.path!r}: the label output {output.name!r} has shape "
             f"{output.shape_text()}; predictions need (batch, classes) logits or probabilities: "
-            "put the class scores first among the outputs, as a 2-D tensor"
+            "set model.label_output to the output of class scores, a 2-D tensor"
         )
     return path, files, inputs, output
+
+
+def _label_output(p: Params, outputs: Sequence[onnx.ValueInfoProto]) -> _Tensor:
+    """The output named by model.label_output ("" = the first): the one the labels index."""
+    names = [o.name for o in outputs]
+    if p.label_output and p.label_output not in names:
+        raise _error(
+            f"model.label_output = {p.label_output!r} is not an output of model.path = "
+            f"{p.path!r}; its outputs are {names}: name the one the labels belong to, or leave "
+            'it empty ("") for the first'
+        )
+    return _tensor(outputs[names.index(p.label_output) if p.label_output else 0])
 
 
 def _first_line(e: BaseException) -> str:
@@ -379,12 +394,13 @@ def _check_extra(p: Params, name: str, arr: np.ndarray, n: int, model_inputs: li
 def _probe(
     path: Path, arrays: dict[str, np.ndarray], inputs: list[_Tensor], p: Params, doubt: str = ""
 ) -> int:
-    """Run the first rows once: the model must load and answer with (rows, classes) scores.
+    """Run the first rows once: the label output must be (rows, classes) scores.
     Where the declared shapes are ambiguous the session decides: the axes it holds fixed must
     match the data, and `doubt` (see _check_arrays) is the message if the rows are refused."""
     import onnxruntime as ort
 
     feeds = {t.name: arrays[t.name][:2] for t in inputs}
+    label = p.label_output  # checked against the graph's outputs by _load_model
     so = ort.SessionOptions()
     so.log_severity_level = 3  # errors only
     try:
@@ -398,7 +414,7 @@ def _probe(
         if meta.name in arrays:
             _check_fixed_axes(p, meta.name, list(meta.shape), arrays[meta.name].shape)
     try:
-        out = sess.run(None, feeds)[0]
+        out = sess.run([label] if label else None, feeds)[0]
     except Exception as e:
         if doubt:  # the model refuses sizes it names alike: say which axes, not ORT's message
             raise _error(doubt) from None
@@ -411,11 +427,12 @@ def _probe(
     if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != rows:
         shape = list(out.shape) if isinstance(out, np.ndarray) else type(out).__name__
         raise _evidence(
-            f"model.path = {p.path!r}: its first output on {rows} rows has shape {shape}; "
-            f"predictions need ({rows}, classes) logits or probabilities first among the outputs"
+            f"model.path = {p.path!r}: its label output on {rows} rows has shape {shape}; "
+            f"predictions need ({rows}, classes) logits or probabilities (model.label_output "
+            "names that output; the first by default)"
         )
     if not np.issubdtype(out.dtype, np.number):
-        raise _evidence(f"model.path = {p.path!r}: its first output is {out.dtype}, not numeric")
+        raise _evidence(f"model.path = {p.path!r}: its label output is {out.dtype}, not numeric")
     return int(out.shape[1])
 
 
@@ -448,13 +465,13 @@ def prepare(p: Params, seed: int) -> Prepared:
     if y.min() < 0 or y.max() >= classes:
         raise _error(
             f"model.data = {p.data!r}: {LABELS!r} range from {int(y.min())} to {int(y.max())}, "
-            f"but the model's first output {output.name!r} has {classes} classes: labels must be "
+            f"but the model's label output {output.name!r} has {classes} classes: labels must be "
             f"class indices 0..{classes - 1} in the order of the model's outputs"
         )
     if p.class_names and len(p.class_names) != classes:
         raise _error(
-            f"model.class_names has {len(p.class_names)} names but the model's first output has "
-            f"{classes} classes: give one name per output, in order, or leave it empty ([])"
+            f"model.class_names has {len(p.class_names)} names but the model's label output has "
+            f"{classes} classes: give one name per class, in order, or leave it empty ([])"
         )
     class_names = list(p.class_names) or [str(c) for c in range(classes)]
 
@@ -510,6 +527,7 @@ def prepare(p: Params, seed: int) -> Prepared:
         "data_sha256": _sha256([data_path]),
         "rows": {"calibration": int(n_cal), "validation": int(n - n_cal)},
         "output": output.name,
+        "label_output": output.name,  # validate's predictions are this output's argmax
         "input_shapes": {t.name: t.shape_text() for t in inputs},
         "extra_columns": extras,
         "class_slices": class_slices,
