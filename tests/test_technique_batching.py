@@ -15,7 +15,7 @@ from stages.data import Prepared
 from stages.evidence.verdict import HOLD, PASS, RISK, decide
 from stages.measure import scenarios
 from stages.params import Bench, Budget, ParamsError, _structured
-from stages.techniques import Context, batching
+from stages.techniques import Context, NotApplicable, batching
 
 
 def test_candidate_is_the_same_file_and_batch_invariant(
@@ -31,7 +31,7 @@ def test_candidate_is_the_same_file_and_batch_invariant(
     assert details["same_argmax"] is True
 
 
-def test_a_fixed_batch_axis_is_refused(tiny_data: Prepared, tmp_path: Path) -> None:
+def test_a_fixed_batch_axis_is_not_applicable(tiny_data: Prepared, tmp_path: Path) -> None:
     x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])
     y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 64])
     graph = helper.make_graph([helper.make_node("Flatten", ["image"], ["logits"])], "g", [x], [y])
@@ -40,9 +40,16 @@ def test_a_fixed_batch_axis_is_refused(tiny_data: Prepared, tmp_path: Path) -> N
     out = tmp_path / "out"
     out.mkdir()
 
-    with pytest.raises(ParamsError, match=r"dynamic batch axis.*image.*re-export"):
+    with pytest.raises(NotApplicable, match=r"dynamic batch axis.*image.*re-export"):
         batching.apply(Context(path, batching.Options(), tiny_data, out, 0))
     assert not (out / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("batch", [-1, 0, "?", "N"])
+def test_an_unknown_or_symbolic_batch_axis_is_dynamic(batch: int | str) -> None:
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, [batch, 1, 8, 8])
+    assert batching._free_batch(x)
+    assert not batching._free_batch(helper.make_tensor_value_info("s", TensorProto.FLOAT, [4, 2]))
 
 
 @pytest.mark.parametrize(("key", "value"), [("max_batch_size", 0), ("max_queue_delay_ms", -1.0)])

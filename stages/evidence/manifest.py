@@ -69,7 +69,16 @@ def confounders(changed: list[str], declared: tuple[str, ...]) -> list[str]:
     return [k for k in changed if not any(k == d or k.startswith(d + ".") for d in declared)]
 
 
+def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
+    """An axis as declared: its symbolic name, its size, or None where the size is unknown
+    (exporters write -1 or 0; ONNX Runtime's optimizer writes nothing): the same axis compares
+    equal however it is spelt."""
+    if d.dim_param:
+        return d.dim_param
+    return int(d.dim_value) if d.dim_value > 0 else None
+
+
 def _value_info(v: onnx.ValueInfoProto) -> dict[str, Any]:
     t = v.type.tensor_type
-    dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+    dims = [_dim(d) for d in t.shape.dim]
     return {"name": v.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type), "shape": dims}

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from stages.measure import load
-from stages.techniques.base import Context
+from stages.techniques.base import Context, NotApplicable
 
 DECLARES = ("session.max_batch_size", "session.max_queue_delay_ms")  # how it is served
 CHECK = (
@@ -35,23 +35,25 @@ class Options:
         )
 
 
+def _free_batch(value: onnx.ValueInfoProto) -> bool:
+    """The input's first axis takes any batch size: a symbolic name, or a size written as unknown
+    (-1 or 0, as some exporters do); not a positive size, and not a scalar."""
+    dims = value.type.tensor_type.shape.dim
+    return bool(dims) and not (dims[0].HasField("dim_value") and dims[0].dim_value > 0)
+
+
 def apply(ctx: Context) -> dict[str, Any]:
     """The candidate is the baseline file itself; check its batch axis and batch invariance."""
     import onnxruntime as ort
 
-    from stages.params import ParamsError
-
     graph = onnx.load(str(ctx.baseline), load_external_data=False).graph
-    fixed = [
-        i.name
-        for i in graph.input
-        if not i.type.tensor_type.shape.dim or not i.type.tensor_type.shape.dim[0].dim_param
-    ]
+    fixed = [i.name for i in graph.input if not _free_batch(i)]
     if fixed:
-        raise ParamsError(
-            f"technique batching needs a dynamic batch axis (a symbolic first dimension) on every "
-            f"input; {', '.join(fixed)} of {ctx.baseline} has a fixed one: re-export the model "
-            "with a dynamic batch axis, or drop batching from the techniques"
+        raise NotApplicable(
+            f"batching needs a dynamic batch axis (a first dimension that is symbolic, or written "
+            f"-1/0 as unknown) on every input; {', '.join(fixed)} of {ctx.baseline} has a fixed "
+            "one: re-export the model with a dynamic batch axis, or drop batching from the "
+            "techniques"
         )
     shutil.copyfile(ctx.baseline, ctx.model_out)
     o: Options = ctx.options

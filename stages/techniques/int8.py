@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from stages.fidelity import label_index, label_output, output_names
 from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone, run_rows
 from stages.techniques.base import Context
 from stages.techniques.graph_prep import prepare
@@ -269,10 +270,14 @@ def _op_types(model: Path) -> dict[str, str]:
 
 
 def _tuning_rows(ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]]:
-    """The calibration split plus a seeded sample of the train split, with their labels: never
-    validation rows."""
+    """The calibration split plus a seeded sample of the train split (where the model has one;
+    a model brought as ONNX has none), with their labels: never validation rows."""
     o: StaticOptions = ctx.options
-    calibration, train = ctx.data.feeds("calibration"), ctx.data.feeds("train")
+    calibration = ctx.data.feeds("calibration")
+    labels = ctx.data.labels("calibration")
+    if "train" not in ctx.data.sets or o.tuning_rows == 0:
+        return calibration, labels, {"calibration": len(labels), "train": 0}
+    train = ctx.data.feeds("train")
     n_train = len(next(iter(train.values())))
     pick = np.sort(
         np.random.default_rng([ctx.seed, 8]).choice(
@@ -280,15 +285,21 @@ def _tuning_rows(ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray, dict[
         )
     )
     rows = {k: np.concatenate([calibration[k], train[k][pick]]) for k in calibration}
-    labels = np.concatenate([ctx.data.labels("calibration"), ctx.data.labels("train")[pick]])
+    labels = np.concatenate([labels, ctx.data.labels("train")[pick]])
     return rows, labels, {"calibration": len(labels) - len(pick), "train": len(pick)}
+
+
+def _label_logits(sess: Any, outputs: list[np.ndarray], ctx: Context) -> np.ndarray:
+    """The output the labels index (model.label_output; the first by default)."""
+    return outputs[label_index(output_names(sess), label_output(ctx.data))]
 
 
 def _predict(model: Path, feeds: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
     sess = open_session(model, CPU_DEFAULTS)
     # each row alone, at its natural shape: as the rows are served and validated
     workers = row_workers(model)
-    return run_alone(sess, feeds, ctx.preset, "tuning rows", workers)[0].argmax(1)
+    outputs = run_alone(sess, feeds, ctx.preset, "tuning rows", workers)
+    return _label_logits(sess, outputs, ctx).argmax(1)
 
 
 def _rank(
@@ -444,7 +455,8 @@ def _accuracy(model: Path, ctx: Context) -> float:
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    logits = run_rows(sess, ctx.data.feeds("validation"), ctx.preset)[0]
+    outputs = run_rows(sess, ctx.data.feeds("validation"), ctx.preset)
+    logits = _label_logits(sess, outputs, ctx)
     return float((logits.argmax(1) == ctx.data.labels("validation")).mean())
 
 
