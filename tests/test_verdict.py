@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from stages.evidence.render import dashboard, review
 from stages.evidence.verdict import (
     FAIL,
+    FAILED,
     HOLD,
     NOT_APPLICABLE,
     PASS,
@@ -294,6 +296,28 @@ def test_a_gain_on_one_unreplicated_sweep_holds_and_does_not_ship() -> None:
 
 def test_not_applicable_has_no_rules() -> None:
     assert decide(evidence(status="not_applicable"), BUDGET) == (NOT_APPLICABLE, [])
+
+
+def test_a_technique_that_broke_is_failed_not_not_applicable() -> None:
+    assert decide(evidence(status="failed"), BUDGET) == (FAILED, [])
+    c = {
+        "name": "fuse",
+        "status": "failed",
+        "verdict": FAILED,
+        "reason": "the technique failed (a | b)",
+    }
+    assert "**Verdict: FAILED**: the technique failed (a | b)" in review(c, {})
+    row = "| fuse | **FAILED** | | | | | | | | | | the technique failed (a \\| b) |"
+    ctx = {
+        "model": "m",
+        "target": "cpu",
+        "host": "h",
+        "cpu": "c",
+        "baseline_file": "b.onnx",
+        "baseline_graph": {"sha256": "0" * 64},
+        "baseline_accuracy": float("nan"),
+    }
+    assert row in dashboard([c], ctx, "MLflow: -").splitlines()
 
 
 def test_a_stricter_budget_changes_the_verdict() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from typing import Any
 
-from stages.evidence.verdict import FAIL, NOT_APPLICABLE, RISK, other_outputs, worst_output
+from stages.evidence.verdict import FAIL, RISK, other_outputs, worst_output
 from stages.stats import Interval, classify_speedup
 
 B, C = "baseline", "candidate"
@@ -210,7 +210,7 @@ def worst_output_cell(val: dict[str, Any]) -> str:
 def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
     """The review note of one candidate, in Markdown."""
     if c["status"] != "ok":
-        return f"# Review: {c['name']}\n\n**Verdict: {NOT_APPLICABLE}**: {c['reason']}\n"
+        return f"# Review: {c['name']}\n\n**Verdict: {c['verdict']}**: {c['reason']}\n"
     bench, val, man = c["benchmark"], c["validation"], c["manifest"]
     better, worse = movements(c)
     base_ops, cand_ops = ctx["baseline_graph"]["op_types"], man["graph"]["op_types"]
@@ -297,7 +297,8 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
     rows = []
     for c in cands:
         if c["status"] != "ok":
-            rows.append(f"| {c['name']} | **{NOT_APPLICABLE}** | | | | | | | | | | {c['reason']} |")
+            reason = c["reason"].replace("|", "\\|")  # a table cell
+            rows.append(f"| {c['name']} | **{c['verdict']}** | | | | | | | | | | {reason} |")
             continue
         b1 = c["benchmark"]["batches"][0]
         big = largest_batch(c["benchmark"])

@@ -11,6 +11,7 @@ from stages.params import Budget
 from stages.stats import Interval
 
 SHIP, HOLD, REJECT, NOT_APPLICABLE = "SHIP", "HOLD", "REJECT", "NOT APPLICABLE"
+FAILED = "FAILED"  # the technique raised on this model: a defect to look at, not a trait of it
 PASS, RISK, FAIL = "pass", "risk", "fail"
 OUTPUTS = "other outputs"  # the rule on every output but the label one
 
@@ -39,7 +40,7 @@ def rules(c: dict[str, Any], budget: Budget) -> list[Rule]:
 def decide(c: dict[str, Any], budget: Budget) -> tuple[str, list[Rule]]:
     """REJECT on any failed rule, HOLD on any risk, SHIP only when every rule passes."""
     if c["status"] != "ok":
-        return NOT_APPLICABLE, []
+        return (FAILED if c["status"] == "failed" else NOT_APPLICABLE), []
     checked = rules(c, budget)
     statuses = {r.status for r in checked}
     verdict = REJECT if FAIL in statuses else HOLD if RISK in statuses else SHIP
