@@ -174,3 +174,16 @@ def test_declaring_a_parent_covers_its_children() -> None:
     bad = confounders(changed, ("graph",))
 
     assert bad == ["session.provider", "graphs.x"]
+
+
+@pytest.mark.parametrize(
+    ("dim", "seen"),
+    [(-1, None), (0, None), ("?", None), ("", None), ("unk__0", None), ("batch", "batch"), (5, 5)],
+)
+def test_an_unknown_axis_reads_the_same_however_it_is_spelt(dim: int | str, seen: Any) -> None:
+    from onnx import TensorProto, helper
+
+    from stages.evidence.manifest import _value_info
+
+    info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim, 3])
+    assert _value_info(info)["shape"] == [seen, 3]

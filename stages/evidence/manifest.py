@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -69,12 +70,18 @@ def confounders(changed: list[str], declared: tuple[str, ...]) -> list[str]:
     return [k for k in changed if not any(k == d or k.startswith(d + ".") for d in declared)]
 
 
+# Names that say "unknown" rather than tie axes: exporters' spellings, and the `unk__<n>` that
+# onnx's shape inference (run by ONNX Runtime's quantizer) gives an axis it cannot name.
+_UNKNOWN_NAME = re.compile(r"^(\?|-1|unk|unknown|none|null|dynamic|unk__\d+)$", re.IGNORECASE)
+
+
 def _dim(d: onnx.TensorShapeProto.Dimension) -> int | str | None:
     """An axis as declared: its symbolic name, its size, or None where the size is unknown
-    (exporters write -1 or 0; ONNX Runtime's optimizer writes nothing): the same axis compares
-    equal however it is spelt."""
-    if d.dim_param:
-        return d.dim_param
+    (exporters write -1, 0 or "?"; ONNX Runtime's optimizer writes nothing; shape inference
+    writes unk__0): the same axis compares equal however it is spelt."""
+    name = d.dim_param.strip()
+    if name:
+        return None if _UNKNOWN_NAME.match(name) else name
     return int(d.dim_value) if d.dim_value > 0 else None
 
 
