@@ -19,11 +19,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
-def copy_worktree(dest: Path) -> Path:
+def copy_worktree(dest: Path, *paths: str) -> Path:
     """The working tree's files as a fresh clone has them (tracked and untracked, not ignored:
-    no data, models or MLflow store) copied into `dest`."""
+    no data, models or MLflow store) copied into `dest`; only those under `paths` if given."""
     listed = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        ["git", "ls-files", "-co", "--exclude-standard", "-z", "--", *paths],
         cwd=ROOT,
         capture_output=True,
         check=True,
