@@ -109,24 +109,31 @@ def minilm_baseline(
 TRACKING_NOTE = "# int8_dynamic\n\nShip: 1.41x at p50, batch 1.\n"
 
 
-def tracking_evidence(root: Path) -> tuple[dict[str, Any], dict[str, list[Path]], list[Path]]:
-    """stages.tracking.log_run()'s inputs: a summary of two candidates (one failed) and their files,
-    written under `root`."""
-    summary: dict[str, Any] = {
+def tracking_summary(candidates: dict[str, Any]) -> dict[str, Any]:
+    """A report stage's summary.json around `candidates` (name -> verdict, options, metrics)."""
+    return {
         "model": "tiny",
         "target": "cpu",
         "host": "abc123",
         "bench": {"batch_sizes": [1, 8]},
         "budget": {"max_accuracy_drop_points": 1.0},
-        "candidates": {
+        "candidates": candidates,
+    }
+
+
+def tracking_evidence(root: Path) -> tuple[dict[str, Any], dict[str, list[Path]], list[Path]]:
+    """stages.tracking.log_run()'s inputs: a summary of two candidates (one failed) and their files,
+    written under `root`."""
+    summary = tracking_summary(
+        {
             "int8_dynamic": {
                 "verdict": "ship",
                 "options": {"per_channel": True},
                 "metrics": {"speedup_p50_b1": 1.4142, "accuracy_drop_points": 0.2},
             },
             "fp16": {"verdict": "reject", "options": {}, "metrics": {}},
-        },
-    }
+        }
+    )
     review, failures = root / "review", root / "failures" / "int8_dynamic"
     failures.mkdir(parents=True)
     review.mkdir()

@@ -8,6 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import tracking_summary
 
 from stages import tracking
 from stages.io import write_json
@@ -38,16 +39,9 @@ def _evidence(folder: Path) -> SimpleNamespace:
             }.items()
         }
     )
-    summary = {
-        "model": "tiny",
-        "target": "cpu",
-        "host": "abc123",
-        "bench": {"batch_sizes": [1, 8]},
-        "budget": {"max_accuracy_drop_points": 1.0},
-        "candidates": {
-            "fp16": {"verdict": "reject", "options": {}, "metrics": {"speedup_p50_b1": 0.9}}
-        },
-    }
+    summary = tracking_summary(
+        {"fp16": {"verdict": "reject", "options": {}, "metrics": {"speedup_p50_b1": 0.9}}}
+    )
     write_json(Path(paths.summary), summary)
     write_json(Path(paths.tracking), {"status": "failed", "uri": "http://127.0.0.1:9"})
     Path(paths.dashboard).write_text(DASHBOARD)

@@ -8,7 +8,6 @@ stages; a new numerics key re-runs what computes, not `peak` or `benchmark`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import copy_worktree
-from test_e2e import BENCH, DIGITS, dvc, run
+from test_e2e import BENCH, DIGITS, digest, dvc, load, ran_stages, run
 
 pytestmark = pytest.mark.slow
 
@@ -46,10 +45,6 @@ elif fake == "cores":
 """
 
 
-def ran_stages(out: str) -> list[str]:
-    return [line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")]
-
-
 def without_seconds(value: Any) -> Any:
     """A manifest without its wall-clock figures (e.g. distill's training seconds)."""
     if isinstance(value, dict):
@@ -61,18 +56,15 @@ def without_seconds(value: Any) -> Any:
 
 def outputs(repo: Path) -> dict[str, Any]:
     """Every output file's sha256; manifests as JSON without their wall-clock seconds."""
-    files = sorted({f for pat in SAME_BYTES for f in repo.glob(pat) if f.is_file()})
     return {
-        str(f.relative_to(repo)): without_seconds(json.loads(f.read_text()))
-        if f.name == "manifest.json"
-        else hashlib.sha256(f.read_bytes()).hexdigest()
-        for f in files
+        f: without_seconds(load(repo, f)) if f.endswith("/manifest.json") else sha256
+        for f, sha256 in digest(repo, SAME_BYTES).items()
     }
 
 
 def benchmark_facts(repo: Path, name: str) -> dict[str, Any]:
     """What a benchmark records that is not a timing: sizes, inputs, arithmetic per call."""
-    b = json.loads((repo / f"reports/benchmark/{name}/benchmark.json").read_text())
+    b = load(repo, f"reports/benchmark/{name}/benchmark.json")
     return {
         "status": b["status"],
         "size_bytes": b.get("size_bytes"),
@@ -122,7 +114,7 @@ def test_a_new_kernel_release_reruns_only_the_host_check(
     (tmp_path / "sitecustomize.py").write_text(FAKE)
     env = {"PYTHONPATH": str(tmp_path), "WORKBENCH_TEST_FAKE": "release"}
     out = dvc(first, "repro", env=env).stdout
-    release = json.loads((first / "reports/host.json").read_text())["os"]["release"]
+    release = load(first, "reports/host.json")["os"]["release"]
     assert release == "0.0.0-another-kernel"  # the fake reached `host`
     assert ran_stages(out) == ["host"], out
 
@@ -136,7 +128,7 @@ def test_a_new_timing_key_reruns_only_the_timing_stages(
     (tmp_path / "sitecustomize.py").write_text(FAKE)
     env = {"PYTHONPATH": str(tmp_path), "WORKBENCH_TEST_FAKE": "cores"}
     ran = ran_stages(dvc(first, "repro", env=env).stdout)
-    timing = json.loads((first / "reports/host/timing.json").read_text())
+    timing = load(first, "reports/host/timing.json")
     assert timing["logical_cores"] == 64  # the fake reached `host`
     assert (first / "reports/host/numerics.json").read_bytes() == numerics
     expected = {"host", "peak", "report", *(f"benchmark@{t}" for t in TECHNIQUES)}
