@@ -27,6 +27,12 @@ def label_output(prepared: Prepared) -> str:
     return str(prepared.info.get("label_output", ""))
 
 
+def label_of(sess: Any, prepared: Prepared) -> tuple[list[str], int]:
+    """The session's output names and the position of the one the labels index."""
+    names = output_names(sess)
+    return names, label_index(names, label_output(prepared))
+
+
 def label_index(names: list[str], wanted: str) -> int:
     """The position of the label output among the outputs; "" names the first."""
     if not wanted:

@@ -15,14 +15,13 @@ nothing re-runs; new timing hardware re-runs only the timing stages.
 
 from __future__ import annotations
 
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from stages import params as P
 from stages.cli import run
 from stages.io import write_json
-from stages.measure.peak import describe_host, fingerprint
+from stages.measure.peak import describe_host, fingerprint, library_version
 from stages.runtime import check_target_runs, threads
 
 # Packages whose versions can change a computed array: data preparation (tokenizer), training,
@@ -39,13 +38,6 @@ NUMERICS_LIBRARIES = (
     "tokenizers",
     "safetensors",
 )
-
-
-def version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def numerics_key(description: dict[str, Any], libraries: dict[str, str]) -> dict[str, Any]:
@@ -76,7 +68,9 @@ def main() -> None:
     p = P.load()
     check_target_runs(p.target)  # a test session on the provider, not only its listing
     description = describe_host()
-    numerics = numerics_key(description, {name: version(name) for name in NUMERICS_LIBRARIES})
+    numerics = numerics_key(
+        description, {name: library_version(name) for name in NUMERICS_LIBRARIES}
+    )
     timing = timing_key(description, p.target)
     write_json(Path(p.paths.host_numerics), numerics)
     write_json(Path(p.paths.host_timing), timing)

@@ -27,8 +27,7 @@ def main() -> None:
     model = Path(p.paths.baseline) / MODEL_FILE
     sess = session(model, p.target, "baseline")
     workers = row_workers(model, p.target)
-    names = F.output_names(sess)
-    label = F.label_index(names, F.label_output(prepared))
+    names, label = F.label_of(sess, prepared)
     how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     runs = {
         name: run_alone(

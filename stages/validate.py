@@ -122,8 +122,7 @@ def evaluate(
                 f"the baseline's reference predictions lack set {name!r} or differ from it in "
                 "rows: run `dvc repro reference`"
             )
-    names = F.output_names(cand_sess)
-    label = F.label_index(names, F.label_output(prepared))
+    names, label = F.label_of(cand_sess, prepared)
     base_out = reference_outputs or {names[label]: reference["validation"]}
     how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     if same_model:

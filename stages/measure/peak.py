@@ -63,7 +63,7 @@ def _cpuinfo() -> dict[str, str]:
     return fields
 
 
-def _version(package: str) -> str:
+def library_version(package: str) -> str:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -83,7 +83,7 @@ def describe_host() -> dict[str, Any]:
         "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "os": {"system": platform.system(), "release": platform.release()},
         "python": platform.python_version(),
-        "libraries": {name: _version(name) for name in LIBRARIES},
+        "libraries": {name: library_version(name) for name in LIBRARIES},
         "ort_providers": list(ort.get_available_providers()),
     }
 

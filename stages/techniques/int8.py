@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from stages.fidelity import label_index, label_output, output_names
+from stages.fidelity import label_of
 from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone, run_rows
 from stages.techniques.base import Context
 from stages.techniques.graph_prep import prepare
@@ -289,17 +289,12 @@ def _tuning_rows(ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray, dict[
     return rows, labels, {"calibration": len(labels) - len(pick), "train": len(pick)}
 
 
-def _label_logits(sess: Any, outputs: list[np.ndarray], ctx: Context) -> np.ndarray:
-    """The output the labels index (model.label_output; the first by default)."""
-    return outputs[label_index(output_names(sess), label_output(ctx.data))]
-
-
 def _predict(model: Path, feeds: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
     sess = open_session(model, CPU_DEFAULTS)
     # each row alone, at its natural shape: as the rows are served and validated
     workers = row_workers(model)
     outputs = run_alone(sess, feeds, ctx.preset, "tuning rows", workers)
-    return _label_logits(sess, outputs, ctx).argmax(1)
+    return outputs[label_of(sess, ctx.data)[1]].argmax(1)
 
 
 def _rank(
@@ -456,7 +451,7 @@ def _accuracy(model: Path, ctx: Context) -> float:
 
     sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
     outputs = run_rows(sess, ctx.data.feeds("validation"), ctx.preset)
-    logits = _label_logits(sess, outputs, ctx)
+    logits = outputs[label_of(sess, ctx.data)[1]]
     return float((logits.argmax(1) == ctx.data.labels("validation")).mean())
 
 
