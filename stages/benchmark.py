@@ -1,4 +1,5 @@
-"""Stage `benchmark@<technique>`: baseline and candidate timed side by side in one process."""
+"""Stage `benchmark@<technique>`: baseline and candidate timed side by side, in rounds spread
+over fresh worker processes (`bench.sessions`), each with its own session of every side."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import io
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +28,11 @@ from stages.measure.timing import (
     CANDIDATE,
     Call,
     Protocol,
-    interleave,
+    Slot,
+    run_rounds,
     summarize,
 )
+from stages.measure.worker import Pool
 from stages.runtime import readout, session, session_settings, size_on_disk
 
 PLOT_PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
@@ -82,12 +85,20 @@ def side_sessions(p: P.Params, base: Path, cand: Path, name: str) -> dict[str, A
     }
 
 
+def timing_pool(p: P.Params, base: Path, cand: Path) -> Pool:
+    """bench.sessions worker processes, each with a session of baseline, candidate and baseline
+    again (the sessions the timing runs in; the checks and readouts use side_sessions)."""
+    models = {BASELINE: base, CANDIDATE: cand, AGAIN: base}
+    return Pool(models, session_settings(p.target), p.bench.sessions)
+
+
 def time_sides(
-    p: P.Params, calls: dict[str, Call], inputs: list[Feed], b: int, weighed: bool
+    p: P.Params, slots: Sequence[Slot], b: int, weighed: bool, again: bool = False
 ) -> tuple[dict[str, Any], Any]:
-    """One interleaved run over `inputs` at batch size b and its summary; `weighed`: the run the
-    verdict weighs (its tail judged too, capped at max_seconds)."""
-    timings = interleave(calls, inputs, Protocol.from_bench(p.bench, p.budget, weighed))
+    """One interleaved run in `slots` (the pool's workers, fed the inputs) at batch size b and
+    its summary; `weighed`: the run the verdict weighs (its tail judged too, capped at
+    max_seconds); `again`: the workers' sessions are warm from an earlier run."""
+    timings = run_rounds(slots, Protocol.from_bench(p.bench, p.budget, weighed), again)
     s = summarize(
         timings,
         b,
@@ -109,10 +120,22 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
     if FIXED in prepared.sets:  # a preset's fixed-shape case, e.g. text padded to 128 tokens
         runs.append((FIXED, 1))
     results, raw = [], []
-    for i, (set_name, b) in enumerate(runs):
-        inputs = batches(prepared.feeds(set_name), b, None if set_name == FIXED else trim)
-        # the first run (batch 1, validation inputs) is the one the verdict weighs, tail included
-        s, timings = time_sides(p, calls, inputs, b, weighed=i == 0)
+    timed: list[tuple[str, int, list[Feed], dict[str, Any], Any]] = []
+    with timing_pool(p, base, cand) as pool:  # the workers end before anything else runs
+        for i, (set_name, b) in enumerate(runs):
+            inputs = batches(prepared.feeds(set_name), b, None if set_name == FIXED else trim)
+            # the first run (batch 1, validation inputs) is the one the verdict weighs, tail too
+            s, timings = time_sides(p, pool.feed(inputs), b, weighed=i == 0, again=i > 0)
+            timed.append((set_name, b, inputs, s, timings))
+            sp = s["speedup"]["p50"]
+            print(
+                f"{name} {set_name} batch {b}: p50 speedup {sp['estimate']:.3f} "
+                f"[{sp['low']:.3f}, {sp['high']:.3f}] over {s['rounds']} rounds in "
+                f"{s['sessions']['count']} sessions ({s['stopped_by']}); A/A noise floor "
+                f"{s['noise_floor']:.1%}",
+                flush=True,
+            )
+    for set_name, b, inputs, s, timings in timed:
         s["inputs"] = set_name
         s["max_noise_floor"] = p.bench.max_noise_floor
         shapes = median_shapes(inputs)
@@ -122,11 +145,6 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         }
         results.append(s)
         raw.append((set_name, b, timings))
-        sp = s["speedup"]["p50"]
-        print(
-            f"{name} {set_name} batch {b}: p50 speedup {sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}]"
-            f" over {s['rounds']} rounds ({s['stopped_by']}); A/A noise floor {s['noise_floor']:.1%}"
-        )
     modes = scenarios.serving(p.technique[name])
     server: dict[str, Any] | None = None
     server_csv = ""
@@ -197,15 +215,19 @@ def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
 
 
 def latencies_csv(raw: list[tuple[str, int, Any]]) -> str:
-    """Every timed call with its round, position in the round, side and input set."""
+    """Every timed call with its round, the session (worker) the round ran in, its position in
+    the round, side and input set."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["inputs", "batch_size", "round", "position", "side", "call", "latency_ms"])
+    w.writerow(
+        ["inputs", "batch_size", "round", "session", "position", "side", "call", "latency_ms"]
+    )
     for set_name, b, t in raw:
+        sessions = t.sessions or [0] * t.n_rounds
         for r, order in enumerate(t.orders):
             for pos, side in enumerate(order):
                 for c, ms in enumerate(t.rounds[side][r]):
-                    w.writerow([set_name, b, r, pos, side, c, f"{ms:.6f}"])
+                    w.writerow([set_name, b, r, sessions[r], pos, side, c, f"{ms:.6f}"])
     return buf.getvalue()
 
 

@@ -13,7 +13,6 @@ running beside it widens the spread.
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import json
 import statistics
@@ -24,16 +23,16 @@ from typing import Any
 
 from stages import data as D
 from stages import params as P
-from stages.benchmark import batches, side_sessions, time_sides
+from stages.benchmark import batches, side_sessions, time_sides, timing_pool
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import read_json
-from stages.measure.timing import Call
 
 
 def time_once(p: P.Params, name: str) -> dict[str, Any]:
     """One timing of the candidate as `benchmark@<name>` times it at batch 1 (validation
-    inputs): the p50 speedup with its interval, the A/A floor and what ended the run."""
+    inputs), in bench.sessions fresh workers: the p50 speedup with its interval, the A/A floor
+    and what ended the run."""
     cand_dir = Path(p.paths.candidates) / name
     manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
     if manifest["status"] != "ok":
@@ -42,15 +41,16 @@ def time_once(p: P.Params, name: str) -> dict[str, Any]:
             "optimize stage produced one"
         )
     base = Path(p.paths.baseline) / MODEL_FILE
-    sessions = side_sessions(p, base, cand_dir / MODEL_FILE, name)
-    calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
+    side_sessions(p, base, cand_dir / MODEL_FILE, name)  # the benchmark's checks, then closed
     prepared = D.read(Path(p.paths.data))
     inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
-    s, _ = time_sides(p, calls, inputs, 1, weighed=True)
+    with timing_pool(p, base, cand_dir / MODEL_FILE) as pool:
+        s, _ = time_sides(p, pool.feed(inputs), 1, weighed=True)
     return {
         **s["speedup"]["p50"],
         "noise_floor": s["noise_floor"],
         "rounds": s["rounds"],
+        "sessions": s["sessions"]["count"],
         "stopped_by": s["stopped_by"],
     }
 
@@ -74,7 +74,11 @@ def spread(runs: list[dict[str, float]]) -> dict[str, float]:
 def table(name: str, runs: list[dict[str, Any]], confidence: float) -> str:
     covered, pairs = pairs_covered(runs)
     s = spread(runs)
-    lines = [f"{name}: batch-1 p50 speedup over {len(runs)} runs ({confidence:.0%} intervals)"]
+    sessions = runs[0].get("sessions", 1)
+    lines = [
+        f"{name}: batch-1 p50 speedup over {len(runs)} runs ({confidence:.0%} intervals, "
+        f"{sessions} session(s) per side each)"
+    ]
     for i, r in enumerate(runs, 1):
         others = [j for j in range(len(runs)) if j != i - 1]
         inside = sum(r["low"] <= runs[j]["estimate"] <= r["high"] for j in others)
@@ -95,9 +99,20 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m stages.coverage", description=__doc__)
     parser.add_argument("technique")
     parser.add_argument("--runs", type=int, default=5, help="fresh processes, one after another")
+    parser.add_argument(
+        "--sessions",
+        type=int,
+        default=0,
+        help="sessions per side (worker processes) instead of bench.sessions; 1 = one session "
+        "per side, the protocol without replication",
+    )
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)  # one worker run
     args = parser.parse_args(argv)
     p = P.load()
+    if args.sessions < 0:
+        raise P.ParamsError(f"--sessions = {args.sessions}: use 1 or more (0 = bench.sessions)")
+    if args.sessions:
+        p.bench.sessions = args.sessions
     if args.technique not in p.technique:
         raise P.ParamsError(
             f"technique {args.technique!r} is not in params.yaml's list "
@@ -111,7 +126,14 @@ def main(argv: list[str] | None = None) -> None:
     runs = []
     for i in range(args.runs):
         out = subprocess.run(
-            [sys.executable, "-m", "stages.coverage", args.technique, "--once"],
+            [
+                sys.executable,
+                "-m",
+                "stages.coverage",
+                args.technique,
+                "--once",
+                f"--sessions={p.bench.sessions}",
+            ],
             capture_output=True,
             text=True,
             check=False,

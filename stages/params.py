@@ -71,6 +71,7 @@ class Bench:
     calls_per_block: int = 20
     min_rounds: int = 12
     max_rounds: int = 400
+    sessions: int = 5  # worker processes per timing, each with its own session of every side
     max_seconds: float = 20.0
     # the cap for the timings the verdict does not weigh (larger batches, a preset's fixed-shape
     # inputs): reported with their intervals, never judged
@@ -111,6 +112,7 @@ class Bench:
         _require(self.batch_sizes[0] == 1, "bench.batch_sizes", self.batch_sizes, "1 first")
         _require(self.calls_per_block >= 1, "bench.calls_per_block", self.calls_per_block, ">= 1")
         _require(self.min_rounds >= 2, "bench.min_rounds", self.min_rounds, ">= 2")
+        _require(self.sessions >= 1, "bench.sessions", self.sessions, ">= 1")
         _require(self.report_seconds > 0, "bench.report_seconds", self.report_seconds, "> 0")
         _require(
             self.max_rounds >= self.min_rounds, "bench.max_rounds", self.max_rounds, ">= min_rounds"

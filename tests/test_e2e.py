@@ -33,6 +33,7 @@ TECHNIQUES = ["int8_dynamic", "int8_static"]
 BENCH = [  # short timing; `dvc exp run -S` recomposes from conf/, so every run passes these
     "bench.warmup_calls=5",
     "bench.min_rounds=4",
+    "bench.sessions=2",  # two worker processes: the replicated path, at a test's cost
     "bench.max_rounds=30",
     "bench.max_seconds=1.5",
     "bench.memory_calls=5",

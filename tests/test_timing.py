@@ -6,15 +6,20 @@ nanoseconds, so latencies, elapsed seconds and therefore the stopping reason are
 
 from __future__ import annotations
 
+import collections
 import gc
 import itertools
+import math
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 
-from stages.measure import timing
+from stages.measure import blocks, timing
 from stages.measure.timing import (
     AGAIN,
     BASELINE,
@@ -24,14 +29,18 @@ from stages.measure.timing import (
     Protocol,
     Timings,
     interleave,
+    run_rounds,
+    session_of,
     summarize,
 )
+from stages.measure.worker import InProcess, Pool, WorkerError
 
 SIDES = (BASELINE, CANDIDATE, AGAIN)
 
 
 class FakeClock:
-    """Stands in for the `time` module inside stages.measure.timing; only calls advance it."""
+    """Stands in for the `time` module inside stages.measure.timing and .blocks; only calls
+    advance it."""
 
     def __init__(self) -> None:
         self.ns = 0
@@ -50,6 +59,7 @@ class FakeClock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
     monkeypatch.setattr(timing, "time", fake)
+    monkeypatch.setattr(blocks, "time", fake)
     return fake
 
 
@@ -146,6 +156,89 @@ def test_every_side_sees_the_same_feeds_in_a_round() -> None:
         seen = {side: [i for s, i in chunk if s == side] for side in SIDES}
         expected = [(r * cpb + k) % n_feeds for k in range(cpb)]
         assert seen[BASELINE] == seen[CANDIDATE] == seen[AGAIN] == expected
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 6, 7])
+def test_every_session_runs_every_order_equally_often(k: int) -> None:
+    cycle = math.lcm(k, len(ORDERS)) * k
+    seen = collections.Counter((session_of(r, k), r % len(ORDERS)) for r in range(2 * cycle))
+
+    assert set(seen) == {(s, o) for s in range(k) for o in range(len(ORDERS))}
+    assert len(set(seen.values())) == 1  # each (session, order) pair alike
+    assert [session_of(r, k) for r in range(k)] == list(range(k))  # in turn from the start
+
+
+def test_rounds_are_spread_over_the_sessions_and_each_runs_at_least_two() -> None:
+    logs: list[list[tuple[str, int]]] = [[] for _ in range(3)]
+    slots = [InProcess(_recorder(log), _feeds(9)) for log in logs]
+    p = _protocol(calls_per_block=2, min_rounds=2, max_rounds=2)  # grows to 2 x 3 sessions
+
+    t = run_rounds(slots, p)
+
+    assert t.n_rounds == 6
+    assert t.sessions == [session_of(r, 3) for r in range(6)]
+    for k, log in enumerate(logs):  # every session ran exactly its own rounds, whole blocks
+        assert len(log) == 3 * 2 * t.sessions.count(k)
+        assert t.sessions.count(k) == 2
+    assert t.groups == t.sessions
+
+
+def test_one_session_keeps_the_round_bootstrap() -> None:
+    t = interleave(_recorder([]), _feeds(5), _protocol(max_rounds=4))
+
+    assert t.sessions == [0, 0, 0, 0] and t.groups is None
+    s = summarize(t, 1, precision=0.02, confidence=0.95, resamples=200, seed=0)
+    assert s["sessions"]["count"] == 1 and s["sessions"]["interval"] == "rounds"
+
+
+def test_real_worker_processes_time_every_side(tmp_path: Path) -> None:
+    """Three fresh worker processes, each with its own session of a tiny model per side."""
+    model = tmp_path / "m.onnx"
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 4])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 4])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    onnx.save(m, str(model))
+    settings = {
+        "provider": "CPUExecutionProvider",
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        "allow_spinning": False,
+        "execution_mode": "sequential",
+        "graph_optimization_level": "all",
+    }
+    feeds = [{"x": np.full((1, 4), i, dtype=np.float32)} for i in range(5)]
+    p = _protocol(warmup_calls=4, calls_per_block=3, min_rounds=2, max_rounds=7)
+
+    with Pool({BASELINE: model, CANDIDATE: model, AGAIN: model}, settings, 3) as pool:
+        pids = {w.proc.pid for w in pool.workers}
+        t = run_rounds(pool.feed(feeds), p)
+
+    assert len(pids) == 3 and os.getpid() not in pids
+    assert all(w.proc.returncode == 0 for w in pool.workers)  # every worker ended cleanly
+    assert t.n_rounds == 7 and sorted(set(t.sessions)) == [0, 1, 2]
+    for side in SIDES:
+        assert all(b.shape == (3,) and (b > 0).all() for b in t.rounds[side])
+        assert t.warmup_calls[side] >= 3 * 5  # every session warmed: 1 + 2 blocks at least
+    s = summarize(t, 1, precision=0.02, confidence=0.95, resamples=200, seed=0)
+    each = [[session_of(r, 3) for r in range(7)].count(k) for k in range(3)]
+    assert s["sessions"]["count"] == 3 and s["sessions"]["rounds_each"] == each
+    assert s["sessions"]["interval"] == "sessions, then rounds"
+
+
+def test_a_worker_error_is_raised_with_its_message(tmp_path: Path) -> None:
+    missing = tmp_path / "absent.onnx"
+    settings = {
+        "provider": "CPUExecutionProvider",
+        "intra_op_threads": 1,
+        "inter_op_threads": 1,
+        "allow_spinning": False,
+        "execution_mode": "sequential",
+        "graph_optimization_level": "all",
+    }
+    with pytest.raises(WorkerError, match=r"absent\.onnx"):
+        Pool({BASELINE: missing, CANDIDATE: missing, AGAIN: missing}, settings, 2)
 
 
 def test_warmup_calls_run_before_the_timed_rounds() -> None:
@@ -424,6 +517,7 @@ def test_summarize_has_every_key() -> None:
         "batch_size",
         "rounds",
         "calls_per_side",
+        "sessions",
         "stopped_by",
         "seconds",
         "warmup_calls",

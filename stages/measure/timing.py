@@ -1,6 +1,9 @@
 """Interleaved timing: baseline, candidate and baseline again (A/A) in alternating rounds.
 
-Each round runs one block of calls per side. The six round orders of ORDERS follow each other so
+Each round runs one block of calls per side, in one of several sessions: `bench.sessions` worker
+processes (`worker.Pool`), each with its own session of every side, take the rounds in turn, so
+that each session sees every round order equally often; intervals resample sessions, then rounds
+within them (stats: `sessions=`), and the spread between sessions is inside them. The six round orders of ORDERS follow each other so
 that no side ever runs twice in a row (also across a round boundary), every side takes every
 position equally often, and every side follows every other equally often: drift of the machine
 and the cache state one side leaves behind fall on every side alike. Every call's latency is kept.
@@ -10,15 +13,19 @@ as asked, or time is up; never fewer than `min_rounds` (blocks shrink so that th
 
 from __future__ import annotations
 
-import gc
+import dataclasses
+import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from typing import Protocol as Interface
 
 import numpy as np
 
 from stages import stats
+from stages.measure.blocks import Call, Feeds, time_block, warm_up
+from stages.measure.worker import InProcess
 
 BASELINE, CANDIDATE, AGAIN = "baseline", "candidate", "baseline_again"
 # A B C, A C B, C B A, B A C, B C A, C A B (A baseline, B candidate, C baseline again): chained,
@@ -34,13 +41,21 @@ ORDERS = (
 SIDES = (BASELINE, CANDIDATE, AGAIN)
 PERCENTILES = (50, 90, 95, 99)
 TAIL = (90, 95, 99)  # percentiles whose interval also takes the order-statistic bound
-WARMUP_BLOCKS = 10  # at most this many warm-up blocks after the first, per side
-WARMUP_AGREE = 0.05  # successive warm-up block medians within 5 %: warm
-WARMUP_BLOCK_S = 0.5  # s: a warm-up block holds at most the calls that fit in about this long
 LOOK_SPLIT = 5  # 0.95 -> checks at 0.99
 MIN_ROUNDS_SHARE = 0.5  # blocks are sized so that min_rounds take at most this share of max_seconds
+ROUNDS_PER_SESSION = 2  # the fewest rounds each session runs (min_rounds grows to allow it)
 
-Call = Callable[[dict[str, np.ndarray]], Any]
+__all__ = ["Call", "time_block", "warm_up"]  # the timed loop, re-exported from blocks
+
+
+class Slot(Interface):
+    """Where a round runs: a session of every side (a worker process, or this process)."""
+
+    def warm(
+        self, minimum: int, sides: Sequence[str], again: bool
+    ) -> tuple[dict[str, int], dict[str, float]]: ...
+
+    def round(self, order: Sequence[str], start: int, n: int) -> dict[str, np.ndarray]: ...
 
 
 @dataclass
@@ -88,6 +103,7 @@ class Timings:
 
     rounds: dict[str, list[np.ndarray]] = field(default_factory=dict)
     orders: list[tuple[str, ...]] = field(default_factory=list)
+    sessions: list[int] = field(default_factory=list)  # the session each round ran in
     stopped_by: str = ""
     seconds: float = 0.0
     warmup_calls: dict[str, int] = field(default_factory=dict)
@@ -97,44 +113,10 @@ class Timings:
     def n_rounds(self) -> int:
         return len(self.orders)
 
-
-def time_block(
-    call: Call, feeds: Sequence[dict[str, np.ndarray]], start: int, n: int
-) -> np.ndarray:
-    """Latency in ms of n consecutive calls, feeding inputs start, start+1, ... (cycled)."""
-    out = np.empty(n, dtype=np.int64)
-    clock = time.perf_counter_ns
-    for i in range(n):
-        feed = feeds[(start + i) % len(feeds)]
-        t0 = clock()
-        call(feed)
-        out[i] = clock() - t0
-    return out / 1e6
-
-
-def warm_up(
-    calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], minimum: int
-) -> tuple[dict[str, int], dict[str, float]]:
-    """Warm each side (caches, allocator arenas, lazy kernel choice) in blocks of `minimum`
-    calls (fewer for slow calls: a block lasts about WARMUP_BLOCK_S) until two successive block
-    medians agree within 5 %; returns the calls used and the last block median (ms) per side
-    (none without warm-up)."""
-    used = dict.fromkeys(SIDES, 0)
-    median: dict[str, float] = {}
-    for side in SIDES if minimum > 0 else ():
-        first_ms = float(time_block(calls[side], feeds, 0, 1)[0])
-        n = max(2, min(minimum, int(WARMUP_BLOCK_S * 1e3 / max(first_ms, 1e-3))))
-        prev = float(np.median(time_block(calls[side], feeds, 0, n)))
-        blocks = 1
-        while blocks <= WARMUP_BLOCKS:
-            now = float(np.median(time_block(calls[side], feeds, 0, n)))
-            blocks += 1
-            warm, prev = abs(now / prev - 1) <= WARMUP_AGREE, now
-            if warm:
-                break
-        used[side] = 1 + blocks * n
-        median[side] = prev
-    return used, median
+    @property
+    def groups(self) -> list[int] | None:
+        """The session of each round, for the intervals (None: all in one session)."""
+        return self.sessions if len(set(self.sessions)) > 1 else None
 
 
 def block_size(per_call_ms: Mapping[str, float], p: Protocol) -> int:
@@ -147,35 +129,52 @@ def block_size(per_call_ms: Mapping[str, float], p: Protocol) -> int:
     return max(1, min(p.calls_per_block, fits))
 
 
-def interleave(
-    calls: Mapping[str, Call], feeds: Sequence[dict[str, np.ndarray]], p: Protocol
-) -> Timings:
-    """Run the interleaved rounds over the three sides until `_stop` says why to stop."""
+def session_of(r: int, sessions: int) -> int:
+    """The session that runs round r: in turn, shifted by one every lcm(sessions, 6) rounds, so
+    that every session runs every order of ORDERS equally often."""
+    return (r + r // math.lcm(sessions, len(ORDERS))) % sessions
+
+
+def interleave(calls: Mapping[str, Call], feeds: Feeds, p: Protocol) -> Timings:
+    """Run the interleaved rounds over the three sides' calls in this process (one session)."""
     if set(calls) != set(SIDES):
         raise ValueError(f"calls must be {BASELINE}, {CANDIDATE}, {AGAIN}; got {sorted(calls)}")
-    t = Timings(rounds={s: [] for s in SIDES})
-    t.warmup_calls, per_call = warm_up(calls, feeds, p.warmup_calls)
+    return run_rounds([InProcess(calls, feeds)], p)
+
+
+def run_rounds(slots: Sequence[Slot], p: Protocol, again: bool = False) -> Timings:
+    """Warm every session, then run rounds, each in the session `session_of` names, until
+    `_stop` says why to stop. Every session runs at least ROUNDS_PER_SESSION rounds. `again`:
+    the sessions are warm from an earlier timing (one warm-up block each for the new inputs)."""
+    if not slots:
+        raise ValueError("timing needs at least one session")
+    t = Timings(rounds={s: [] for s in SIDES}, warmup_calls=dict.fromkeys(SIDES, 0))
+    medians: dict[str, list[float]] = {s: [] for s in SIDES}
+    for slot in slots:
+        used, median = slot.warm(p.warmup_calls, SIDES, again)
+        for side in SIDES:
+            t.warmup_calls[side] += used[side]
+            if side in median:
+                medians[side].append(median[side])
+    per_call = {side: float(np.median(m)) for side, m in medians.items() if m}
+    min_rounds = max(p.min_rounds, ROUNDS_PER_SESSION * len(slots)) if len(slots) > 1 else None
+    if min_rounds is not None and min_rounds != p.min_rounds:
+        p = dataclasses.replace(p, min_rounds=min_rounds, max_rounds=max(p.max_rounds, min_rounds))
     t.calls_per_block = n = block_size(per_call, p)
     started = time.perf_counter()
-    gc_was_enabled = gc.isenabled()
-    try:
-        while True:
-            r = t.n_rounds
-            order = ORDERS[r % len(ORDERS)]
-            start = r * n  # every side sees the same inputs in a round
-            gc.disable()  # no collector pause inside a timed block
-            for side in order:
-                t.rounds[side].append(time_block(calls[side], feeds, start, n))
-            if gc_was_enabled:
-                gc.enable()
-            t.orders.append(order)
-            t.seconds = time.perf_counter() - started
-            t.stopped_by = _stop(t, p)
-            if t.stopped_by:
-                return t
-    finally:
-        if gc_was_enabled:
-            gc.enable()
+    while True:
+        r = t.n_rounds
+        order = ORDERS[r % len(ORDERS)]
+        k = session_of(r, len(slots))
+        blocks = slots[k].round(order, r * n, n)  # every side sees the same inputs in a round
+        for side in order:
+            t.rounds[side].append(blocks[side])
+        t.orders.append(order)
+        t.sessions.append(k)
+        t.seconds = time.perf_counter() - started
+        t.stopped_by = _stop(t, p)
+        if t.stopped_by:
+            return t
 
 
 def _stop(t: Timings, p: Protocol) -> str:
@@ -187,7 +186,12 @@ def _stop(t: Timings, p: Protocol) -> str:
     out_of_time = t.seconds >= p.max_seconds
     if out_of_time or (n - p.min_rounds) % p.check_every == 0:
         known = decision(
-            t.rounds[BASELINE], t.rounds[CANDIDATE], t.rounds[AGAIN], p, p.check_resamples
+            t.rounds[BASELINE],
+            t.rounds[CANDIDATE],
+            t.rounds[AGAIN],
+            p,
+            p.check_resamples,
+            sessions=t.groups,
         )
         if known:
             return known
@@ -200,13 +204,14 @@ def decision(
     again: list[np.ndarray],
     p: Protocol,
     resamples: int,
+    sessions: Sequence[int] | None = None,
 ) -> str:
     """Why timing may stop now ("" while it may not): the decision is known, i.e. the p50
     speedup interval is decided against the budget (`stats.decide_speed`) with an A/A floor at
     most `max_noise_floor` wide and, when the tail is judged, the p99 decided too; or the p50
-    interval is as tight as `precision` asks."""
+    interval is as tight as `precision` asks. `sessions`: the session of each round."""
     level = 1 - (1 - p.confidence) / LOOK_SPLIT
-    kw: dict[str, Any] = {"confidence": level, "n_resamples": resamples}
+    kw: dict[str, Any] = {"confidence": level, "n_resamples": resamples, "sessions": sessions}
     sp = stats.percentile_ratio_ci(base, cand, 50, **kw)
     precise = sp.half_width_rel <= p.precision
     floor = stats.noise_floor(stats.percentile_ratio_ci(base, again, 50, **kw))
@@ -215,8 +220,10 @@ def decision(
     if not (precise or known):
         return ""
     if p.judge_tail:
-        tail = tail_interval(base, cand, 99, level, resamples)
-        tail_floor = stats.noise_floor(tail_interval(base, again, 99, level, resamples))
+        tail = tail_interval(base, cand, 99, level, resamples, sessions=sessions)
+        tail_floor = stats.noise_floor(
+            tail_interval(base, again, 99, level, resamples, sessions=sessions)
+        )
         if stats.decide_tail(tail, tail_floor, p.max_p99_slowdown) is None:
             return ""
     return f"decided ({speed})" if known else "precision"
@@ -229,11 +236,13 @@ def tail_interval(
     confidence: float,
     resamples: int,
     seed: int = 0,
+    sessions: Sequence[int] | None = None,
 ) -> stats.Interval:
-    """A tail percentile ratio's interval: the round bootstrap widened by the order-statistic
-    interval, which stays honest (wide, or unbounded) when few calls lie beyond the percentile."""
+    """A tail percentile ratio's interval: the (session, round) bootstrap widened by the
+    order-statistic interval, which stays honest (wide, or unbounded) when few calls lie beyond
+    the percentile."""
     boot = stats.percentile_ratio_ci(
-        a, b, q, confidence=confidence, n_resamples=resamples, seed=seed
+        a, b, q, confidence=confidence, n_resamples=resamples, seed=seed, sessions=sessions
     )
     order = stats.percentile_ratio_order_ci(np.concatenate(a), np.concatenate(b), q, confidence)
     return stats.hull(boot, order)
@@ -250,7 +259,13 @@ def summarize(
 ) -> dict[str, Any]:
     """Percentiles with intervals per side, speedups with intervals, and the A/A control at every
     percentile (its noise floor per percentile)."""
-    kw: dict[str, Any] = {"confidence": confidence, "n_resamples": resamples, "seed": seed}
+    groups = t.groups
+    kw: dict[str, Any] = {
+        "confidence": confidence,
+        "n_resamples": resamples,
+        "seed": seed,
+        "sessions": groups,
+    }
     base, cand, again = (t.rounds[s] for s in SIDES)
     sides = {}
     for side, rounds in t.rounds.items():
@@ -265,7 +280,7 @@ def summarize(
 
     def ratio(a: list[np.ndarray], b: list[np.ndarray], q: int) -> stats.Interval:
         if q in TAIL:
-            return tail_interval(a, b, q, confidence, resamples, seed)
+            return tail_interval(a, b, q, confidence, resamples, seed, sessions=groups)
         return stats.percentile_ratio_ci(a, b, q, **kw)
 
     speedup = {f"p{q}": ratio(base, cand, q) for q in PERCENTILES}
@@ -278,6 +293,17 @@ def summarize(
         "rounds": t.n_rounds,
         "calls_per_block": t.calls_per_block,
         "calls_per_side": calls,
+        # the sessions (worker processes) the rounds ran in, and each side's spread between
+        # sessions and within them (relative to the median)
+        "sessions": {
+            "count": len(set(t.sessions)) or 1,
+            "rounds_each": [t.sessions.count(k) for k in sorted(set(t.sessions))],
+            "interval": "sessions, then rounds" if groups else "rounds",
+            "spread": {
+                side: stats.session_spread(rounds, t.sessions or [0] * len(rounds))
+                for side, rounds in t.rounds.items()
+            },
+        },
         "stopped_by": t.stopped_by,
         "seconds": round(t.seconds, 3),
         "warmup_calls": t.warmup_calls,
