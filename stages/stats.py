@@ -468,6 +468,21 @@ def hull(*intervals: Interval) -> Interval:
     )
 
 
+def rerun_interval(ci: Interval) -> Interval:
+    """Where a rerun's estimate should land, from a ratio's confidence interval (which is about
+    the true ratio): a rerun carries an error as large as this run's own, so the difference of
+    two runs spreads sqrt(2) times as far; each side's log-distance from the estimate is widened
+    by sqrt(2). A rerun's estimate falls outside it about as often as the truth falls outside
+    the confidence interval."""
+    _require(ci.low > 0, f"a ratio interval must be positive, got low = {ci.low}")
+    k = math.sqrt(2)
+    return Interval(
+        ci.estimate,
+        ci.estimate * (ci.low / ci.estimate) ** k,
+        ci.estimate * (ci.high / ci.estimate) ** k,
+    )
+
+
 def noise_floor(aa_ratio: Interval, minimum: float = 0.03) -> float:
     """Relative noise floor from an A/A speedup interval, never below minimum.
 

@@ -27,17 +27,20 @@ def inference_threads() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def deterministic(seed: int) -> Iterator[None]:
-    """Seeded, single-threaded, deterministic kernels: two runs give identical weights."""
-    threads = torch.get_num_threads()
+def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
+    """Seeded, deterministic kernels on a fixed number of threads (one by default): two runs give
+    identical weights. The count is fixed, not the machine's: a float reduction split over
+    another number of threads sums in another order, so the same count gives the same bits on
+    any machine, even one with fewer cores (only slower there)."""
+    before = torch.get_num_threads()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(seed)
-    torch.set_num_threads(1)  # float reductions split over threads may sum in another order
+    torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(before)
         torch.use_deterministic_algorithms(was_deterministic)
 
 

@@ -41,8 +41,26 @@ def test_table_says_how_many_pairs_held() -> None:
         {**_run(1.0, 0.95, 1.05), "noise_floor": 0.04, "rounds": 30, "stopped_by": "max_seconds"},
         {**_run(1.2, 1.15, 1.25), "noise_floor": 0.05, "rounds": 24, "stopped_by": "precision"},
     ]
+    runs[0]["effect"], runs[1]["effect"] = "no measurable change", "faster"
 
     text = coverage.table("fuse", runs, 0.95)
 
+    assert "effects: faster 1, no measurable change 1" in text
+    assert "rerun interval" not in text  # none recorded: nothing to count
+    assert "A/A floor 4.0% (no measurable change)" in text
     assert "pairs covered: 0 of 2 (0%)" in text
     assert "run 1: 1.000 [0.950, 1.050]" in text and "holds 0 of the other 1" in text
+
+
+def test_the_rerun_interval_is_counted_on_its_own() -> None:
+    runs = [
+        {**_run(1.0, 0.97, 1.03), "rerun": _run(1.0, 0.9, 1.1)},
+        {**_run(1.05, 1.02, 1.08), "rerun": _run(1.05, 0.95, 1.15)},
+        {**_run(1.3, 1.27, 1.33), "rerun": _run(1.3, 1.2, 1.4)},
+    ]
+    for r in runs:
+        r.update(noise_floor=0.03, rounds=30, stopped_by="max_seconds", effect="faster")
+
+    assert coverage.pairs_covered(runs) == (0, 6)
+    assert coverage.pairs_covered(runs, "rerun") == (2, 6)  # 1.0 <-> 1.05 both ways
+    assert "pairs covered by the rerun interval: 2 of 6 (33%)" in coverage.table("x", runs, 0.95)

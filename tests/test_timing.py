@@ -523,6 +523,7 @@ def test_summarize_has_every_key() -> None:
         "warmup_calls",
         "sides",
         "speedup",
+        "rerun_p50",
         "throughput_ratio",
         "aa_p50",
         "aa",

@@ -309,6 +309,8 @@ def summarize(
         "warmup_calls": t.warmup_calls,
         "sides": sides,
         "speedup": {k: v.to_dict() for k, v in speedup.items()},
+        # where a rerun's p50 speedup should land (its own error added): what a teammate checks
+        "rerun_p50": stats.rerun_interval(speedup["p50"]).to_dict(),
         "throughput_ratio": sides[CANDIDATE]["throughput_per_s"]
         / sides[BASELINE]["throughput_per_s"],
         "aa": {k: v.to_dict() for k, v in aa.items()},
