@@ -36,6 +36,14 @@ from stages.measure.timing import (
 from stages.measure.worker import InProcess, Pool, WorkerError
 
 SIDES = (BASELINE, CANDIDATE, AGAIN)
+ONE_THREAD = {  # session settings for the worker tests (runtime.session_settings' keys)
+    "provider": "CPUExecutionProvider",
+    "intra_op_threads": 1,
+    "inter_op_threads": 1,
+    "allow_spinning": False,
+    "execution_mode": "sequential",
+    "graph_optimization_level": "all",
+}
 
 
 class FakeClock:
@@ -200,18 +208,10 @@ def test_real_worker_processes_time_every_side(tmp_path: Path) -> None:
     m = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
     m.ir_version = 8
     onnx.save(m, str(model))
-    settings = {
-        "provider": "CPUExecutionProvider",
-        "intra_op_threads": 1,
-        "inter_op_threads": 1,
-        "allow_spinning": False,
-        "execution_mode": "sequential",
-        "graph_optimization_level": "all",
-    }
     feeds = [{"x": np.full((1, 4), i, dtype=np.float32)} for i in range(5)]
     p = _protocol(warmup_calls=4, calls_per_block=3, min_rounds=2, max_rounds=7)
 
-    with Pool({BASELINE: model, CANDIDATE: model, AGAIN: model}, settings, 3) as pool:
+    with Pool({BASELINE: model, CANDIDATE: model, AGAIN: model}, ONE_THREAD, 3) as pool:
         pids = {w.proc.pid for w in pool.workers}
         t = run_rounds(pool.feed(feeds), p)
 
@@ -229,16 +229,8 @@ def test_real_worker_processes_time_every_side(tmp_path: Path) -> None:
 
 def test_a_worker_error_is_raised_with_its_message(tmp_path: Path) -> None:
     missing = tmp_path / "absent.onnx"
-    settings = {
-        "provider": "CPUExecutionProvider",
-        "intra_op_threads": 1,
-        "inter_op_threads": 1,
-        "allow_spinning": False,
-        "execution_mode": "sequential",
-        "graph_optimization_level": "all",
-    }
     with pytest.raises(WorkerError, match=r"absent\.onnx"):
-        Pool({BASELINE: missing, CANDIDATE: missing, AGAIN: missing}, settings, 2)
+        Pool({BASELINE: missing, CANDIDATE: missing, AGAIN: missing}, ONE_THREAD, 2)
 
 
 def test_warmup_calls_run_before_the_timed_rounds() -> None:
