@@ -223,7 +223,7 @@ def latencies_csv(raw: list[tuple[str, int, Any]]) -> str:
         ["inputs", "batch_size", "round", "session", "position", "side", "call", "latency_ms"]
     )
     for set_name, b, t in raw:
-        sessions = t.sessions or [0] * t.n_rounds
+        sessions = t.round_sessions
         for r, order in enumerate(t.orders):
             for pos, side in enumerate(order):
                 for c, ms in enumerate(t.rounds[side][r]):

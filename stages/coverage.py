@@ -25,10 +25,11 @@ from typing import Any
 
 from stages import data as D
 from stages import params as P
-from stages.benchmark import batches, side_sessions, time_sides, timing_pool
+from stages.benchmark import batches, time_sides, timing_pool
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import read_json
+from stages.runtime import check_model, check_target
 
 
 def time_once(p: P.Params, name: str) -> dict[str, Any]:
@@ -43,7 +44,9 @@ def time_once(p: P.Params, name: str) -> dict[str, Any]:
             "optimize stage produced one"
         )
     base = Path(p.paths.baseline) / MODEL_FILE
-    side_sessions(p, base, cand_dir / MODEL_FILE, name)  # the benchmark's checks, then closed
+    check_target(p.target)  # the benchmark's checks, before any worker starts
+    check_model(base, "baseline")
+    check_model(cand_dir / MODEL_FILE, f"optimize@{name}")
     prepared = D.read(Path(p.paths.data))
     inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
     with timing_pool(p, base, cand_dir / MODEL_FILE) as pool:

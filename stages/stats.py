@@ -475,12 +475,7 @@ def rerun_interval(ci: Interval) -> Interval:
     by sqrt(2). A rerun's estimate falls outside it about as often as the truth falls outside
     the confidence interval."""
     _require(ci.low > 0, f"a ratio interval must be positive, got low = {ci.low}")
-    k = math.sqrt(2)
-    return Interval(
-        ci.estimate,
-        ci.estimate * (ci.low / ci.estimate) ** k,
-        ci.estimate * (ci.high / ci.estimate) ** k,
-    )
+    return Interval(ci.estimate, *_widen(ci.estimate, ci.low, ci.high, math.sqrt(2)))
 
 
 def noise_floor(aa_ratio: Interval, minimum: float = 0.03) -> float:

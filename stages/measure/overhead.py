@@ -2,7 +2,7 @@
 
 `python -m stages.measure.overhead [MODEL]` (or `make overhead`) times the same session on the
 same inputs three ways, interleaved in rounds so drift cancels:
-  harness - `timing.time_block`, the code the benchmark stage uses (per-call clock, gc off);
+  harness - `blocks.time_block`, the code the benchmark stage uses (per-call clock, gc off);
   bare    - a plain `for feed in feeds: session.run(None, feed)` loop, per-call clock;
   block   - the same loop with one clock read around the whole block (no per-call timer at all).
 It prints the harness p50 against the bare p50, and the harness mean against the block mean.
@@ -19,7 +19,7 @@ import numpy as np
 
 from stages import data as D
 from stages import params as P
-from stages.measure.timing import time_block
+from stages.measure.blocks import time_block
 from stages.runtime import session
 
 ROUNDS, CALLS = 200, 50  # rounds x calls per block and side

@@ -3,8 +3,8 @@
 Each round runs one block of calls per side, in one of several sessions: `bench.sessions` worker
 processes (`worker.Pool`), each with its own session of every side, take the rounds in turn, so
 that each session sees every round order equally often; intervals resample sessions, then rounds
-within them (stats: `sessions=`), and the spread between sessions is inside them. The six round orders of ORDERS follow each other so
-that no side ever runs twice in a row (also across a round boundary), every side takes every
+within them (stats: `sessions=`), and the spread between sessions is inside them. The six round
+orders of ORDERS follow each other so that no side ever runs twice in a row (also across a round boundary), every side takes every
 position equally often, and every side follows every other equally often: drift of the machine
 and the cache state one side leaves behind fall on every side alike. Every call's latency is kept.
 Rounds go on until the decision is known (see `decision`), the p50 speedup interval is as tight
@@ -24,7 +24,7 @@ from typing import Protocol as Interface
 import numpy as np
 
 from stages import stats
-from stages.measure.blocks import Call, Feeds, time_block, warm_up
+from stages.measure.blocks import Call, Feeds
 from stages.measure.worker import InProcess
 
 BASELINE, CANDIDATE, AGAIN = "baseline", "candidate", "baseline_again"
@@ -44,8 +44,6 @@ TAIL = (90, 95, 99)  # percentiles whose interval also takes the order-statistic
 LOOK_SPLIT = 5  # 0.95 -> checks at 0.99
 MIN_ROUNDS_SHARE = 0.5  # blocks are sized so that min_rounds take at most this share of max_seconds
 ROUNDS_PER_SESSION = 2  # the fewest rounds each session runs (min_rounds grows to allow it)
-
-__all__ = ["Call", "time_block", "warm_up"]  # the timed loop, re-exported from blocks
 
 
 class Slot(Interface):
@@ -114,6 +112,11 @@ class Timings:
         return len(self.orders)
 
     @property
+    def round_sessions(self) -> list[int]:
+        """The session of each round (all 0 for timings recorded without sessions)."""
+        return self.sessions or [0] * self.n_rounds
+
+    @property
     def groups(self) -> list[int] | None:
         """The session of each round, for the intervals (None: all in one session)."""
         return self.sessions if len(set(self.sessions)) > 1 else None
@@ -157,9 +160,9 @@ def run_rounds(slots: Sequence[Slot], p: Protocol, again: bool = False) -> Timin
             if side in median:
                 medians[side].append(median[side])
     per_call = {side: float(np.median(m)) for side, m in medians.items() if m}
-    min_rounds = max(p.min_rounds, ROUNDS_PER_SESSION * len(slots)) if len(slots) > 1 else None
-    if min_rounds is not None and min_rounds != p.min_rounds:
-        p = dataclasses.replace(p, min_rounds=min_rounds, max_rounds=max(p.max_rounds, min_rounds))
+    need = ROUNDS_PER_SESSION * len(slots) if len(slots) > 1 else 0
+    if need > p.min_rounds:
+        p = dataclasses.replace(p, min_rounds=need, max_rounds=max(p.max_rounds, need))
     t.calls_per_block = n = block_size(per_call, p)
     started = time.perf_counter()
     while True:
@@ -300,7 +303,7 @@ def summarize(
             "rounds_each": [t.sessions.count(k) for k in sorted(set(t.sessions))],
             "interval": "sessions, then rounds" if groups else "rounds",
             "spread": {
-                side: stats.session_spread(rounds, t.sessions or [0] * len(rounds))
+                side: stats.session_spread(rounds, t.round_sessions)
                 for side, rounds in t.rounds.items()
             },
         },
