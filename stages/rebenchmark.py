@@ -2,14 +2,16 @@
 
 `python -m stages.rebenchmark` (or `make rebenchmark`) forces each `benchmark@<t>` stage (the
 run-cache must not replay old timings), re-runs the report, then compares each new p50 speedup
-interval with the one committed at `--against` (default HEAD). A speedup counts as a regression
-only when it fell beyond both intervals and by more than the larger of the two runs' A/A noise
-floors and `--min-change`, and only when a forced retest of that candidate shows it again: the
-A/A floor measures the noise within one run, while two runs on a shared machine differ by more
-(the same candidate's p50 speedup moved by up to 9 % from run to run here). A run whose A/A floor
-is wider than `--max-floor` (params `bench.max_noise_floor`) cannot pass: its row reads NOISY.
-The retest re-measures only the new side; when the committed value sits far from the median of
-the re-benchmark history, the drop is judged against that median instead.
+with the one committed at `--against` (default HEAD). A drop counts as a regression when it is
+larger than the threshold: the larger of `--min-change` (5 %) and the drop that two runs' noise
+alone exceeds with probability 1 - `bench.confidence` (one-sided). That noise is the run-to-run
+spread of the series in the re-benchmark history once it holds `MIN_HISTORY` runs (measured: the
+p50 speedup of one candidate moves by 1-2 % sd from run to run here), and until then the spread
+the two runs' own intervals imply (wider: the session bootstrap is conservative). A drop counts
+only when a forced retest of that candidate shows it again. A run whose A/A floor is wider than
+`--max-floor` (params `bench.max_noise_floor`) cannot pass: its row reads NOISY. The retest
+re-measures only the new side; when the committed value sits far from the median of the
+re-benchmark history, the drop is judged against that median instead.
 
 Each run appends its figures to the history CSV (`--history`), whose change-point analysis
 (`stages.history`) fills the table's "history" column, and logs one MLflow run to the experiment
@@ -25,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import NormalDist, stdev
 from typing import Any
 
 import numpy as np
@@ -42,9 +46,10 @@ from stages.io import EvidenceError, write_text
 OK, REGRESSION, IMPROVEMENT, NEW, NOISY = "ok", "REGRESSION", "improvement", "new", "NOISY"
 NOT_REPRODUCED = "ok (retest did not reproduce the drop)"
 OUTLIER = "ok (committed value is an outlier)"
-MIN_CHANGE = 0.10  # default smallest relative change that may count, whatever the A/A floor
+MIN_CHANGE = 0.05  # default smallest relative change that may count, however quiet the runs
 MAX_FLOOR = 0.10  # widest A/A floor a row may pass with, when params has no bench.max_noise_floor
-MIN_HISTORY = 5  # past runs of a series before its median may call a committed value an outlier
+MIN_HISTORY = 5  # past runs of a series before its spread and median are used
+RECENT = 20  # the most recent past runs whose spread sets the threshold
 PASSED, REGRESSED, UNUSABLE, TOO_NOISY = 0, 1, 2, 3  # exit codes
 
 
@@ -55,20 +60,51 @@ class Row:
     batch_size: int
     before: dict[str, float] | None  # p50 speedup interval committed
     after: dict[str, float]  # p50 speedup interval measured now
-    floor: float  # the threshold: the larger A/A noise floor of the two runs, or min_change
+    threshold: float  # the smallest relative drop that counts (see `threshold`)
+    basis: str  # what set the threshold: the minimum change, the intervals or the history
     status: str
     retest: dict[str, float] | None = None  # p50 speedup interval of the retest, when one ran
     history: str = ""  # what the re-benchmark history says of this series
 
 
-def classify(before: dict[str, float], after: dict[str, float], floor: float) -> str:
-    """REGRESSION only when the intervals do not overlap and the drop exceeds the noise floor."""
-    drop = (before["estimate"] - after["estimate"]) / before["estimate"]
-    if after["high"] < before["low"] and drop > floor:
+def interval_sd(iv: dict[str, float], confidence: float) -> float:
+    """The standard deviation, on the log scale, that a two-sided interval at `confidence`
+    implies for its estimate."""
+    z = NormalDist().inv_cdf((1 + confidence) / 2)
+    return (math.log(iv["high"]) - math.log(iv["low"])) / (2 * z)
+
+
+def threshold(
+    before: dict[str, float],
+    after: dict[str, float],
+    past: list[float],
+    min_change: float,
+    confidence: float,
+) -> tuple[float, str]:
+    """The smallest relative drop (or rise) of the p50 speedup that counts, and what set it: the
+    larger of `min_change` and the change two unchanged runs exceed with probability
+    1 - `confidence` (one-sided, normal on the log scale). The two runs' noise is the
+    run-to-run spread of the `RECENT` past runs of the series once there are `MIN_HISTORY`,
+    each run carrying it once; until then the spread the two intervals imply."""
+    if len(past) >= MIN_HISTORY:
+        recent = [math.log(x) for x in past[-RECENT:]]
+        sd = math.sqrt(2) * stdev(recent)
+        basis = f"spread of {len(recent)} past runs"
+    else:
+        sd = math.hypot(interval_sd(before, confidence), interval_sd(after, confidence))
+        basis = "both intervals"
+    noise = 1 - math.exp(-NormalDist().inv_cdf(confidence) * sd)
+    return (noise, basis) if noise > min_change else (min_change, "minimum change")
+
+
+def classify(before: dict[str, float], after: dict[str, float], threshold: float) -> str:
+    """REGRESSION when the p50 speedup fell by more than the threshold; IMPROVEMENT when it rose
+    by as much on the log scale."""
+    change = math.log(after["estimate"] / before["estimate"])
+    limit = -math.log(1 - threshold)
+    if change < -limit:
         return REGRESSION
-    if after["low"] > before["high"] and -drop > floor:
-        return IMPROVEMENT
-    return OK
+    return IMPROVEMENT if change > limit else OK
 
 
 def noisy(floor: float, side: str, max_floor: float) -> str:
@@ -81,9 +117,12 @@ def compare(
     after: dict[str, Any],
     min_change: float = 0.0,
     max_floor: float = float("inf"),
+    confidence: float = 0.95,
+    past: dict[tuple[str, int], list[float]] | None = None,
 ) -> list[Row]:
-    """One row per batch size of one candidate's benchmark evidence. A row that would pass while
-    an A/A floor is wider than `max_floor` is NOISY instead: a wide floor is no license to pass."""
+    """One row per batch size of one candidate's benchmark evidence; `past` holds the p50
+    speedups of earlier re-benchmarks per (inputs, batch size). A row that would pass while an
+    A/A floor is wider than `max_floor` is NOISY instead: a wide floor is no license to pass."""
     if after.get("status") != "ok":
         return []
 
@@ -96,18 +135,15 @@ def compare(
         prev = old.get(key(b))
         p50 = b["speedup"]["p50"]
         if prev is None:
-            rows.append(
-                Row(technique, key(b)[0], b["batch_size"], None, p50, b["noise_floor"], NEW)
-            )
+            rows.append(Row(technique, *key(b), None, p50, 0.0, "", NEW))
             continue
-        floor = max(b["noise_floor"], prev["noise_floor"], min_change)
-        status = classify(prev["speedup"]["p50"], p50, floor)
+        history = (past or {}).get(key(b), [])
+        limit, basis = threshold(prev["speedup"]["p50"], p50, history, min_change, confidence)
+        status = classify(prev["speedup"]["p50"], p50, limit)
         wide, side = max((b["noise_floor"], "now"), (prev["noise_floor"], "committed"))
         if status == OK and wide > max_floor:
             status = noisy(wide, side, max_floor)
-        rows.append(
-            Row(technique, key(b)[0], b["batch_size"], prev["speedup"]["p50"], p50, floor, status)
-        )
+        rows.append(Row(technique, *key(b), prev["speedup"]["p50"], p50, limit, basis, status))
     return rows
 
 
@@ -138,15 +174,17 @@ def judge_committed(row: Row, past: list[float]) -> Row:
         return replace(row, history=f"{note} ({len(past)} past runs: too few to check it)")
     median = float(np.median(past))
     b, a = row.before, row.after
-    if b["low"] <= median <= b["high"] or abs(b["estimate"] / median - 1) <= row.floor:
+    if b["low"] <= median <= b["high"] or abs(b["estimate"] / median - 1) <= row.threshold:
         return replace(row, history=f"{note}; median of {len(past)} runs {median:.3f}")
     note = f"committed value is an outlier: median of {len(past)} runs {median:.3f}"
-    if a["high"] < median and 1 - a["estimate"] / median > row.floor:
+    if a["high"] < median and 1 - a["estimate"] / median > row.threshold:
         return replace(row, history=f"{note}, and now is below it too")
     return replace(row, status=OUTLIER, history=note)
 
 
-def table(rows: list[Row], against: str, retest: str, max_floor: float) -> str:
+def table(
+    rows: list[Row], against: str, retest: str, max_floor: float, confidence: float = 0.95
+) -> str:
     """The Markdown table; `retest` says whether a retest ran, and if not, why."""
 
     def iv(d: dict[str, float] | None) -> str:
@@ -157,18 +195,21 @@ def table(rows: list[Row], against: str, retest: str, max_floor: float) -> str:
 
     n = sum(r.status == REGRESSION for r in rows)
     lines = [
-        f"### Re-benchmark against `{against}`: p50 speedup (baseline / candidate), 95 % intervals",
+        f"### Re-benchmark against `{against}`: p50 speedup (baseline / candidate), "
+        f"{confidence:.0%} intervals",
         "",
         "| candidate | batch | committed | now | threshold | retest | history | status |",
         "|---|---:|---|---|---:|---|---|---|",
         *[
-            f"| {r.technique} | {batch(r)} | {iv(r.before)} | {iv(r.after)} | {r.floor:.1%} | "
+            f"| {r.technique} | {batch(r)} | {iv(r.before)} | {iv(r.after)} | "
+            f"{f'{r.threshold:.1%} ({r.basis})' if r.basis else ''} | "
             f"{iv(r.retest) if r.retest else ''} | {r.history} | {r.status} |"
             for r in rows
         ],
         "",
-        f"{n} regression(s) beyond both intervals and the threshold (the larger A/A noise floor, "
-        f"or the minimum change); {retest}.",
+        f"{n} regression(s): a drop beyond the threshold, the larger of the minimum change and "
+        f"the drop two unchanged runs exceed {1 - confidence:.0%} of the time (their spread from "
+        f"the history once it holds {MIN_HISTORY} runs, else from both intervals); {retest}.",
     ]
     if k := sum(r.status.startswith(NOISY) for r in rows):
         lines += ["", f"{k} row(s) too noisy to judge: an A/A floor wider than {max_floor:.1%}."]
@@ -266,7 +307,8 @@ def main(argv: list[str] | None = None) -> None:
         "--min-change",
         type=float,
         default=MIN_CHANGE,
-        help="smallest relative drop of a p50 speedup that may count as a regression (%(default)s)",
+        help="smallest relative drop of a p50 speedup that may count as a regression, however "
+        "quiet the runs (%(default)s)",
     )
     parser.add_argument(
         "--max-floor",
@@ -310,6 +352,17 @@ def main(argv: list[str] | None = None) -> None:
     where = setup(params_now, host)
     refuse_other_setup(where, committed_setup(args.against, host_path), args.against)
     past = H.series(H.read(args.history))
+    confidence = p.bench.confidence
+
+    def history_of(t: str) -> dict[tuple[str, int], list[float]]:
+        """Past p50 speedups of candidate t here, per (inputs, batch size)."""
+        here = tuple(where[k] for k in H.SERIES[:3])
+        return {
+            (k[4], k[5]): [h["estimate"] for h in runs]
+            for k, runs in past.items()
+            if k[:3] == here and k[3] == t
+        }
+
     dvc = [sys.executable, "-m", "dvc", "repro"]
     first: dict[str, dict[str, Any]] = {}
 
@@ -321,7 +374,9 @@ def main(argv: list[str] | None = None) -> None:
         for t in techniques:
             evidence = read_evidence(paths[t])
             first.setdefault(t, evidence)
-            out[t] = compare(t, before[t], evidence, args.min_change, max_floor)
+            out[t] = compare(
+                t, before[t], evidence, args.min_change, max_floor, confidence, history_of(t)
+            )
         return out
 
     if not args.no_run:
@@ -361,7 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         retest = "no retest ran (--retests 0): a drop here is one comparison"
     else:
         retest = "nothing was flagged, so no retest ran"
-    text = table(rows, args.against, retest, max_floor)
+    text = table(rows, args.against, retest, max_floor, confidence)
     write_text(Path(args.table), text)
     print(text)
     code = gate(rows)

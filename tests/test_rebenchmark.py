@@ -26,19 +26,35 @@ def iv(est: float, low: float, high: float) -> dict[str, float]:
 
 
 @pytest.mark.parametrize(
-    ("before", "after", "floor", "status"),
+    ("before", "after", "limit", "status"),
     [
-        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.03, R.REGRESSION),  # clearly slower now
-        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.03, R.OK),  # intervals overlap
-        (iv(1.0, 0.995, 1.005), iv(0.98, 0.975, 0.985), 0.03, R.OK),  # apart, inside the floor
-        (iv(1.0, 0.995, 1.005), iv(0.90, 0.89, 0.91), 0.03, R.REGRESSION),
-        (iv(1.0, 0.95, 1.05), iv(1.5, 1.45, 1.55), 0.03, R.IMPROVEMENT),
+        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.05, R.REGRESSION),  # clearly slower now
+        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.05, R.OK),  # 2.5 % down: inside
+        (iv(1.0, 0.995, 1.005), iv(0.94, 0.935, 0.945), 0.05, R.REGRESSION),  # 6 % down
+        (iv(1.0, 0.995, 1.005), iv(0.96, 0.955, 0.965), 0.05, R.OK),  # 4 % down
+        (iv(1.0, 0.95, 1.05), iv(1.06, 1.0, 1.1), 0.05, R.IMPROVEMENT),
+        (iv(1.0, 0.95, 1.05), iv(1.05, 1.0, 1.1), 0.05, R.OK),  # +5 % is -4.8 %: inside
     ],
 )
 def test_classify(
-    before: dict[str, float], after: dict[str, float], floor: float, status: str
+    before: dict[str, float], after: dict[str, float], limit: float, status: str
 ) -> None:
-    assert R.classify(before, after, floor) == status
+    assert R.classify(before, after, limit) == status
+
+
+def test_threshold_from_the_intervals_until_the_history_is_long_enough() -> None:
+    before, after = iv(2.0, 1.8, 2.2), iv(2.0, 1.8, 2.2)  # +-10 %: sd 0.051 each on the log scale
+    limit, basis = R.threshold(before, after, [2.0] * 4, 0.05, 0.95)
+    # 1.645 * sqrt(2) * 0.0512 = 0.119 on the log scale: an 11.2 % drop
+    assert basis == "both intervals" and limit == pytest.approx(0.112, abs=0.001)
+    # five past runs 1 % apart: sqrt(2) * 1.645 * 0.0158 = 3.7 %, below the minimum change
+    past = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+    assert R.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
+    limit, basis = R.threshold(before, after, past, 0.01, 0.95)
+    assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0361, abs=0.001)
+    # a noisier history raises it; a higher confidence too
+    assert R.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0] > 0.1
+    assert R.threshold(before, after, past, 0.01, 0.99)[0] > limit
 
 
 def evidence(speedup: float, spread: float, floor: float = 0.03) -> dict[str, Any]:
@@ -71,9 +87,14 @@ def test_noise_between_two_real_runs_of_the_same_model_passes() -> None:
         s = summarize(t, 1, precision=0.02, confidence=0.95, resamples=500, seed=0)
         return {"status": "ok", "batches": [s]}
 
-    for _ in range(10):
-        rows = R.compare("x", run_once(), run_once())
-        assert [r.status for r in rows] == [R.OK]
+    flagged = 0
+    for _ in range(20):
+        first, second = run_once(), run_once()
+        assert [r.status for r in R.compare("x", first, second, R.MIN_CHANGE)] == [R.OK]
+        (row,) = R.compare("x", first, second)  # no minimum: the intervals' noise alone
+        assert row.basis == "both intervals"
+        flagged += row.status != R.OK
+    assert flagged <= 5  # one-sided 5 % each way: about 2 of 20 expected
 
 
 def test_compare_flags_a_new_batch_size() -> None:
@@ -162,12 +183,13 @@ def test_gate_refuses_a_malformed_committed_file(git_repo: Path, text: str) -> N
 
 
 def test_a_drop_smaller_than_the_minimum_change_passes() -> None:
-    """Apart and beyond a 3 % A/A floor, but 6 % is within the run-to-run noise of a shared
-    machine: only --min-change 0 counts it."""
-    before, after = evidence(1.544, 0.05), evidence(1.445, 0.03)
+    """4 % down, beyond what two tight intervals allow (3.2 %), but below the 5 % minimum
+    change: only --min-change 0 counts it."""
+    before, after = evidence(1.544, 0.05), evidence(1.482, 0.03)
     assert [r.status for r in R.compare("x", before, after)] == [R.REGRESSION]
     rows = R.compare("x", before, after, R.MIN_CHANGE)
-    assert [r.status for r in rows] == [R.OK] and rows[0].floor == R.MIN_CHANGE
+    assert [r.status for r in rows] == [R.OK] and rows[0].threshold == R.MIN_CHANGE
+    assert rows[0].basis == "minimum change"
 
 
 def test_confirm_keeps_only_regressions_the_retest_shows_again() -> None:
@@ -227,7 +249,10 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
     out = capsys.readouterr().out
     assert "re-timing int8_static" in out
     status = R.NOT_REPRODUCED if code is None else R.REGRESSION
-    assert "| int8_static | 1 | 2.000 [1.950, 2.050] | 1.500 [1.450, 1.550] | 10.0% |" in out
+    assert (
+        "| int8_static | 1 | 2.000 [1.950, 2.050] | 1.500 [1.450, 1.550] | 5.0% (minimum change) |"
+        in out
+    )
     assert out.count(f"| {status} |") == 1
     assert "confirmed by a retest" not in out and "shown again by a retest" in out
     runs = H.read(git_repo / "reports/rebenchmark_history.csv")  # the first run's figures
@@ -294,13 +319,28 @@ def test_max_floor_defaults_to_the_params_and_the_flag_overrides_it(
     assert run_cli(["--no-run", "--table", "t.md", "--max-floor", "0.2"]) == R.PASSED
 
 
-def test_min_change_works_down_to_five_percent(git_repo: Path) -> None:
-    """A 7 % drop, apart, beyond a 3 % floor: within the default minimum change, not 5 %."""
+def test_the_default_minimum_change_catches_seven_percent(git_repo: Path) -> None:
+    """A 7 % drop between two +-1.5 % intervals is caught at the default 5 %, not at 10 %."""
     commit(git_repo, both(2.0, 0.03))
     write_now(git_repo, {k: json.dumps(evidence(1.86, 0.03)) for k in both(0, 0)})
+    assert run_cli(["--no-run", "--table", "t.md"]) == R.REGRESSED
+    assert "| 5.0% (minimum change) |" in (git_repo / "t.md").read_text()
+    assert run_cli(["--no-run", "--table", "t.md", "--min-change", "0.10"]) == R.PASSED
+
+
+def test_wide_intervals_raise_the_threshold_until_the_history_is_long_enough(
+    git_repo: Path,
+) -> None:
+    """A 7 % drop between two +-8 % intervals is within what their noise allows (sd 0.041 each on
+    the log scale: 1.645 * sqrt(2) * 0.041 = 9.1 %), unless five past runs show that the
+    run-to-run spread is small."""
+    commit(git_repo, both(2.0, 0.16))
+    write_now(git_repo, {k: json.dumps(evidence(1.86, 0.16)) for k in both(0, 0)})
     assert run_cli(["--no-run", "--table", "t.md"]) == R.PASSED
-    assert run_cli(["--no-run", "--table", "t.md", "--min-change", "0.05"]) == R.REGRESSED
-    assert "| 5.0% |" in (git_repo / "t.md").read_text()
+    assert "(both intervals)" in (git_repo / "t.md").read_text()
+    H.append(git_repo / "h.csv", past_runs(5, 2.0) + past_runs(5, 2.0, "int8_dynamic"))
+    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == R.REGRESSED
+    assert "(minimum change)" in (git_repo / "t.md").read_text()
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from stages.techniques import batching, distill, fp16, fuse, identity, int8, prune
+from stages.techniques import batching, distill, fp16, fuse, identity, int8, prune, slowdown
 from stages.techniques.base import GRAPH_REWRITE, Context, NotApplicable
 
 
@@ -66,6 +66,9 @@ TECHNIQUES: dict[str, Technique] = {
     ),
     "identity": Technique(
         identity.Options, identity.apply, identity.DECLARES, identity.CHECK, identity.report
+    ),
+    "slowdown": Technique(
+        slowdown.Options, slowdown.apply, slowdown.DECLARES, slowdown.CHECK, slowdown.report
     ),
 }
 
