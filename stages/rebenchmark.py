@@ -8,7 +8,7 @@ alone exceeds with probability 1 - `bench.confidence` (one-sided). That noise is
 spread of the series in the re-benchmark history once it holds `MIN_HISTORY` runs (measured: the
 p50 speedup of one candidate moves by 1-2 % sd from run to run here), and until then the spread
 the two runs' own intervals imply (wider: the session bootstrap is conservative). A drop counts
-only when a forced retest of that candidate shows it again. A run whose A/A floor is wider than
+only when a forced retest of that candidate shows it again. A row whose threshold is wider than
 `--max-floor` (params `bench.max_noise_floor`) cannot pass: its row reads NOISY. The retest
 re-measures only the new side; when the committed value sits far from the median of the
 re-benchmark history, the drop is judged against that median instead.
@@ -33,11 +33,12 @@ import sys
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from statistics import NormalDist, stdev
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import yaml
+from scipy.stats import median_abs_deviation
 
 from stages import history as H
 from stages import params as P
@@ -47,7 +48,7 @@ OK, REGRESSION, IMPROVEMENT, NEW, NOISY = "ok", "REGRESSION", "improvement", "ne
 NOT_REPRODUCED = "ok (retest did not reproduce the drop)"
 OUTLIER = "ok (committed value is an outlier)"
 MIN_CHANGE = 0.05  # default smallest relative change that may count, however quiet the runs
-MAX_FLOOR = 0.10  # widest A/A floor a row may pass with, when params has no bench.max_noise_floor
+MAX_FLOOR = 0.10  # widest threshold a row may pass with, when params has no bench.max_noise_floor
 MIN_HISTORY = 5  # past runs of a series before its spread and median are used
 RECENT = 20  # the most recent past runs whose spread sets the threshold
 PASSED, REGRESSED, UNUSABLE, TOO_NOISY = 0, 1, 2, 3  # exit codes
@@ -84,11 +85,14 @@ def threshold(
     """The smallest relative drop (or rise) of the p50 speedup that counts, and what set it: the
     larger of `min_change` and the change two unchanged runs exceed with probability
     1 - `confidence` (one-sided, normal on the log scale). The two runs' noise is the
-    run-to-run spread of the `RECENT` past runs of the series once there are `MIN_HISTORY`,
-    each run carrying it once; until then the spread the two intervals imply."""
+    run-to-run spread of the `RECENT` past runs since the series' last shift once there are
+    `MIN_HISTORY`
+    (the median absolute deviation, scaled to a standard deviation), each run carrying it once;
+    until then the spread the two intervals imply."""
     if len(past) >= MIN_HISTORY:
-        recent = [math.log(x) for x in past[-RECENT:]]
-        sd = math.sqrt(2) * stdev(recent)
+        recent = np.log(past[-RECENT:])
+        # robust: the runs after a real shift, already in the history, must not widen it
+        sd = math.sqrt(2) * float(median_abs_deviation(recent, scale="normal"))
         basis = f"spread of {len(recent)} past runs"
     else:
         sd = math.hypot(interval_sd(before, confidence), interval_sd(after, confidence))
@@ -107,8 +111,8 @@ def classify(before: dict[str, float], after: dict[str, float], threshold: float
     return IMPROVEMENT if change > limit else OK
 
 
-def noisy(floor: float, side: str, max_floor: float) -> str:
-    return f"{NOISY}: A/A floor {floor:.1%} ({side}) > {max_floor:.1%}"
+def noisy(limit: float, max_floor: float) -> str:
+    return f"{NOISY}: threshold {limit:.1%} > {max_floor:.1%}"
 
 
 def compare(
@@ -121,8 +125,9 @@ def compare(
     past: dict[tuple[str, int], list[float]] | None = None,
 ) -> list[Row]:
     """One row per batch size of one candidate's benchmark evidence; `past` holds the p50
-    speedups of earlier re-benchmarks per (inputs, batch size). A row that would pass while an
-    A/A floor is wider than `max_floor` is NOISY instead: a wide floor is no license to pass."""
+    speedups of earlier re-benchmarks per (inputs, batch size). A row that would pass while its
+    threshold is wider than `max_floor` is NOISY instead: two runs that noisy could not have
+    shown a drop of `max_floor`, so their passing says nothing."""
     if after.get("status") != "ok":
         return []
 
@@ -140,9 +145,8 @@ def compare(
         history = (past or {}).get(key(b), [])
         limit, basis = threshold(prev["speedup"]["p50"], p50, history, min_change, confidence)
         status = classify(prev["speedup"]["p50"], p50, limit)
-        wide, side = max((b["noise_floor"], "now"), (prev["noise_floor"], "committed"))
-        if status == OK and wide > max_floor:
-            status = noisy(wide, side, max_floor)
+        if status == OK and limit > max_floor:
+            status = noisy(limit, max_floor)
         rows.append(Row(technique, *key(b), prev["speedup"]["p50"], p50, limit, basis, status))
     return rows
 
@@ -212,7 +216,12 @@ def table(
         f"the history once it holds {MIN_HISTORY} runs, else from both intervals); {retest}.",
     ]
     if k := sum(r.status.startswith(NOISY) for r in rows):
-        lines += ["", f"{k} row(s) too noisy to judge: an A/A floor wider than {max_floor:.1%}."]
+        lines += [
+            "",
+            f"{k} row(s) too noisy to judge: a threshold wider than {max_floor:.1%} "
+            "(`bench.max_noise_floor`), so a drop that large could pass unseen; the history "
+            f"narrows it once it holds {MIN_HISTORY} runs.",
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -313,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-floor",
         type=float,
-        help="widest A/A noise floor a row may pass with (default: bench.max_noise_floor)",
+        help="widest threshold a row may pass with (default: bench.max_noise_floor)",
     )
     parser.add_argument(
         "--retests",
@@ -333,7 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     if not 0 <= args.min_change < 1 or args.retests < 0 or not 0 < max_floor < 1:
         raise EvidenceError(
             f"--min-change {args.min_change} / --max-floor {max_floor} / --retests "
-            f"{args.retests}: the minimum change is a share in [0, 1), the maximum A/A floor one "
+            f"{args.retests}: the minimum change is a share in [0, 1), the maximum threshold one "
             "in (0, 1) and retests a count >= 0"
         )
     paths = {t: Path(p.paths.benchmark) / t / "benchmark.json" for t in p.technique}
@@ -354,14 +363,18 @@ def main(argv: list[str] | None = None) -> None:
     past = H.series(H.read(args.history))
     confidence = p.bench.confidence
 
+    past_shifts = H.analyse([r for runs in past.values() for r in runs])
+
     def history_of(t: str) -> dict[tuple[str, int], list[float]]:
-        """Past p50 speedups of candidate t here, per (inputs, batch size)."""
+        """Past p50 speedups of candidate t here, per (inputs, batch size), since the series'
+        last shift: the runs before a real change say nothing of today's noise."""
         here = tuple(where[k] for k in H.SERIES[:3])
-        return {
-            (k[4], k[5]): [h["estimate"] for h in runs]
-            for k, runs in past.items()
-            if k[:3] == here and k[3] == t
-        }
+        out = {}
+        for k, runs in past.items():
+            if k[:3] == here and k[3] == t:
+                start = max((s.run for s in past_shifts.get(k, [])), default=1) - 1
+                out[k[4], k[5]] = [h["estimate"] for h in runs[start:]]
+        return out
 
     dvc = [sys.executable, "-m", "dvc", "repro"]
     first: dict[str, dict[str, Any]] = {}
@@ -402,7 +415,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def with_history(r: Row) -> Row:
         key = (*(where[k] for k in H.SERIES[:3]), r.technique, r.inputs, r.batch_size)
-        r = judge_committed(r, [h["estimate"] for h in past.get(key, [])])
+        r = judge_committed(r, history_of(r.technique).get((r.inputs, r.batch_size), []))
         return replace(
             r, history="; ".join(filter(None, [H.describe(shifts.get(key, [])), r.history]))
         )

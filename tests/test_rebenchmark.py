@@ -47,14 +47,17 @@ def test_threshold_from_the_intervals_until_the_history_is_long_enough() -> None
     limit, basis = R.threshold(before, after, [2.0] * 4, 0.05, 0.95)
     # 1.645 * sqrt(2) * 0.0512 = 0.119 on the log scale: an 11.2 % drop
     assert basis == "both intervals" and limit == pytest.approx(0.112, abs=0.001)
-    # five past runs 1 % apart: sqrt(2) * 1.645 * 0.0158 = 3.7 %, below the minimum change
+    # five past runs 1 % apart: MAD 0.01, sd 1.4826 * 0.01; sqrt(2) * 1.645 * 0.0148 = 3.4 %,
+    # below the minimum change
     past = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
     assert R.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
     limit, basis = R.threshold(before, after, past, 0.01, 0.95)
-    assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0361, abs=0.001)
+    assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0339, abs=0.0005)
     # a noisier history raises it; a higher confidence too
     assert R.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0] > 0.1
     assert R.threshold(before, after, past, 0.01, 0.99)[0] > limit
+    # one outlying run moves it little (a standard deviation would more than triple it)
+    assert R.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.06
 
 
 def evidence(speedup: float, spread: float, floor: float = 0.03) -> dict[str, Any]:
@@ -278,16 +281,16 @@ def write_now(repo: Path, files: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("now", "floor", "code"),
+    ("now", "spread", "code"),
     [
-        (1.97, 0.03, R.PASSED),  # noise
-        (1.5, 0.03, R.REGRESSED),  # a real drop
-        (1.97, 0.25, R.TOO_NOISY),  # within a 25 % A/A floor: no license to pass
+        (1.97, 0.05, R.PASSED),  # noise
+        (1.5, 0.05, R.REGRESSED),  # a real drop
+        (1.97, 0.3, R.TOO_NOISY),  # a +-15 % interval: a 10 % drop could pass unseen
     ],
 )
-def test_gate_exit_codes(git_repo: Path, now: float, floor: float, code: int) -> None:
+def test_gate_exit_codes(git_repo: Path, now: float, spread: float, code: int) -> None:
     commit(git_repo, both(2.0, 0.05))
-    write_now(git_repo, {k: json.dumps(evidence(now, 0.05, floor)) for k in both(0, 0)})
+    write_now(git_repo, {k: json.dumps(evidence(now, spread)) for k in both(0, 0)})
     assert run_cli(["--no-run", "--table", "table.md"]) == code
 
 
@@ -299,21 +302,26 @@ def test_gate_exit_code_2_without_committed_evidence(
     assert "no committed benchmark at HEAD" in capsys.readouterr().err
 
 
-def test_a_wide_floor_reads_noisy_unless_the_drop_clears_it() -> None:
-    rows = R.compare("x", evidence(2.0, 0.05), evidence(1.97, 0.05, 0.25), R.MIN_CHANGE, 0.10)
-    assert rows[0].status == "NOISY: A/A floor 25.0% (now) > 10.0%"
-    rows = R.compare("x", evidence(2.0, 0.05, 0.2), evidence(1.2, 0.05), R.MIN_CHANGE, 0.10)
-    assert rows[0].status == R.REGRESSION  # 40 % down: beyond even the 20 % floor
+def test_a_wide_threshold_reads_noisy_unless_the_drop_clears_it() -> None:
+    """The A/A floor no longer sets the threshold: a wide one is no license to pass, and the
+    noise a comparison must allow decides whether it can judge at all."""
+    rows = R.compare("x", evidence(2.0, 0.05), evidence(1.97, 0.3), R.MIN_CHANGE, 0.10)
+    assert rows[0].status == f"NOISY: threshold {rows[0].threshold:.1%} > 10.0%"
+    assert rows[0].threshold > 0.10 and rows[0].basis == "both intervals"
+    rows = R.compare("x", evidence(2.0, 0.3, 0.2), evidence(1.2, 0.05), R.MIN_CHANGE, 0.10)
+    assert rows[0].status == R.REGRESSION  # 40 % down: beyond even that threshold
+    wide_aa = R.compare("x", evidence(2.0, 0.05, 0.5), evidence(1.7, 0.05, 0.5), R.MIN_CHANGE)
+    assert wide_aa[0].status == R.REGRESSION  # 15 % down: a 50 % A/A floor does not hide it
     # a retest too noisy to judge leaves the row noisy, not "not reproduced"
-    again = R.compare("x", evidence(2.0, 0.05, 0.2), evidence(1.9, 0.05, 0.2), 0.1, 0.1)
+    again = R.compare("x", evidence(2.0, 0.3), evidence(1.9, 0.3), 0.1, 0.1)
     assert R.confirm(rows, again)[0].status.startswith(R.NOISY)
 
 
 def test_max_floor_defaults_to_the_params_and_the_flag_overrides_it(
     git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    commit(git_repo, both(2.0, 0.05))
-    write_now(git_repo, {k: json.dumps(evidence(1.97, 0.05, 0.15)) for k in both(0, 0)})
+    commit(git_repo, both(2.0, 0.25))
+    write_now(git_repo, {k: json.dumps(evidence(1.97, 0.25)) for k in both(0, 0)})
     assert run_cli(["--no-run", "--table", "t.md"]) == R.TOO_NOISY  # bench.max_noise_floor 0.1
     assert "> 10.0%" in capsys.readouterr().out
     assert run_cli(["--no-run", "--table", "t.md", "--max-floor", "0.2"]) == R.PASSED
@@ -462,3 +470,20 @@ def test_log_mlflow_names_one_metric_per_candidate_and_batch(
         "int8_static.b1.p50_speedup_low",
         "int8_static.b1.p50_speedup_high",
     }
+
+
+def test_the_spread_is_taken_since_the_last_shift(git_repo: Path) -> None:
+    """Ten runs at 1.0, then six at 2.0 (a real improvement, already in the history): the
+    spread that sets the threshold, and the median the committed value is checked against, are
+    those of the six, so a 7 % drop now is caught."""
+    history = []
+    for t in ("int8_static", "int8_dynamic"):
+        history += past_runs(10, 1.0, t) + past_runs(6, 2.0, t)
+    H.append(git_repo / "h.csv", history)
+    commit(git_repo, both(2.0, 0.16))
+    write_now(git_repo, {k: json.dumps(evidence(1.86, 0.16)) for k in both(0, 0)})
+    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == R.REGRESSED
+    assert "(minimum change)" in (git_repo / "t.md").read_text()
+    # over all sixteen runs, the committed 2.0 would read as an outlier from their median
+    row = R.compare("x", evidence(2.0, 0.03), evidence(1.86, 0.03), R.MIN_CHANGE)[0]
+    assert R.judge_committed(row, [1.0] * 10 + [2.0] * 6).status == R.OUTLIER
