@@ -26,6 +26,7 @@ class, or a failed `dvc repro`); 3 some row too noisy to judge and no regression
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import subprocess
@@ -38,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import yaml
-from scipy.stats import median_abs_deviation
 
 from stages import history as H
 from stages import params as P
@@ -75,25 +75,35 @@ def interval_sd(iv: dict[str, float], confidence: float) -> float:
     return (math.log(iv["high"]) - math.log(iv["low"])) / (2 * z)
 
 
+def segments(runs: list[float], starts: list[int]) -> tuple[list[float], list[float]]:
+    """A series' past p50 speedups cut at its shifts (`starts`: the 1-based first run after
+    each): the runs since the last shift, and the log distance of each of the last `RECENT`
+    runs from the median of its own segment, the run-to-run noise with the shifts taken out."""
+    cuts = [0, *sorted(s - 1 for s in starts), len(runs)]
+    residuals: list[float] = []
+    for a, b in itertools.pairwise(cuts):
+        if b - a >= 2:  # one run alone says nothing of the spread
+            logs = np.log(runs[a:b])
+            residuals += (logs - np.median(logs)).tolist()
+    return runs[cuts[-2] :], residuals[-RECENT:]
+
+
 def threshold(
     before: dict[str, float],
     after: dict[str, float],
-    past: list[float],
+    residuals: list[float],
     min_change: float,
     confidence: float,
 ) -> tuple[float, str]:
     """The smallest relative drop (or rise) of the p50 speedup that counts, and what set it: the
     larger of `min_change` and the change two unchanged runs exceed with probability
-    1 - `confidence` (one-sided, normal on the log scale). The two runs' noise is the
-    run-to-run spread of the `RECENT` past runs since the series' last shift once there are
-    `MIN_HISTORY`
-    (the median absolute deviation, scaled to a standard deviation), each run carrying it once;
-    until then the spread the two intervals imply."""
-    if len(past) >= MIN_HISTORY:
-        recent = np.log(past[-RECENT:])
-        # robust: the runs after a real shift, already in the history, must not widen it
-        sd = math.sqrt(2) * float(median_abs_deviation(recent, scale="normal"))
-        basis = f"spread of {len(recent)} past runs"
+    1 - `confidence` (one-sided, normal on the log scale). The two runs' noise is, once the
+    history holds `MIN_HISTORY` runs, their spread around their segments' medians (`segments`;
+    the median absolute deviation scaled to a standard deviation, robust to an odd run), each
+    run carrying it once; until then the spread the two intervals imply."""
+    if len(residuals) >= MIN_HISTORY:
+        sd = math.sqrt(2) * float(np.median(np.abs(residuals))) / NormalDist().inv_cdf(0.75)
+        basis = f"spread of {len(residuals)} past runs"
     else:
         sd = math.hypot(interval_sd(before, confidence), interval_sd(after, confidence))
         basis = "both intervals"
@@ -122,10 +132,10 @@ def compare(
     min_change: float = 0.0,
     max_floor: float = float("inf"),
     confidence: float = 0.95,
-    past: dict[tuple[str, int], list[float]] | None = None,
+    past: dict[tuple[str, int], tuple[list[float], list[float]]] | None = None,
 ) -> list[Row]:
-    """One row per batch size of one candidate's benchmark evidence; `past` holds the p50
-    speedups of earlier re-benchmarks per (inputs, batch size). A row that would pass while its
+    """One row per batch size of one candidate's benchmark evidence; `past` holds the
+    `segments` of earlier re-benchmarks per (inputs, batch size). A row that would pass while its
     threshold is wider than `max_floor` is NOISY instead: two runs that noisy could not have
     shown a drop of `max_floor`, so their passing says nothing."""
     if after.get("status") != "ok":
@@ -142,8 +152,8 @@ def compare(
         if prev is None:
             rows.append(Row(technique, *key(b), None, p50, 0.0, "", NEW))
             continue
-        history = (past or {}).get(key(b), [])
-        limit, basis = threshold(prev["speedup"]["p50"], p50, history, min_change, confidence)
+        residuals = (past or {}).get(key(b), ([], []))[1]
+        limit, basis = threshold(prev["speedup"]["p50"], p50, residuals, min_change, confidence)
         status = classify(prev["speedup"]["p50"], p50, limit)
         if status == OK and limit > max_floor:
             status = noisy(limit, max_floor)
@@ -365,16 +375,16 @@ def main(argv: list[str] | None = None) -> None:
 
     past_shifts = H.analyse([r for runs in past.values() for r in runs])
 
-    def history_of(t: str) -> dict[tuple[str, int], list[float]]:
-        """Past p50 speedups of candidate t here, per (inputs, batch size), since the series'
-        last shift: the runs before a real change say nothing of today's noise."""
+    def history_of(t: str) -> dict[tuple[str, int], tuple[list[float], list[float]]]:
+        """`segments` of candidate t's past runs here, per (inputs, batch size)."""
         here = tuple(where[k] for k in H.SERIES[:3])
-        out = {}
-        for k, runs in past.items():
-            if k[:3] == here and k[3] == t:
-                start = max((s.run for s in past_shifts.get(k, [])), default=1) - 1
-                out[k[4], k[5]] = [h["estimate"] for h in runs[start:]]
-        return out
+        return {
+            (k[4], k[5]): segments(
+                [h["estimate"] for h in runs], [x.run for x in past_shifts.get(k, [])]
+            )
+            for k, runs in past.items()
+            if k[:3] == here and k[3] == t
+        }
 
     dvc = [sys.executable, "-m", "dvc", "repro"]
     first: dict[str, dict[str, Any]] = {}
@@ -415,7 +425,8 @@ def main(argv: list[str] | None = None) -> None:
 
     def with_history(r: Row) -> Row:
         key = (*(where[k] for k in H.SERIES[:3]), r.technique, r.inputs, r.batch_size)
-        r = judge_committed(r, history_of(r.technique).get((r.inputs, r.batch_size), []))
+        since_shift = history_of(r.technique).get((r.inputs, r.batch_size), ([], []))[0]
+        r = judge_committed(r, since_shift)
         return replace(
             r, history="; ".join(filter(None, [H.describe(shifts.get(key, [])), r.history]))
         )
@@ -424,7 +435,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.no_run:
         retest = "no retest ran (--no-run compares the files as they are)"
     elif retested:
-        retest = "each regression was shown again by a retest of its candidate"
+        retest = "each flagged drop was timed again and counts only where the retest shows it too"
     elif args.retests == 0:
         retest = "no retest ran (--retests 0): a drop here is one comparison"
     else:

@@ -44,20 +44,36 @@ def test_classify(
 
 def test_threshold_from_the_intervals_until_the_history_is_long_enough() -> None:
     before, after = iv(2.0, 1.8, 2.2), iv(2.0, 1.8, 2.2)  # +-10 %: sd 0.051 each on the log scale
-    limit, basis = R.threshold(before, after, [2.0] * 4, 0.05, 0.95)
+    limit, basis = R.threshold(before, after, [0.0] * 4, 0.05, 0.95)
     # 1.645 * sqrt(2) * 0.0512 = 0.119 on the log scale: an 11.2 % drop
     assert basis == "both intervals" and limit == pytest.approx(0.112, abs=0.001)
     # five past runs 1 % apart: MAD 0.01, sd 1.4826 * 0.01; sqrt(2) * 1.645 * 0.0148 = 3.4 %,
     # below the minimum change
-    past = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+    past = R.segments([2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)], [])[1]
     assert R.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
     limit, basis = R.threshold(before, after, past, 0.01, 0.95)
     assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0339, abs=0.0005)
     # a noisier history raises it; a higher confidence too
-    assert R.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0] > 0.1
+    noisy = R.segments([2.0 * f for f in (0.9, 1.0, 1.1) * 2], [])[1]
+    assert R.threshold(before, after, noisy, 0.05, 0.95)[0] > 0.1
     assert R.threshold(before, after, past, 0.01, 0.99)[0] > limit
     # one outlying run moves it little (a standard deviation would more than triple it)
-    assert R.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.06
+    odd = R.segments([2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02, 0.85)], [])[1]
+    assert R.threshold(before, after, odd, 0.01, 0.95)[0] < 0.06
+
+
+def test_segments_take_the_shifts_out_of_the_spread() -> None:
+    """Five runs at 2.0 then four at 1.86 (a shift found at run 6): the spread is that around
+    each segment's own median, and the runs since the shift are the four."""
+    runs = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)] + [1.86 * f for f in (0.99, 1.01) * 2]
+    since, residuals = R.segments(runs, [6])
+    assert since == runs[5:]
+    assert len(residuals) == 9 and max(abs(r) for r in residuals) < 0.021
+    assert R.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), residuals, 0.0, 0.95)[0] < 0.04
+    # without the cut, the shift itself would count as noise
+    uncut = R.segments(runs, [])[1]
+    assert R.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), uncut, 0.0, 0.95)[0] > 0.07
+    assert R.segments([2.0, 2.1, 1.5], [3]) == ([1.5], pytest.approx([-0.0244, 0.0244], abs=1e-3))
 
 
 def evidence(speedup: float, spread: float, floor: float = 0.03) -> dict[str, Any]:
@@ -257,7 +273,10 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
         in out
     )
     assert out.count(f"| {status} |") == 1
-    assert "confirmed by a retest" not in out and "shown again by a retest" in out
+    assert (
+        "confirmed by a retest" not in out
+        and "timed again and counts only where the retest shows it" in out
+    )
     runs = H.read(git_repo / "reports/rebenchmark_history.csv")  # the first run's figures
     assert [(r["candidate"], r["batch"], r["estimate"]) for r in runs] == [
         ("int8_dynamic", 1, 1.98),
