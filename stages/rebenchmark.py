@@ -26,7 +26,6 @@ class, or a failed `dvc repro`); 3 some row too noisy to judge and no regression
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import math
 import subprocess
@@ -75,35 +74,31 @@ def interval_sd(iv: dict[str, float], confidence: float) -> float:
     return (math.log(iv["high"]) - math.log(iv["low"])) / (2 * z)
 
 
-def segments(runs: list[float], starts: list[int]) -> tuple[list[float], list[float]]:
-    """A series' past p50 speedups cut at its shifts (`starts`: the 1-based first run after
-    each): the runs since the last shift, and the log distance of each of the last `RECENT`
-    runs from the median of its own segment, the run-to-run noise with the shifts taken out."""
-    cuts = [0, *sorted(s - 1 for s in starts), len(runs)]
-    residuals: list[float] = []
-    for a, b in itertools.pairwise(cuts):
-        if b - a >= 2:  # one run alone says nothing of the spread
-            logs = np.log(runs[a:b])
-            residuals += (logs - np.median(logs)).tolist()
-    return runs[cuts[-2] :], residuals[-RECENT:]
+def run_spread(runs: list[float]) -> float:
+    """The run-to-run standard deviation, on the log scale, of a series' p50 speedups: the
+    median moving range |log x[i] - log x[i-1]| over 0.954 (the median of |N(0, 2 sd^2)|), as
+    an individuals control chart estimates it. A shift moves one range, an odd run two: the
+    median of the ranges stays the noise."""
+    ranges = np.abs(np.diff(np.log(runs)))
+    return float(np.median(ranges)) / (math.sqrt(2) * NormalDist().inv_cdf(0.75))
 
 
 def threshold(
     before: dict[str, float],
     after: dict[str, float],
-    residuals: list[float],
+    past: list[float],
     min_change: float,
     confidence: float,
 ) -> tuple[float, str]:
     """The smallest relative drop (or rise) of the p50 speedup that counts, and what set it: the
     larger of `min_change` and the change two unchanged runs exceed with probability
     1 - `confidence` (one-sided, normal on the log scale). The two runs' noise is, once the
-    history holds `MIN_HISTORY` runs, their spread around their segments' medians (`segments`;
-    the median absolute deviation scaled to a standard deviation, robust to an odd run), each
-    run carrying it once; until then the spread the two intervals imply."""
-    if len(residuals) >= MIN_HISTORY:
-        sd = math.sqrt(2) * float(np.median(np.abs(residuals))) / NormalDist().inv_cdf(0.75)
-        basis = f"spread of {len(residuals)} past runs"
+    series' history holds `MIN_HISTORY` runs, the `run_spread` of its last `RECENT`, each run
+    carrying it once; until then the spread the two intervals imply."""
+    if len(past) >= MIN_HISTORY:
+        recent = past[-RECENT:]
+        sd = math.sqrt(2) * run_spread(recent)
+        basis = f"spread of {len(recent)} past runs"
     else:
         sd = math.hypot(interval_sd(before, confidence), interval_sd(after, confidence))
         basis = "both intervals"
@@ -132,10 +127,10 @@ def compare(
     min_change: float = 0.0,
     max_floor: float = float("inf"),
     confidence: float = 0.95,
-    past: dict[tuple[str, int], tuple[list[float], list[float]]] | None = None,
+    past: dict[tuple[str, int], list[float]] | None = None,
 ) -> list[Row]:
-    """One row per batch size of one candidate's benchmark evidence; `past` holds the
-    `segments` of earlier re-benchmarks per (inputs, batch size). A row that would pass while its
+    """One row per batch size of one candidate's benchmark evidence; `past` holds the p50
+    speedups of earlier re-benchmarks per (inputs, batch size). A row that would pass while its
     threshold is wider than `max_floor` is NOISY instead: two runs that noisy could not have
     shown a drop of `max_floor`, so their passing says nothing."""
     if after.get("status") != "ok":
@@ -152,8 +147,8 @@ def compare(
         if prev is None:
             rows.append(Row(technique, *key(b), None, p50, 0.0, "", NEW))
             continue
-        residuals = (past or {}).get(key(b), ([], []))[1]
-        limit, basis = threshold(prev["speedup"]["p50"], p50, residuals, min_change, confidence)
+        history = (past or {}).get(key(b), [])
+        limit, basis = threshold(prev["speedup"]["p50"], p50, history, min_change, confidence)
         status = classify(prev["speedup"]["p50"], p50, limit)
         if status == OK and limit > max_floor:
             status = noisy(limit, max_floor)
@@ -375,13 +370,11 @@ def main(argv: list[str] | None = None) -> None:
 
     past_shifts = H.analyse([r for runs in past.values() for r in runs])
 
-    def history_of(t: str) -> dict[tuple[str, int], tuple[list[float], list[float]]]:
-        """`segments` of candidate t's past runs here, per (inputs, batch size)."""
+    def history_of(t: str) -> dict[tuple[str, int], list[float]]:
+        """Past p50 speedups of candidate t here, per (inputs, batch size)."""
         here = tuple(where[k] for k in H.SERIES[:3])
         return {
-            (k[4], k[5]): segments(
-                [h["estimate"] for h in runs], [x.run for x in past_shifts.get(k, [])]
-            )
+            (k[4], k[5]): [h["estimate"] for h in runs]
             for k, runs in past.items()
             if k[:3] == here and k[3] == t
         }
@@ -425,8 +418,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def with_history(r: Row) -> Row:
         key = (*(where[k] for k in H.SERIES[:3]), r.technique, r.inputs, r.batch_size)
-        since_shift = history_of(r.technique).get((r.inputs, r.batch_size), ([], []))[0]
-        r = judge_committed(r, since_shift)
+        runs = history_of(r.technique).get((r.inputs, r.batch_size), [])
+        start = max((x.run for x in past_shifts.get(key, [])), default=1) - 1
+        r = judge_committed(r, runs[start:])  # a median across a shift means nothing
         return replace(
             r, history="; ".join(filter(None, [H.describe(shifts.get(key, [])), r.history]))
         )

@@ -44,36 +44,29 @@ def test_classify(
 
 def test_threshold_from_the_intervals_until_the_history_is_long_enough() -> None:
     before, after = iv(2.0, 1.8, 2.2), iv(2.0, 1.8, 2.2)  # +-10 %: sd 0.051 each on the log scale
-    limit, basis = R.threshold(before, after, [0.0] * 4, 0.05, 0.95)
+    limit, basis = R.threshold(before, after, [2.0] * 4, 0.05, 0.95)
     # 1.645 * sqrt(2) * 0.0512 = 0.119 on the log scale: an 11.2 % drop
     assert basis == "both intervals" and limit == pytest.approx(0.112, abs=0.001)
-    # five past runs 1 % apart: MAD 0.01, sd 1.4826 * 0.01; sqrt(2) * 1.645 * 0.0148 = 3.4 %,
-    # below the minimum change
-    past = R.segments([2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)], [])[1]
+    # five past runs 1 % apart: moving ranges 0.01, sd 0.01 / 0.954; sqrt(2) * 1.645 * 0.0105
+    # = 2.4 %, below the minimum change
+    past = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
     assert R.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
     limit, basis = R.threshold(before, after, past, 0.01, 0.95)
-    assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0339, abs=0.0005)
+    assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0241, abs=0.0005)
     # a noisier history raises it; a higher confidence too
-    noisy = R.segments([2.0 * f for f in (0.9, 1.0, 1.1) * 2], [])[1]
-    assert R.threshold(before, after, noisy, 0.05, 0.95)[0] > 0.1
+    assert R.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0] > 0.1
     assert R.threshold(before, after, past, 0.01, 0.99)[0] > limit
-    # one outlying run moves it little (a standard deviation would more than triple it)
-    odd = R.segments([2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02, 0.85)], [])[1]
-    assert R.threshold(before, after, odd, 0.01, 0.95)[0] < 0.06
+    # one outlying run moves it little (a standard deviation would be ten times as wide)
+    assert R.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.03
 
 
-def test_segments_take_the_shifts_out_of_the_spread() -> None:
-    """Five runs at 2.0 then four at 1.86 (a shift found at run 6): the spread is that around
-    each segment's own median, and the runs since the shift are the four."""
+def test_a_shift_in_the_history_is_not_counted_as_noise() -> None:
+    """Five runs at 2.0, then four at 1.86 (a real 7 % drop already in the history): one moving
+    range holds the shift, the median of the ranges stays the noise."""
     runs = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)] + [1.86 * f for f in (0.99, 1.01) * 2]
-    since, residuals = R.segments(runs, [6])
-    assert since == runs[5:]
-    assert len(residuals) == 9 and max(abs(r) for r in residuals) < 0.021
-    assert R.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), residuals, 0.0, 0.95)[0] < 0.04
-    # without the cut, the shift itself would count as noise
-    uncut = R.segments(runs, [])[1]
-    assert R.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), uncut, 0.0, 0.95)[0] > 0.07
-    assert R.segments([2.0, 2.1, 1.5], [3]) == ([1.5], pytest.approx([-0.0244, 0.0244], abs=1e-3))
+    assert R.run_spread(runs) == pytest.approx(0.0151 / 0.954, abs=0.001)
+    assert R.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), runs, 0.0, 0.95)[0] < 0.04
+    assert float(np.std(np.log(runs), ddof=1)) > 0.03  # a standard deviation would count it
 
 
 def evidence(speedup: float, spread: float, floor: float = 0.03) -> dict[str, Any]:
@@ -493,8 +486,8 @@ def test_log_mlflow_names_one_metric_per_candidate_and_batch(
 
 def test_the_spread_is_taken_since_the_last_shift(git_repo: Path) -> None:
     """Ten runs at 1.0, then six at 2.0 (a real improvement, already in the history): the
-    spread that sets the threshold, and the median the committed value is checked against, are
-    those of the six, so a 7 % drop now is caught."""
+    shift moves one range, not the spread that sets the threshold, and the median the committed
+    value is checked against is that of the six: a 7 % drop now is caught."""
     history = []
     for t in ("int8_static", "int8_dynamic"):
         history += past_runs(10, 1.0, t) + past_runs(6, 2.0, t)
