@@ -31,7 +31,7 @@ lint: $(BIN)/activate
 params: $(BIN)/activate  ## recompose params.yaml from conf/ (overrides: make params ARGS='target=edge')
 	$(BIN)/python -m stages.compose $(ARGS)
 
-rebenchmark: $(BIN)/activate  ## time every candidate again; exit 1 regression, 2 could not run, 3 too noisy
+rebenchmark: $(BIN)/activate  ## time every candidate again (exit codes: call python -m stages.rebenchmark)
 	$(BIN)/python -m stages.rebenchmark $(ARGS)
 
 history: $(BIN)/activate  ## persistent shifts in the re-benchmark history -> reports/history.md
