@@ -72,10 +72,10 @@ class Bench:
     min_rounds: int = 12
     max_rounds: int = 400
     sessions: int = 5  # worker processes per timing, each with its own session of every side
-    max_seconds: float = 20.0
+    max_seconds: float = 14.0
     # the cap for the timings the verdict does not weigh (larger batches, a preset's fixed-shape
     # inputs): reported with their intervals, never judged
-    report_seconds: float = 6.0
+    report_seconds: float = 5.0
     precision: float = 0.02
     max_noise_floor: float = 0.1  # a timing decision needs the A/A noise floor at most this wide
     confidence: float = 0.95
@@ -83,7 +83,7 @@ class Bench:
     memory_calls: int = 50
     load_repeats: int = 5
     scenarios: list[str] = field(default_factory=lambda: ["single_stream"])
-    server_duration_s: float = 3.0
+    server_duration_s: float = 2.0
     server_load_factors: list[float] = field(default_factory=lambda: [0.5, 0.9, 1.5])
     server_sweep_factors: list[float] = field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]

@@ -246,7 +246,7 @@ def run_alone(
     parts: list[list[np.ndarray]] = []
     if workers and n > 1:
         parts = _shared(workers, one, n, desc)
-        check = _spread(feeds, preset, min(CHECK_ROWS, n))
+        check = spread_rows(feeds, preset, min(CHECK_ROWS, n))
         agree = all(
             all(np.array_equal(a, b) for a, b in zip(one(sess, int(i)), parts[i], strict=True))
             for i in check
@@ -294,7 +294,7 @@ def length_order(feeds: dict[str, np.ndarray], preset: ModuleType | None) -> np.
     return np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
 
 
-def _spread(feeds: dict[str, np.ndarray], preset: ModuleType | None, k: int) -> np.ndarray:
+def spread_rows(feeds: dict[str, np.ndarray], preset: ModuleType | None, k: int) -> np.ndarray:
     """k row indices at evenly spaced ranks of the preset's lengths (the longest included)."""
     order = length_order(feeds, preset)
     return order[np.unique(np.linspace(0, len(order) - 1, k).round().astype(int))]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import stats
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.proportion import proportion_confint
+
+# scipy.stats and statsmodels load in about 1.5 s, which every stage would pay on import:
+# the functions that need them import them.
 
 Verdict = Literal["faster", "slower", "no measurable change"]
 # What an interval decides against the budget (None while it still straddles a threshold)
@@ -126,6 +126,8 @@ def _round_ci(
         return _side_ratio(sides, rows, stat).reshape(idx.shape[:-1])
 
     idx = np.arange(len(sides[0]))
+    from scipy import stats
+
     res = stats.bootstrap(
         (idx,),
         statistic,
@@ -374,6 +376,8 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> Interva
     _require(n >= 1, f"n must be >= 1, got {n}")
     _require(0 <= successes <= n, f"successes must be in [0, n={n}], got {successes}")
     _check_confidence(confidence)
+    from statsmodels.stats.proportion import proportion_confint
+
     low, high = proportion_confint(successes, n, alpha=1 - confidence, method="wilson")
     # The Wilson bounds are exactly 0 at successes=0 and 1 at successes=n; statsmodels can leave
     # float residue there (e.g. 7e-18), so pin them.
@@ -389,6 +393,8 @@ def mcnemar_exact(right_to_wrong: int, wrong_to_right: int) -> float:
         return 1.0
     # Only the off-diagonal (discordant) cells enter the test.
     table = [[0, right_to_wrong], [wrong_to_right, 0]]
+    from statsmodels.stats.contingency_tables import mcnemar
+
     return float(mcnemar(table, exact=True).pvalue)
 
 
@@ -398,6 +404,8 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[f
     _check_confidence(confidence)
     if n == 0:
         return 0.0, 1.0
+    from scipy import stats
+
     ci = stats.binomtest(successes, n).proportion_ci(confidence, method="exact")
     return float(ci.low), float(ci.high)
 
@@ -439,6 +447,8 @@ def quantile_order_ci(
     x = np.sort(np.asarray(samples, dtype=np.float64).ravel())
     n = x.size
     _require(n >= 1, "samples must be non-empty")
+    from scipy import stats
+
     alpha, p = 1 - confidence, q / 100
     lo_rank = int(stats.binom.ppf(alpha / 2, n, p))  # P(B < lo_rank) <= alpha / 2
     hi_rank = int(stats.binom.ppf(1 - alpha / 2, n, p)) + 1  # P(B >= hi_rank) <= alpha / 2

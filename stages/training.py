@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -106,3 +107,11 @@ def train_classifier(
     log["train_rows"] = len(y)
     log["parameters"] = int(sum(t.numel() for t in model.parameters()))
     return model.eval(), log
+
+
+def sample_rows(n: int, rows: int, seed: int) -> np.ndarray:
+    """Indices of a seeded sample of `rows` of n rows, in order (every row when rows is 0 or at
+    least n): the rows a short fine-tune trains on."""
+    if rows <= 0 or rows >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng([seed, 11]).choice(n, size=rows, replace=False))

@@ -140,9 +140,12 @@ def test_the_search_never_reads_the_validation_set(
     poisoned["validation"]["x"] = np.full_like(poisoned["validation"]["x"], np.nan)
     recording = _Recording(data.inputs, data.class_names, poisoned)
 
-    details = _apply(recording, model, tmp_path, max_drop_points=3.0)
+    # the calibration-sensitivity report (other calibration subsets) runs on tuning rows too
+    details = _apply(recording, model, tmp_path, max_drop_points=3.0, sensitivity_subsets=2)
 
     assert details["fallback"]["kept_float"] == [SENSITIVE]
+    sensitivity = details["calibration_sensitivity"]
+    assert len(sensitivity["accuracies"]) == 2 and 0 < sensitivity["candidate_accuracy"] <= 1
     assert "validation" not in recording.read
     assert {"calibration", "train"} <= set(recording.read)
 

@@ -265,6 +265,19 @@ def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
     assert np.array_equal(q_alone[7], q.run(None, row)[0][0])  # "alone" is one call on one row
     # activation ranges are taken per call: the same row gives other logits among other rows
     assert V.batch_invariance(q, feeds, q_alone, labels, minilm)["max_abs_difference"] > 1e-3
+    # on a sample spread over the lengths: the longest row is in it, the set's size is named,
+    # and the sample's rows are compared with their own rows alone (a shifted pairing would not
+    # agree bit for bit)
+    few = V.batch_invariance(sess, feeds, alone, labels, minilm, rows=5)
+    assert few["rows"] == 5 and few["of_rows"] == len(labels)
+    assert few["argmax_changed"] == 0 and few["max_abs_difference"] < 1e-4
+    longest = int(np.argmax(minilm.lengths(feeds)))
+    shifted = np.roll(alone, 1, axis=0)
+    assert (
+        V.batch_invariance(sess, feeds, shifted, labels, minilm, rows=5)["max_abs_difference"]
+        > 1e-3
+    )
+    assert longest in V.spread_rows(feeds, minilm, 5)
 
 
 def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(

@@ -252,11 +252,11 @@ def test_workers_that_disagree_are_dropped_and_every_row_runs_on_the_target(
 def test_checked_rows_spread_over_the_lengths_longest_included() -> None:
     from types import SimpleNamespace
 
-    from stages.runtime import _spread
+    from stages.runtime import spread_rows
 
     lengths = np.array([5, 1, 9, 3, 7, 2, 8, 4, 6, 10])
     preset = SimpleNamespace(lengths=lambda f: f["n"])
 
-    picked = _spread({"n": lengths}, preset, 4)
+    picked = spread_rows({"n": lengths}, preset, 4)
 
     assert len(picked) == 4 and 9 in picked and 1 in picked  # rows of length 10 and 1

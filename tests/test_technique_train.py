@@ -34,6 +34,7 @@ from stages.params import ParamsError
 from stages.techniques import distill
 from stages.techniques import prune as PR
 from stages.techniques.base import Context, NotApplicable
+from stages.training import sample_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER: dict[str, Any] = {"channels": [4, 8], "hidden": 16, "epochs": 15}
@@ -190,6 +191,31 @@ def test_training_is_deterministic(
         assert again["sparsity_reached"] == pytest.approx(0.3, abs=1e-3)
     if name.startswith("prune"):
         assert len(again["finetune"]["epochs"]) == 1
+
+
+def test_finetune_rows_is_a_seeded_sample_of_the_train_split(
+    base: Baseline, tmp_path: Path
+) -> None:
+    n = len(base.data.labels("train"))
+    few = n // 3
+    options = PR.MagnitudeOptions(sparsity=0.3, finetune_epochs=1, finetune_rows=few)
+
+    details = TECHNIQUES["prune_magnitude"][1](_ctx(base, options, tmp_path / "few"))
+    every = TECHNIQUES["prune_magnitude"][1](
+        _ctx(base, dataclasses.replace(options, finetune_rows=0), tmp_path / "all")
+    )
+
+    assert (details["finetune"]["train_rows"], details["finetune"]["of_train_rows"]) == (few, n)
+    assert every["finetune"]["train_rows"] == n
+    assert details["finetune"]["epochs"] != every["finetune"]["epochs"]  # other rows, other loss
+    lines = PR.report_magnitude(_evidence(details, "faster"))
+    assert any(f"on {few:,} of {n:,} train rows" in line for line in lines)
+    picked = sample_rows(n, few, seed=0)
+    assert len(set(picked)) == few and list(picked) == sorted(picked)
+    assert np.array_equal(picked, sample_rows(n, few, seed=0))
+    assert not np.array_equal(picked, sample_rows(n, few, seed=1))
+    assert np.array_equal(sample_rows(n, 0, seed=0), np.arange(n))
+    assert np.array_equal(sample_rows(n, n + 5, seed=0), np.arange(n))
 
 
 def _untimed(details: dict[str, Any]) -> dict[str, Any]:

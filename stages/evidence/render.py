@@ -11,6 +11,12 @@ from stages.stats import Interval, classify_speedup
 B, C = "baseline", "candidate"
 
 
+def _of(inv: dict[str, Any]) -> str:
+    """' (of N, spread over the lengths)' when the batch check ran on a sample of the set."""
+    n = inv.get("of_rows", inv["rows"])
+    return f" (of {n:,}, spread over the lengths)" if n > inv["rows"] else ""
+
+
 def largest_batch(bench: dict[str, Any]) -> dict[str, Any]:
     """The timing run at the largest batch size on the validation inputs."""
     runs = [s for s in bench["batches"] if s.get("inputs", "validation") == "validation"]
@@ -159,7 +165,7 @@ def movements(c: dict[str, Any]) -> tuple[list[str], list[str]]:
     inv = val.get("batch_invariance")
     if inv and inv["argmax_changed"]:
         worse.append(
-            f"predictions depend on the batch: {inv['argmax_changed']} of {inv['rows']} validation rows change class when run {inv['rows_per_call']} to a call instead of alone (max abs logit change {inv['max_abs_difference']:.3g}; accuracy {inv['accuracy_alone']:.2%} alone, {inv['accuracy_batched']:.2%} batched): the accuracy above is for requests served one at a time"
+            f"predictions depend on the batch: {inv['argmax_changed']} of {inv['rows']} validation rows{_of(inv)} change class when run {inv['rows_per_call']} to a call instead of alone (max abs logit change {inv['max_abs_difference']:.3g}; accuracy {inv['accuracy_alone']:.2%} alone, {inv['accuracy_batched']:.2%} batched): the accuracy above is for requests served one at a time"
         )
     f = val["fidelity"]
     worse.append(

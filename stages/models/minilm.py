@@ -428,19 +428,30 @@ def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[s
 
 
 def finetune(
-    module: Any, data: Prepared, *, epochs: int, batch_size: int, learning_rate: float, seed: int
+    module: Any,
+    data: Prepared,
+    *,
+    epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    seed: int,
+    rows: int = 0,
 ) -> dict[str, Any]:
     """This preset's training, also after a technique changed the encoder (e.g. pruned it):
-    freeze the encoder, embed the train split once, fit the head from where it stands."""
+    freeze the encoder, embed the train split once (a seeded sample of `rows` of it; 0 = all),
+    fit the head from where it stands."""
     import torch
     from tqdm import tqdm
 
-    from stages.training import fit_classifier
+    from stages.training import fit_classifier, sample_rows
 
     for param in module.encoder.parameters():
         param.requires_grad_(False)
-    x = embeddings(module, data.feeds("train"), tqdm)
-    y = torch.from_numpy(data.labels("train"))
+    train = data.feeds("train")
+    n = len(data.labels("train"))
+    pick = sample_rows(n, rows, seed)
+    x = embeddings(module, {k: v[pick] for k, v in train.items()}, tqdm)
+    y = torch.from_numpy(data.labels("train")[pick])
     log = fit_classifier(
         module.head,
         x,
@@ -453,9 +464,11 @@ def finetune(
     )
     log["trained"] = "head only; encoder frozen"
     log["train_rows"] = len(y)
+    log["of_train_rows"] = n
     module.eval()
-    with torch.no_grad():  # the fitted model's train-split logits, a distillation teacher's
-        module.train_logits = module.head(x)
+    if len(y) == n:
+        with torch.no_grad():  # the fitted model's train-split logits, a distillation teacher's
+            module.train_logits = module.head(x)
     return log
 
 

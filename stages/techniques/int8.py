@@ -13,7 +13,7 @@ import numpy as np
 from tqdm import tqdm
 
 from stages.fidelity import label_of
-from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone, run_rows
+from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone
 from stages.techniques.base import Context
 from stages.techniques.graph_prep import prepare
 
@@ -151,17 +151,23 @@ def apply_static(ctx: Context) -> dict[str, Any]:
         fallback = _fallback(ctx, pre, variant, Path(tmp)) if o.fallback else None
         excluded = fallback["kept_float"] if fallback else []
         variant(excluded, ctx.model_out)
-        accuracies = []  # reported only: the search above never reads the validation set
+        # reported only, on the tuning rows: this stage never reads the validation set
+        tuning, labels, _ = _tuning_rows(ctx) if o.sensitivity_subsets else ({}, None, None)
+        accuracies = []
         for i in tqdm(range(o.sensitivity_subsets), desc="calibration sensitivity", unit="subset"):
             pick = np.sort(rng.choice(available, size=half, replace=False))
             out = Path(tmp) / f"subset{i}.onnx"
             quantize(pre, {k: v[pick] for k, v in feeds.items()}, out, excluded)
-            accuracies.append(_accuracy(out, ctx))
+            accuracies.append(float((_predict(out, tuning, ctx) == labels).mean()))
+        candidate = (
+            float((_predict(ctx.model_out, tuning, ctx) == labels).mean()) if accuracies else None
+        )
     sensitivity = {
         "subsets": o.sensitivity_subsets,
         "rows_each": half,
+        "accuracy_on": "the tuning rows (calibration split and train sample; not validation)",
         "accuracies": accuracies,
-        "candidate_accuracy": _accuracy(ctx.model_out, ctx) if accuracies else None,
+        "candidate_accuracy": candidate,
         "spread_points": 100 * (max(accuracies) - min(accuracies)) if accuracies else 0.0,
     }
     return {
@@ -290,11 +296,14 @@ def _tuning_rows(ctx: Context) -> tuple[dict[str, np.ndarray], np.ndarray, dict[
 
 
 def _predict(model: Path, feeds: dict[str, np.ndarray], ctx: Context) -> np.ndarray:
-    sess = open_session(model, CPU_DEFAULTS)
-    # each row alone, at its natural shape: as the rows are served and validated
-    workers = row_workers(model)
-    outputs = run_alone(sess, feeds, ctx.preset, "tuning rows", workers)
-    return outputs[label_of(sess, ctx.data)[1]].argmax(1)
+    """The label output's class for every row, each row alone at its natural shape (as rows are
+    served and validated), shared among single-threaded sessions, one per core: the rows these
+    sessions compute are the ones a validation worker computes, and the search needs no session
+    with the target's threads beside them."""
+    workers = row_workers(model) or [open_session(model, CPU_DEFAULTS)]
+    shared = workers if len(workers) > 1 else None
+    outputs = run_alone(workers[0], feeds, ctx.preset, "tuning rows", shared)
+    return outputs[label_of(workers[0], ctx.data)[1]].argmax(1)
 
 
 def _rank(
@@ -439,20 +448,10 @@ def _report_sensitivity(d: dict[str, Any]) -> list[str]:
         return ["- calibration sensitivity: not measured (sensitivity_subsets = 0)"]
     accs = ", ".join(f"{a:.2%}" for a in s["accuracies"])
     return [
-        f"- calibration sensitivity: validation accuracy with {s['subsets']} other calibration "
+        f"- calibration sensitivity: tuning-row accuracy with {s['subsets']} other calibration "
         f"subsets of {s['rows_each']} rows: {accs}; spread {s['spread_points']:.2f} points "
         f"(the candidate, calibrated on all rows: {s['candidate_accuracy']:.2%})"
     ]
-
-
-def _accuracy(model: Path, ctx: Context) -> float:
-    """Validation accuracy of a quantized variant (argmax of the first output)."""
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    outputs = run_rows(sess, ctx.data.feeds("validation"), ctx.preset)
-    logits = outputs[label_of(sess, ctx.data)[1]]
-    return float((logits.argmax(1) == ctx.data.labels("validation")).mean())
 
 
 class _Reader:

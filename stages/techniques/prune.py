@@ -37,6 +37,7 @@ def _check_finetune(o: Any) -> None:
     _require(o.finetune_epochs >= 0, "finetune_epochs", o.finetune_epochs, ">= 0 (0 = none)")
     _require(o.learning_rate > 0, "learning_rate", o.learning_rate, "> 0")
     _require(o.batch_size >= 1, "batch_size", o.batch_size, ">= 1")
+    _require(o.finetune_rows >= 0, "finetune_rows", o.finetune_rows, ">= 0 (0 = every train row)")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class MagnitudeOptions:
     finetune_epochs: int = 2
     learning_rate: float = 0.001
     batch_size: int = 64
+    finetune_rows: int = 3000  # a seeded sample of the train split to fine-tune on; 0 = all of it
 
     def __post_init__(self) -> None:
         from stages.params import _require
@@ -62,6 +64,7 @@ class ChannelOptions:
     finetune_epochs: int = 2
     learning_rate: float = 0.001
     batch_size: int = 64
+    finetune_rows: int = 3000  # a seeded sample of the train split to fine-tune on; 0 = all of it
 
     def __post_init__(self) -> None:
         from stages.params import _one_of, _require
@@ -499,7 +502,7 @@ def _finetune(module: Any, ctx: Context, o: Any) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    from stages.training import fit_classifier
+    from stages.training import fit_classifier, sample_rows
 
     own = getattr(ctx.preset, "finetune", None)
     if own is not None:
@@ -510,11 +513,14 @@ def _finetune(module: Any, ctx: Context, o: Any) -> dict[str, Any]:
             batch_size=o.batch_size,
             learning_rate=o.learning_rate,
             seed=ctx.seed,
+            rows=o.finetune_rows,
         )
     if len(ctx.data.inputs) != 1:
         raise NotApplicable("fine-tuning handles single-input models only; set finetune_epochs: 0")
-    x = torch.from_numpy(ctx.data.feeds("train")[ctx.data.inputs[0]])
-    y = torch.from_numpy(ctx.data.labels("train"))
+    labels = ctx.data.labels("train")
+    pick = sample_rows(len(labels), o.finetune_rows, ctx.seed)
+    x = torch.from_numpy(ctx.data.feeds("train")[ctx.data.inputs[0]][pick])
+    y = torch.from_numpy(labels[pick])
     log = fit_classifier(
         module,
         x,
@@ -525,6 +531,7 @@ def _finetune(module: Any, ctx: Context, o: Any) -> dict[str, Any]:
         seed=ctx.seed,
         progress=lambda it, **kw: tqdm(it, **{**kw, "desc": "fine-tune"}),
     )
+    log["train_rows"], log["of_train_rows"] = len(y), len(labels)
     return log
 
 
@@ -656,7 +663,9 @@ def slice_lines(c: dict[str, Any]) -> list[str]:
 def _finetune_line(log: dict[str, Any]) -> str:
     losses = ", ".join(f"{e['loss']:.4f}" for e in log["epochs"])
     what = f" ({log['trained']})" if log.get("trained") else ""
-    return f"- Fine-tune{what}: {len(log['epochs'])} epoch(s), train loss per epoch {losses}."
+    n, of = log.get("train_rows"), log.get("of_train_rows")
+    rows = f" on {n:,} of {of:,} train rows (seeded sample)" if n and of and n < of else ""
+    return f"- Fine-tune{what}: {len(log['epochs'])} epoch(s){rows}, train loss per epoch {losses}."
 
 
 def _ci(d: dict[str, float]) -> str:
