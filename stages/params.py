@@ -72,10 +72,10 @@ class Bench:
     min_rounds: int = 12
     max_rounds: int = 400
     sessions: int = 5  # worker processes per timing, each with its own session of every side
-    max_seconds: float = 14.0
+    max_seconds: float = 17.0
     # the cap for the timings the verdict does not weigh (larger batches, a preset's fixed-shape
     # inputs): reported with their intervals, never judged
-    report_seconds: float = 5.0
+    report_seconds: float = 3.0
     precision: float = 0.02
     max_noise_floor: float = 0.1  # a timing decision needs the A/A noise floor at most this wide
     confidence: float = 0.95

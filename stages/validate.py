@@ -65,7 +65,7 @@ def predict(
 # Rows the batch-invariance check runs batched, spread over the lengths. A sample shows whether
 # predictions depend on the batch and by how much (it can miss a rare flip among the rows left
 # out); on MiniLM a batched pass over all 3,188 rows cost as much as the rows alone.
-BATCH_CHECK_ROWS = 1024
+BATCH_CHECK_ROWS = 512
 
 
 def batch_invariance(

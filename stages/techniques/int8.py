@@ -52,11 +52,11 @@ class StaticOptions:
     activation_type: str = "quint8"
     weight_type: str = "qint8"
     op_types: list[str] = field(default_factory=list)
-    sensitivity_subsets: int = 3  # extra calibrations on random halves, for the spread check
+    sensitivity_subsets: int = 2  # extra calibrations on random halves, for the spread check
     fallback: bool = True  # keep the most quantization-sensitive nodes in float
     max_drop_points: float = 1.0  # tuning rows changing class vs float, in points; stop at or below
     max_excluded: int = 128  # the most nodes the fallback may keep in float
-    tuning_rows: int = 1000  # train rows (seeded sample) judged beside the calibration split
+    tuning_rows: int = 600  # train rows (seeded sample) judged beside the calibration split
 
     def __post_init__(self) -> None:
         from stages.params import _one_of, _require
