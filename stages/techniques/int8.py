@@ -148,11 +148,13 @@ def apply_static(ctx: Context) -> dict[str, Any]:
         def variant(exclude: list[str], out: Path) -> None:
             quantize(pre, calibration, out, exclude, ranges)
 
-        fallback = _fallback(ctx, pre, variant, Path(tmp)) if o.fallback else None
+        # the rows the search judges and the sensitivity report measures on (never validation)
+        no_rows: tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]] = ({}, np.empty(0), {})
+        rows = _tuning_rows(ctx) if o.fallback or o.sensitivity_subsets else no_rows
+        fallback = _fallback(ctx, pre, variant, Path(tmp), rows) if o.fallback else None
         excluded = fallback["kept_float"] if fallback else []
         variant(excluded, ctx.model_out)
-        # reported only, on the tuning rows: this stage never reads the validation set
-        tuning, labels, _ = _tuning_rows(ctx) if o.sensitivity_subsets else ({}, None, None)
+        tuning, labels, _ = rows  # the sensitivity below is reported only
         accuracies = []
         for i in tqdm(range(o.sensitivity_subsets), desc="calibration sensitivity", unit="subset"):
             pick = np.sort(rng.choice(available, size=half, replace=False))
@@ -193,15 +195,22 @@ RANK_ROWS = 64  # tuning rows the sensitivity ranking runs (spread over lengths)
 RANK_SHOWN = 10  # most sensitive nodes recorded in the manifest
 
 
-def _fallback(ctx: Context, pre: Path, variant: Any, tmp: Path) -> dict[str, Any]:
+def _fallback(
+    ctx: Context,
+    pre: Path,
+    variant: Any,
+    tmp: Path,
+    rows: tuple[dict[str, np.ndarray], np.ndarray, dict[str, int]],
+) -> dict[str, Any]:
     """Nodes to keep in float, the way Intel Neural Compressor falls back: quantized nodes are
     ranked by the noise each adds, op types by their noisiest node; whole op types are kept in
     float first, in that order (but not the ARITHMETIC ones, which carry the speed), then single
     nodes of what stays quantized, by rank, in steps of 1, 2, 4 ...,
     until the accuracy drop on the tuning rows (labelled, never validation rows) is at most
-    `max_drop_points`, or `max_excluded` nodes are in float (then the lowest drop is kept)."""
+    `max_drop_points`, or `max_excluded` nodes are in float (then the lowest drop is kept).
+    `rows`: the tuning rows, their labels and where they came from (`_tuning_rows`)."""
     o: StaticOptions = ctx.options
-    tuning, labels, sources = _tuning_rows(ctx)
+    tuning, labels, sources = rows
     base_right = _predict(ctx.baseline, tuning, ctx) == labels
     step = tmp / "step.onnx"
 
