@@ -24,7 +24,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
     },
     "minilm_quick": {
         "model": "minilm_sentiment",
-        "bench": {"max_seconds": 8.0, "report_seconds": 3.0, "min_rounds": 6},
+        "bench": {"max_seconds": 8.0, "report_seconds": 2.0, "min_rounds": 6},
     },
 }
 
