@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
+import hashlib
 import io
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -32,6 +34,7 @@ FIELDS = (
     "commit",
     "host",  # fingerprint of reports/host.json (hardware and library versions)
     "machine",  # machine class: CPU model, architecture, logical cores
+    "protocol",  # fingerprint of the timing protocol (params.yaml's bench section)
     "model",
     "target",
     "candidate",
@@ -46,7 +49,9 @@ ALPHA = 0.05  # permutation p-value at which a split is kept (Matteson and James
 MIN_SIZE = 3  # runs: a shift must last this long (one outlier run is not a shift)
 MIN_CHANGE = 0.03  # relative change of the mean below which a shift is not reported
 WINDOW = 104  # runs analysed per series: two years of weekly runs (the test is O(n^2) per run)
-SERIES = ("model", "target", "machine", "candidate", "inputs", "batch")
+SERIES = ("model", "target", "machine", "protocol", "candidate", "inputs", "batch")
+SETUP = SERIES[:3]  # what a comparison with committed evidence must share (the protocol may move)
+BEFORE_PROTOCOL = tuple(f for f in FIELDS if f != "protocol")  # the header of older histories
 NUMBERS = ("estimate", "low", "high", "noise_floor")
 
 
@@ -62,9 +67,24 @@ class Shift:
         return self.after / self.before - 1
 
 
+def protocol(bench: dict[str, Any]) -> str:
+    """A short fingerprint of the timing protocol: every `bench` parameter. Runs timed under
+    another protocol (other caps, rounds, sessions) form their own series, so a protocol change
+    starts a new history instead of being read as a shift of the candidate."""
+    text = json.dumps(bench, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
 def append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    """Add rows to the CSV through a temp file and a rename: a killed run leaves it whole."""
+    """Add rows to the CSV through a temp file and a rename: a killed run leaves it whole. A
+    history written before the protocol column is rewritten with it (empty: protocol unknown)."""
     old = path.read_text() if path.exists() else ""
+    if old and old.splitlines()[0] == ",".join(BEFORE_PROTOCOL):
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows({**r, "protocol": ""} for r in csv.DictReader(io.StringIO(old)))
+        old = buf.getvalue()
     if old and old.splitlines()[0] != ",".join(FIELDS):
         raise EvidenceError(
             f"{path}: header {old.splitlines()[0]!r} is not {','.join(FIELDS)!r}; move the old "
@@ -80,7 +100,8 @@ def append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
 
 
 def read(path: Path) -> list[dict[str, Any]]:
-    """The history's rows in file order (oldest first); none when there is no file yet."""
+    """The history's rows in file order (oldest first); none when there is no file yet. Rows of a
+    history written before the protocol column have an empty protocol: a series of their own."""
     if not path.exists():
         return []
     with path.open(newline="") as f:
@@ -88,7 +109,14 @@ def read(path: Path) -> list[dict[str, Any]]:
     out = []
     for line, r in enumerate(rows, start=2):
         try:
-            out.append({**r, "batch": int(r["batch"]), **{k: float(r[k]) for k in NUMBERS}})
+            out.append(
+                {
+                    **r,
+                    "protocol": r.get("protocol", ""),
+                    "batch": int(r["batch"]),
+                    **{k: float(r[k]) for k in NUMBERS},
+                }
+            )
         except (KeyError, TypeError, ValueError) as e:
             raise EvidenceError(
                 f"{path} line {line} is malformed ({type(e).__name__}: {e}); expected the "
@@ -101,7 +129,8 @@ def rows_of(
     evidence: dict[str, dict[str, Any]], where: dict[str, str], commit: str, host: str
 ) -> list[dict[str, Any]]:
     """One history row per candidate, input set and batch size of one run's evidence
-    (benchmark.json per candidate); `where` holds the model, target and machine class."""
+    (benchmark.json per candidate); `where` holds the model, target, machine class and
+    protocol."""
     utc = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     return [
         {
@@ -147,7 +176,8 @@ def log_mlflow(rows: list[dict[str, Any]], where: dict[str, str], tags: dict[str
 
 
 def series(rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
-    """Rows grouped by model, target, machine class, candidate, inputs and batch, in order."""
+    """Rows grouped by model, target, machine class, protocol, candidate, inputs and batch, in
+    order."""
     out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
     for r in rows:
         out.setdefault(tuple(r[k] for k in SERIES), []).append(r)
@@ -261,16 +291,18 @@ def markdown(rows: list[dict[str, Any]], shifts: dict[tuple[Any, ...], list[Shif
     lines = [
         "### Re-benchmark history: p50 speedup (baseline / candidate) per run",
         "",
-        "| model | target | machine | candidate | batch | runs | median | latest | shifts |",
-        "|---|---|---|---|---:|---:|---:|---:|---|",
+        "| model | target | machine | protocol | candidate | batch | runs | median | latest "
+        "| shifts |",
+        "|---|---|---|---|---|---:|---:|---:|---:|---|",
     ]
     details = []
     for key, runs in groups.items():
-        model, target, machine, cand, inputs, batch = key
+        model, target, machine, proto, cand, inputs, batch = key
         est = [r["estimate"] for r in runs]
         where = f"{batch}{'' if inputs == 'validation' else f' ({inputs})'}"
         lines.append(
-            f"| {model} | {target} | {machine} | {cand} | {where} | {len(runs)} | "
+            f"| {model} | {target} | {machine} | {proto or 'unknown'} | {cand} | {where} | "
+            f"{len(runs)} | "
             f"{np.median(est):.3f} | {est[-1]:.3f} | {describe(shifts.get(key, []))} |"
         )
         for s in shifts.get(key, []):
@@ -281,11 +313,12 @@ def markdown(rows: list[dict[str, Any]], shifts: dict[tuple[Any, ...], list[Shif
                 f"({s.change:+.1%}), permutation p = {s.pvalue:.3f}"
             )
     if not groups:
-        lines.append("| | | | | | 0 | | | no re-benchmark recorded yet |")
+        lines.append("| | | | | | | 0 | | | no re-benchmark recorded yet |")
     lines += ["", *(details or ["No persistent shift in any series."]), ""]
     lines.append(
         f"Shifts: e-divisive change points (energy distance, permutation test at p <= {ALPHA}), "
-        f"each lasting at least {MIN_SIZE} runs and moving the mean by at least {MIN_CHANGE:.0%}."
+        f"each lasting at least {MIN_SIZE} runs and moving the mean by at least {MIN_CHANGE:.0%}. "
+        "A change of the timing protocol (params.yaml's bench section) starts a new series."
     )
     return "\n".join(lines) + "\n"
 

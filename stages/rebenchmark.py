@@ -23,7 +23,10 @@ again. A row whose threshold is wider than `--max-floor` (params `bench.max_nois
 pass: its row reads NOISY.
 
 Each timing run, retests included, appends its figures to the history CSV (`--history`), whose
-change-point analysis (`stages.history`) fills the table's "history" column; the first run is
+change-point analysis (`stages.history`) fills the table's "history" column. Its series are kept
+per model, target, machine class and timing protocol (a fingerprint of params.yaml's bench
+section): after a protocol change the median is taken over runs of the new protocol only, and
+until five of them exist the committed value is the reference again. The first run is
 logged as one MLflow run to the experiment `rebenchmark-<model>-<target>` when mlflow is
 installed. The Markdown table, fit for a pull-request comment, is printed and written to `--table`.
 
@@ -411,11 +414,13 @@ def this_host() -> dict[str, Any]:
 
 
 def setup(params: dict[str, Any], host: dict[str, Any]) -> dict[str, str]:
-    """What a timing compares within: model, target and machine class."""
+    """What a timing compares within: model, target and machine class (`H.SETUP`), and the
+    timing protocol, which keeps the history's series apart."""
     return {
         "model": params["model"]["name"],
         "target": params["target"]["name"],
         "machine": machine(host),
+        "protocol": H.protocol(params.get("bench") or {}),  # not compared with committed
     }
 
 
@@ -436,8 +441,9 @@ def committed_setup(against: str, host_path: Path) -> dict[str, str]:
 
 
 def refuse_other_setup(ours: dict[str, str], theirs: dict[str, str], against: str) -> None:
-    """Evidence of another model, target or machine class says nothing about this one."""
-    if diff := [k for k in ours if ours[k] != theirs[k]]:
+    """Evidence of another model, target or machine class says nothing about this one (another
+    timing protocol only times the same thing otherwise: it is compared)."""
+    if diff := [k for k in H.SETUP if ours[k] != theirs[k]]:
         sides = "; ".join(f"{k}: {theirs[k]!r} at {against}, {ours[k]!r} here" for k in diff)
         raise EvidenceError(
             f"--against {against} holds evidence for another {' and '.join(diff)} ({sides}): "
@@ -510,7 +516,7 @@ def main(argv: list[str] | None = None) -> None:
     confidence = p.bench.confidence
     past_shifts = H.analyse([r for runs in past.values() for r in runs])
 
-    here = tuple(where[k] for k in H.SERIES[:3])
+    here = tuple(where[k] for k in H.SERIES[:4])  # model, target, machine, protocol
 
     def since_shift(key: tuple[Any, ...]) -> list[float]:
         """Past p50 speedups of a series after its last shift: a median across one means
@@ -521,12 +527,12 @@ def main(argv: list[str] | None = None) -> None:
     def history_of(
         t: str,
     ) -> tuple[dict[tuple[str, int], list[float]], dict[tuple[str, int], list[float]]]:
-        """Past p50 speedups of candidate t here, per (inputs, batch size): all of them, and
-        those since the series' last shift."""
-        keys = [k for k in past if k[:3] == here and k[3] == t]
+        """Past p50 speedups of candidate t here (same timing protocol), per (inputs, batch
+        size): all of them, and those since the series' last shift."""
+        keys = [k for k in past if k[:4] == here and k[4] == t]
         return (
-            {(k[4], k[5]): [h["estimate"] for h in past[k]] for k in keys},
-            {(k[4], k[5]): since_shift(k) for k in keys},
+            {(k[5], k[6]): [h["estimate"] for h in past[k]] for k in keys},
+            {(k[5], k[6]): since_shift(k) for k in keys},
         )
 
     dvc = [sys.executable, "-m", "dvc", "repro"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ def noisy(n: int, level: float, rng: np.random.Generator) -> np.ndarray:
 
 
 def runs(
-    values: np.ndarray, candidate: str = "int8_static", batch: int = 1
+    values: np.ndarray, candidate: str = "int8_static", batch: int = 1, protocol: str = "p1"
 ) -> list[dict[str, Any]]:
     return [
         {
@@ -25,6 +26,7 @@ def runs(
             "commit": (f"{i:x}" * 40)[:40],
             "host": "0123456789abcdef",
             "machine": "AMD EPYC (x86_64, 2 logical cores)",
+            "protocol": protocol,
             "model": "minilm_sentiment",
             "target": "cpu",
             "candidate": candidate,
@@ -109,3 +111,30 @@ def test_series_are_kept_apart_and_the_report_names_the_shift(tmp_path: Path) ->
 def test_the_report_of_an_empty_history(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     H.main(["--csv", str(tmp_path / "none.csv")])
     assert "no re-benchmark recorded yet" in capsys.readouterr().out
+
+
+def test_a_history_from_before_the_protocol_column_is_kept_as_a_series_of_its_own(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.csv"
+    old = runs(np.array([1.6, 1.62]))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, H.BEFORE_PROTOCOL, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(old)
+    assert [r["protocol"] for r in H.read(path)] == ["", ""]  # readable as it is
+    H.append(path, runs(np.array([1.5]), protocol="abc"))
+    assert path.read_text().splitlines()[0] == ",".join(H.FIELDS)
+    rows = H.read(path)
+    assert [(r["protocol"], r["estimate"]) for r in rows] == [("", 1.6), ("", 1.62), ("abc", 1.5)]
+    assert [len(s) for s in H.series(rows).values()] == [2, 1]
+    report = H.markdown(rows, H.analyse(rows))
+    assert "| unknown | int8_static |" in report and "| abc | int8_static |" in report
+
+
+def test_the_protocol_fingerprint_follows_every_bench_value_not_its_order() -> None:
+    bench = {"max_seconds": 17.0, "report_seconds": 3.0, "sessions": 5}
+    same = dict(reversed(list(bench.items())))
+    assert H.protocol(bench) == H.protocol(same) and len(H.protocol(bench)) == 10
+    for key in bench:
+        assert H.protocol({**bench, key: bench[key] + 1}) != H.protocol(bench), key

@@ -20,6 +20,8 @@ from stages.io import EvidenceError
 from stages.measure.timing import Timings, summarize
 
 ROOT = Path(__file__).resolve().parents[1]
+TECHNIQUES = ["technique=[int8_dynamic,int8_static]"]
+PROTOCOL = H.protocol(P.compose(TECHNIQUES, conf=ROOT / "conf")["bench"])  # git_repo's
 
 
 def iv(est: float, low: float, high: float) -> dict[str, float]:
@@ -129,7 +131,7 @@ HOST = {
 
 @pytest.fixture()
 def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    params = P.compose(["technique=[int8_dynamic,int8_static]"], conf=ROOT / "conf")
+    params = P.compose(TECHNIQUES, conf=ROOT / "conf")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/host.json").write_text(json.dumps(HOST))
@@ -278,6 +280,7 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
         ("int8_static", 1, retest),
     ]
     assert {r["machine"] for r in runs} == {R.machine(HOST)}
+    assert {r["protocol"] for r in runs} == {PROTOCOL}
     assert [t["exit_code"] for t in logged] == [str(code or 0)]  # one MLflow run per re-benchmark
 
 
@@ -413,6 +416,7 @@ def past_runs(n: int, speedup: float, technique: str = "int8_static") -> list[di
             "commit": f"{i:040x}",
             "host": HOST["fingerprint"],
             "machine": R.machine(HOST),
+            "protocol": PROTOCOL,
             "model": "minilm_sentiment",
             "target": "cpu",
             "candidate": technique,
@@ -443,6 +447,31 @@ def test_a_committed_outlier_no_longer_matters_against_the_median(
     assert "| median of 8 past runs, 2.010 |" in row
     # against the committed value alone, 2.0 would have read as a 23 % drop
     assert R.compare("x", evidence(2.6, 0.05), evidence(2.0, 0.05))[0].status == R.REGRESSION
+
+
+def test_runs_of_another_timing_protocol_are_not_the_reference(
+    git_repo: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Eight past runs near 2.0 timed under another bench section: the committed 2.6 is the
+    reference again (a protocol change starts new series), so 2.0 now reads as a regression."""
+    other = [{**r, "protocol": "0123456789"} for r in past_runs(8, 2.0) + past_runs(8, 2.0, "x")]
+    H.append(git_repo / "h.csv", other)
+    commit(git_repo, both(2.6, 0.05))
+    write_now(git_repo, both(2.0, 0.05))
+    code = run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"])
+    row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
+    assert code == R.REGRESSED and "| committed |" in row and "median" not in row
+
+
+def test_committed_evidence_of_another_timing_protocol_is_still_compared(
+    git_repo: Path,
+) -> None:
+    params = yaml.safe_load((git_repo / "params.yaml").read_text())
+    now = (git_repo / "params.yaml").read_text()
+    params["bench"]["max_seconds"] += 1
+    commit(git_repo, {**both(2.0, 0.05), "params.yaml": yaml.safe_dump(params)})
+    write_now(git_repo, {**both(2.0, 0.05), "params.yaml": now})
+    assert run_cli(["--no-run", "--table", "t.md"]) == R.PASSED
 
 
 def test_a_flagged_drop_says_the_committed_side_is_one_run() -> None:
