@@ -6,11 +6,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from stages.io import EvidenceError
-from stages.params import ParamsError
-from stages.runtime import TargetUnavailable
-
-KNOWN = (ParamsError, EvidenceError, TargetUnavailable)
+from stages.errors import KNOWN
 
 
 def run(main: Callable[[], None], extra: tuple[type[BaseException], ...] = ()) -> None:

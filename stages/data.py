@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.errors import require
 from stages.io import load_arrays, read_json, save_arrays, sha256_arrays, write_json
 
 LABELS = "labels"
@@ -51,18 +52,14 @@ def grayscale_png(image: np.ndarray, side: int, scale: int) -> tuple[str, bytes]
 
 def check_low_light(scale: float, gamma: float) -> None:
     """The image presets' low_light parameters (ParamsError naming the field)."""
-    from stages.params import _require
-
-    _require(0 < scale <= 1, "low_light_scale", scale, "in (0, 1]")
-    _require(gamma > 0, "low_light_gamma", gamma, "> 0")
+    require(0 < scale <= 1, "low_light_scale", scale, "in (0, 1]")
+    require(gamma > 0, "low_light_gamma", gamma, "> 0")
 
 
 def check_split(validation_share: float, calibration_size: int) -> None:
     """A validation share of all rows and a calibration count (ParamsError naming the field)."""
-    from stages.params import _require
-
-    _require(0 < validation_share < 0.9, "validation_share", validation_share, "in (0, 0.9)")
-    _require(calibration_size >= 1, "calibration_size", calibration_size, ">= 1")
+    require(0 < validation_share < 0.9, "validation_share", validation_share, "in (0, 0.9)")
+    require(calibration_size >= 1, "calibration_size", calibration_size, ">= 1")
 
 
 @dataclass

@@ -14,6 +14,7 @@ import numpy as np
 
 from stages import stats
 from stages.data import Prepared
+from stages.errors import ParamsError
 from stages.io import EvidenceError
 
 
@@ -38,8 +39,6 @@ def label_index(names: list[str], wanted: str) -> int:
     if not wanted:
         return 0
     if wanted not in names:
-        from stages.params import ParamsError
-
         raise ParamsError(
             f"model.label_output = {wanted!r} is not an output of the model; its outputs are "
             f'{names}: name one of them, or leave it empty ("") for the first'

@@ -17,13 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from stages.errors import EvidenceError
+
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)  # fixed member timestamps: same arrays, same bytes
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once: the process umask, for files made by mkstemp / mkdtemp
-
-
-class EvidenceError(RuntimeError):
-    """An input file of a stage is missing or unreadable; the message says how to restore it."""
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 from stages import data as D
 from stages import params as P
-from stages.cli import KNOWN, run
+from stages.cli import run
+from stages.errors import SETUP_ERRORS
 from stages.evidence.manifest import changes, graph_summary
 from stages.export import MANIFEST_FILE, MODEL_FILE
 from stages.io import atomic_dir, read_json, write_json
@@ -57,7 +58,7 @@ def _outcome(
     except NotApplicable as e:
         print(f"{name}: not applicable: {e}")
         return {"status": "not_applicable", "reason": str(e)}
-    except KNOWN:  # a setting to fix or evidence to restore: the stage fails with one line
+    except SETUP_ERRORS:  # a setting to fix or evidence to restore: the stage fails with one line
         raise
     except Exception as e:  # this technique broke on this model: recorded; the others go on
         traceback.print_exc()

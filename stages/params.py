@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -13,16 +12,13 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from stages.errors import ParamsError, closest, one_of, require
 from stages.models import MODELS
 from stages.techniques import TECHNIQUES
 
 PARAMS_FILE = Path("params.yaml")
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
 SCENARIOS = ("single_stream", "server", "offline")
-
-
-class ParamsError(ValueError):
-    """A params.yaml value that no stage can work with; the message says what to change."""
 
 
 @dataclass
@@ -55,13 +51,13 @@ class Target:
     graph_optimization_level: str = "all"
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.intra_op_threads >= 0, "target.intra_op_threads", self.intra_op_threads, ">= 0"
         )
-        _require(
+        require(
             self.inter_op_threads >= 1, "target.inter_op_threads", self.inter_op_threads, ">= 1"
         )
-        _one_of("target.graph_optimization_level", self.graph_optimization_level, GRAPH_LEVELS)
+        one_of("target.graph_optimization_level", self.graph_optimization_level, GRAPH_LEVELS)
 
 
 @dataclass
@@ -93,48 +89,44 @@ class Bench:
 
     def __post_init__(self) -> None:
         for s in self.scenarios:
-            _one_of("bench.scenarios", s, SCENARIOS)
-        _require(
+            one_of("bench.scenarios", s, SCENARIOS)
+        require(
             self.server_duration_s > 0, "bench.server_duration_s", self.server_duration_s, "> 0"
         )
         for name in ("server_load_factors", "server_sweep_factors"):
             values = getattr(self, name)
-            _require(bool(values) and min(values) > 0, f"bench.{name}", values, "factors > 0")
-        _require(
-            self.latency_bound_ms >= 0, "bench.latency_bound_ms", self.latency_bound_ms, ">= 0"
-        )
-        _require(
-            self.offline_requests >= 1, "bench.offline_requests", self.offline_requests, ">= 1"
-        )
-        _require(bool(self.batch_sizes), "bench.batch_sizes", self.batch_sizes, "at least one")
+            require(bool(values) and min(values) > 0, f"bench.{name}", values, "factors > 0")
+        require(self.latency_bound_ms >= 0, "bench.latency_bound_ms", self.latency_bound_ms, ">= 0")
+        require(self.offline_requests >= 1, "bench.offline_requests", self.offline_requests, ">= 1")
+        require(bool(self.batch_sizes), "bench.batch_sizes", self.batch_sizes, "at least one")
         for b in self.batch_sizes:
-            _require(b >= 1, "bench.batch_sizes", self.batch_sizes, "sizes >= 1")
-        _require(self.batch_sizes[0] == 1, "bench.batch_sizes", self.batch_sizes, "1 first")
-        _require(self.calls_per_block >= 1, "bench.calls_per_block", self.calls_per_block, ">= 1")
-        _require(self.min_rounds >= 2, "bench.min_rounds", self.min_rounds, ">= 2")
-        _require(self.sessions >= 1, "bench.sessions", self.sessions, ">= 1")
-        _require(self.report_seconds > 0, "bench.report_seconds", self.report_seconds, "> 0")
-        _require(
+            require(b >= 1, "bench.batch_sizes", self.batch_sizes, "sizes >= 1")
+        require(self.batch_sizes[0] == 1, "bench.batch_sizes", self.batch_sizes, "1 first")
+        require(self.calls_per_block >= 1, "bench.calls_per_block", self.calls_per_block, ">= 1")
+        require(self.min_rounds >= 2, "bench.min_rounds", self.min_rounds, ">= 2")
+        require(self.sessions >= 1, "bench.sessions", self.sessions, ">= 1")
+        require(self.report_seconds > 0, "bench.report_seconds", self.report_seconds, "> 0")
+        require(
             self.max_rounds >= self.min_rounds, "bench.max_rounds", self.max_rounds, ">= min_rounds"
         )
-        _require(self.max_seconds > 0, "bench.max_seconds", self.max_seconds, "> 0")
-        _require(0 < self.precision < 1, "bench.precision", self.precision, "in (0, 1)")
-        _require(
+        require(self.max_seconds > 0, "bench.max_seconds", self.max_seconds, "> 0")
+        require(0 < self.precision < 1, "bench.precision", self.precision, "in (0, 1)")
+        require(
             self.max_noise_floor > 0,
             "bench.max_noise_floor",
             self.max_noise_floor,
             "> 0 (0.1 = 10 %)",
         )
-        _require(0 < self.confidence < 1, "bench.confidence", self.confidence, "in (0, 1)")
-        _require(
+        require(0 < self.confidence < 1, "bench.confidence", self.confidence, "in (0, 1)")
+        require(
             self.bootstrap_resamples >= 100,
             "bench.bootstrap_resamples",
             self.bootstrap_resamples,
             ">= 100",
         )
-        _require(self.warmup_calls >= 0, "bench.warmup_calls", self.warmup_calls, ">= 0")
-        _require(self.memory_calls >= 1, "bench.memory_calls", self.memory_calls, ">= 1")
-        _require(self.load_repeats >= 1, "bench.load_repeats", self.load_repeats, ">= 1")
+        require(self.warmup_calls >= 0, "bench.warmup_calls", self.warmup_calls, ">= 0")
+        require(self.memory_calls >= 1, "bench.memory_calls", self.memory_calls, ">= 1")
+        require(self.load_repeats >= 1, "bench.load_repeats", self.load_repeats, ">= 1")
 
 
 @dataclass
@@ -150,21 +142,21 @@ class Budget:
 
     def __post_init__(self) -> None:
         drop = "a drop in percentage points, >= 0 (1.0 = one point)"
-        _require(
+        require(
             self.max_accuracy_drop >= 0, "budget.max_accuracy_drop", self.max_accuracy_drop, drop
         )
-        _require(
+        require(
             self.max_worst_slice_drop >= 0,
             "budget.max_worst_slice_drop",
             self.max_worst_slice_drop,
             drop,
         )
-        _require(self.min_speedup > 0, "budget.min_speedup", self.min_speedup, "a ratio > 0")
-        _require(
+        require(self.min_speedup > 0, "budget.min_speedup", self.min_speedup, "a ratio > 0")
+        require(
             self.max_p99_slowdown >= 1, "budget.max_p99_slowdown", self.max_p99_slowdown, ">= 1"
         )
-        _require(0 < self.alpha < 1, "budget.alpha", self.alpha, "in (0, 1)")
-        _require(
+        require(0 < self.alpha < 1, "budget.alpha", self.alpha, "in (0, 1)")
+        require(
             self.max_output_error >= 0,
             "budget.max_output_error",
             self.max_output_error,
@@ -207,7 +199,7 @@ def validate(raw: dict[str, Any]) -> Params:
     top = _structured(_Raw, raw, "")
     model_raw = dict(top.model)
     name = model_raw.pop("name", None)
-    _one_of("model.name", name, sorted(MODELS))
+    one_of("model.name", name, sorted(MODELS))
     model = _structured(MODELS[name].Params, model_raw, "model.")
     if not top.technique:
         raise ParamsError(
@@ -216,7 +208,7 @@ def validate(raw: dict[str, Any]) -> Params:
         )
     techniques = {}
     for tname, options in top.technique.items():
-        _one_of("technique", tname, sorted(TECHNIQUES))
+        one_of("technique", tname, sorted(TECHNIQUES))
         _check_calibration(f"technique.{tname}", dict(options or {}), model)
         techniques[tname] = _structured(
             TECHNIQUES[tname].options, dict(options or {}), f"technique.{tname}."
@@ -282,7 +274,7 @@ def _check_calibration(where: str, options: dict[str, Any], model: Any) -> None:
     size, most = options.get("calibration_size"), getattr(model, "calibration_size", None)
     if type(size) is not int or type(most) is not int:
         return  # a wrong type is the schema's to report; a share-sized split is checked when applied
-    _require(
+    require(
         1 <= size <= most,
         f"{where}.calibration_size",
         size,
@@ -290,24 +282,6 @@ def _check_calibration(where: str, options: dict[str, Any], model: Any) -> None:
         f"{most}); lower it, e.g. -S {where}.calibration_size={most}, or raise "
         "model.calibration_size",
     )
-
-
-def _require(ok: bool, name: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ParamsError(f"{name} = {value!r} is not allowed; expected {allowed}")
-
-
-def _one_of(name: str, value: Any, allowed: tuple[str, ...] | list[str]) -> None:
-    if value not in allowed:
-        raise ParamsError(
-            f"{name} = {value!r} is unknown{_closest(value, allowed)}; "
-            f"choose one of: {', '.join(allowed)}"
-        )
-
-
-def _closest(value: Any, allowed: tuple[str, ...] | list[str]) -> str:
-    close = difflib.get_close_matches(str(value), allowed, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check_overrides(overrides: list[str], conf: Path = Path("conf")) -> None:
@@ -323,7 +297,7 @@ def check_overrides(overrides: list[str], conf: Path = Path("conf")) -> None:
             if str(name) not in available:
                 raise ParamsError(
                     f"technique = {name!r} is unknown: there is no conf/technique/{name}.yaml"
-                    f"{_closest(name, available)}; choose from the files there: "
+                    f"{closest(name, available)}; choose from the files there: "
                     f"{', '.join(available)}"
                 )
 

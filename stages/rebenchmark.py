@@ -53,6 +53,7 @@ import yaml
 
 from stages import history as H
 from stages import params as P
+from stages.errors import KNOWN
 from stages.io import EvidenceError, write_text
 
 OK, REGRESSION, IMPROVEMENT, NEW, NOISY = "ok", "REGRESSION", "improvement", "new", "NOISY"
@@ -643,8 +644,6 @@ def _commit() -> str:
 def cli(argv: list[str] | None = None) -> None:
     """`main` with the exit codes of the module's docstring: an error that stops the gate
     (bad evidence, another setup, a failed `dvc repro`, a crash) exits 2, never 1."""
-    from stages.cli import KNOWN
-
     try:
         main(argv)
     except (*KNOWN, subprocess.CalledProcessError) as e:

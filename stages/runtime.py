@@ -10,16 +10,12 @@ import numpy as np
 import onnx
 import psutil
 
-from stages.io import EvidenceError
+from stages.errors import EvidenceError, TargetUnavailable
 
 if TYPE_CHECKING:
     import onnxruntime as ort
 
     from stages.params import Target
-
-
-class TargetUnavailable(RuntimeError):
-    """The target's execution provider is not on this machine; nothing falls back to the CPU."""
 
 
 def check_target(target: Target) -> None:

@@ -17,6 +17,7 @@ from stages.data import (
     grayscale_png,
     low_light,
 )
+from stages.errors import require
 
 if TYPE_CHECKING:
     import torch
@@ -39,16 +40,14 @@ class Params:
     parity_tolerance: float = 1e-4
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
         check_split(self.validation_share, self.calibration_size)
         check_low_light(self.low_light_scale, self.low_light_gamma)
-        _require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
-        _require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
-        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        _require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
+        require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
+        require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
+        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
 
 
 def prepare(p: Params, seed: int) -> Prepared:

@@ -26,6 +26,7 @@ from stages.data import (
     grayscale_png,
     low_light,
 )
+from stages.errors import EvidenceError, ParamsError, require
 
 if TYPE_CHECKING:
     import torch
@@ -99,35 +100,31 @@ class Params:
     parity_tolerance: float = 1e-4
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(bool(self.data_dir), "data_dir", self.data_dir, "a folder path")
-        _require(self.calibration_size >= 10, "calibration_size", self.calibration_size, ">= 10")
-        _require(
+        require(bool(self.data_dir), "data_dir", self.data_dir, "a folder path")
+        require(self.calibration_size >= 10, "calibration_size", self.calibration_size, ">= 10")
+        require(
             self.max_train_rows == 0 or self.max_train_rows >= self.calibration_size + 10,
             "max_train_rows",
             self.max_train_rows,
             f"0 (all) or >= calibration_size + 10 = {self.calibration_size + 10}",
         )
-        _require(
+        require(
             self.max_validation_rows == 0 or self.max_validation_rows >= 10,
             "max_validation_rows",
             self.max_validation_rows,
             "0 (all) or >= 10 (one per class)",
         )
         check_low_light(self.low_light_scale, self.low_light_gamma)
-        _require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
-        _require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
-        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        _require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
+        require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
+        require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
+        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
 
 
 def read_idx(path: Path) -> np.ndarray:
     """One gzipped IDX file (magic 0 0 type ndim, big-endian uint32 dims, then the data)."""
-    from stages.io import EvidenceError
-
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
@@ -155,8 +152,6 @@ def read_idx(path: Path) -> np.ndarray:
 
 def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Images as float32 N x 1 x 28 x 28 in [0, 1] and int64 labels of one official split."""
-    from stages.io import EvidenceError
-
     image_file, label_file = (folder / name for name in FILES[split])
     images, labels = read_idx(image_file), read_idx(label_file)
     if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or images.dtype != np.uint8:
@@ -179,8 +174,6 @@ def load_split(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def check_files(data_dir: str) -> Path:
     """The data folder, or an error naming what is missing and how to get it."""
-    from stages.io import EvidenceError
-
     folder = Path(data_dir)
     if not folder.is_dir():
         raise EvidenceError(
@@ -211,8 +204,6 @@ def _stratified_pick(y: np.ndarray, size: int, seed: int) -> tuple[np.ndarray, n
 def prepare(p: Params, seed: int) -> Prepared:
     """Read the IDX files; train / calibration from the training file, validation from the test
     file; per-class slices and the low_light set."""
-    from stages.params import ParamsError
-
     folder = check_files(p.data_dir)
     x_pool, y_pool = load_split(folder, "train")
     x_val, y_val = load_split(folder, "test")

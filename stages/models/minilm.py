@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stages.data import LABELS, MASK_PREFIX, Prepared, Slice, check_split
+from stages.errors import ParamsError, require
 
 if TYPE_CHECKING:
     import torch
@@ -72,15 +73,13 @@ class Params:
     parity_tolerance: float = 1e-3
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(self.layers >= 0, "layers", self.layers, ">= 0 (0 = all)")
-        _require(2 <= self.max_length <= 512, "max_length", self.max_length, "in [2, 512]")
+        require(self.layers >= 0, "layers", self.layers, ">= 0 (0 = all)")
+        require(2 <= self.max_length <= 512, "max_length", self.max_length, "in [2, 512]")
         check_split(self.validation_share, self.calibration_size)
-        _require(self.max_rows >= 0, "max_rows", self.max_rows, ">= 0 (0 = all)")
+        require(self.max_rows >= 0, "max_rows", self.max_rows, ">= 0 (0 = all)")
         if self.max_rows:
             train = self.max_rows - round(self.max_rows * self.validation_share)
-            _require(
+            require(
                 train - self.calibration_size >= 2 * len(CLASSES),
                 "max_rows",
                 self.max_rows,
@@ -88,23 +87,23 @@ class Params:
                 f"{(self.calibration_size + 2 * len(CLASSES)) / (1 - self.validation_share):.0f} "
                 "here), or 0 for all",
             )
-        _require(self.short_tokens >= 1, "short_tokens", self.short_tokens, ">= 1")
-        _require(
+        require(self.short_tokens >= 1, "short_tokens", self.short_tokens, ">= 1")
+        require(
             self.short_tokens < self.long_tokens <= self.max_length,
             "long_tokens",
             self.long_tokens,
             f"in ({self.short_tokens}, {self.max_length}] (above short_tokens, up to max_length)",
         )
-        _require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        _require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        _require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        _require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
+        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
+        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
+        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
         # a missing or incomplete model directory stops here, before any work
         config = json.loads((model_dir(self) / "config.json").read_text())
         layers = int(config.get("num_hidden_layers", 0))
-        _require(self.layers <= layers, "layers", self.layers, f"<= {layers} (the encoder's)")
+        require(self.layers <= layers, "layers", self.layers, f"<= {layers} (the encoder's)")
         positions = int(config.get("max_position_embeddings", 512))
-        _require(
+        require(
             self.max_length <= positions,
             "max_length",
             self.max_length,
@@ -114,8 +113,6 @@ class Params:
 
 def model_dir(p: Params) -> Path:
     """The model directory to load, checked: it must hold a config, weights and a tokenizer."""
-    from stages.params import ParamsError
-
     if p.model_dir:
         path = Path(p.model_dir).expanduser()
     else:
@@ -350,8 +347,6 @@ def _classifier_type() -> type[torch.nn.Module]:
 def build(p: Params, num_classes: int) -> torch.nn.Module:
     """The pretrained encoder (its first `layers` layers when set) and a fresh linear head."""
     import torch
-
-    from stages.params import ParamsError
 
     path = model_dir(p)
     _offline()

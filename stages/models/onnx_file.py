@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stages.data import LABELS, MASK_PREFIX, Prepared, Slice
+from stages.errors import EvidenceError, NotApplicable, ParamsError, require
 
 if TYPE_CHECKING:
     import onnx
@@ -49,23 +50,21 @@ class Params:
     label_output: str = ""  # the output the labels index (its argmax is the prediction); "" = first
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(bool(self.path), "path", self.path, "the path of your .onnx model")
-        _require(bool(self.data), "data", self.data, "the path of your labelled .npz")
-        _require(
+        require(bool(self.path), "path", self.path, "the path of your .onnx model")
+        require(bool(self.data), "data", self.data, "the path of your labelled .npz")
+        require(
             0 < self.calibration_share < 1,
             "calibration_share",
             self.calibration_share,
             "a share in (0, 1)",
         )
-        _require(
+        require(
             all(isinstance(c, str) and c for c in self.class_names),
             "class_names",
             self.class_names,
             "non-empty strings",
         )
-        _require(
+        require(
             len(set(self.class_names)) == len(self.class_names),
             "class_names",
             self.class_names,
@@ -84,18 +83,6 @@ class _Tensor:
         if not self.rank_known:
             return "unknown"
         return "[" + ", ".join("?" if d is None else str(d) for d in self.dims) + "]"
-
-
-def _error(message: str) -> Exception:
-    from stages.params import ParamsError
-
-    return ParamsError(message)
-
-
-def _evidence(message: str) -> Exception:
-    from stages.io import EvidenceError
-
-    return EvidenceError(message)
 
 
 def _tensor(value: onnx.ValueInfoProto) -> _Tensor:
@@ -130,7 +117,7 @@ def _file(value: str, field_name: str, what: str) -> Path:
     path = Path(value)
     if not path.is_file():
         where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
-        raise _evidence(
+        raise EvidenceError(
             f"model.{field_name} = {value!r}: no such file{where}; set model.{field_name} to "
             f"{what} (an absolute path, or one relative to the repository root)"
         )
@@ -154,14 +141,14 @@ def _external_files(path: Path) -> list[Path]:
     for f in files:
         rel = os.path.relpath(f, path.parent)
         if os.path.isabs(rel) or rel.split(os.sep)[0] == ".." or rel in _RESERVED:
-            raise _evidence(
+            raise EvidenceError(
                 f"model.path = {str(path)!r} references external data {rel!r}, which cannot "
                 "be copied beside the baseline (it must sit in the model's folder and not be "
                 f"named {' or '.join(sorted(_RESERVED))}): re-save the model with "
                 "onnx.save(model, path, save_as_external_data=True, location='weights.data')"
             )
         if not f.is_file():
-            raise _evidence(
+            raise EvidenceError(
                 f"model.path = {str(path)!r} keeps its weights in {rel!r}, which is missing "
                 f"(looked for {f}): put that file next to the model, or re-save the model with "
                 "its weights inside"
@@ -177,7 +164,7 @@ def _load_model(p: Params) -> tuple[Path, list[Path], list[_Tensor], _Tensor]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises several types for unreadable protobufs
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r} is not a readable ONNX model ({_first_line(e)}): point "
             "model.path at a .onnx file (export one with torch.onnx.export)"
         ) from None
@@ -185,32 +172,32 @@ def _load_model(p: Params) -> tuple[Path, list[Path], list[_Tensor], _Tensor]:
     try:
         onnx.checker.check_model(str(path), full_check=False)
     except Exception as e:
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r} is not a valid ONNX model ({_first_line(e)}): re-export "
             "it, or check it with onnx.checker.check_model"
         ) from None
     initializers = {i.name for i in model.graph.initializer}
     inputs = [_tensor(v) for v in model.graph.input if v.name not in initializers]
     if not inputs:
-        raise _evidence(f"model.path = {p.path!r}: the model has no inputs to feed")
+        raise EvidenceError(f"model.path = {p.path!r}: the model has no inputs to feed")
     if not model.graph.output:
-        raise _evidence(f"model.path = {p.path!r}: the model has no outputs")
+        raise EvidenceError(f"model.path = {p.path!r}: the model has no outputs")
     for t in inputs:
         if t.dtype is None:
-            raise _evidence(
+            raise EvidenceError(
                 f"model.path = {p.path!r}: input {t.name!r} is not a plain numeric tensor "
                 "(sequence, map or string types cannot be fed from an .npz): export a model whose "
                 "inputs are tensors"
             )
         if not t.rank_known or not t.dims:
-            raise _evidence(
+            raise EvidenceError(
                 f"model.path = {p.path!r}: input {t.name!r} "
                 f"{'is a scalar' if t.rank_known else 'has no declared shape'}, but the pipeline "
                 "feeds batches of rows on the first axis: re-export with a declared shape whose "
                 "first axis is the batch"
             )
         if isinstance(t.dims[0], int):
-            raise _evidence(
+            raise EvidenceError(
                 f"model.path = {p.path!r}: input {t.name!r} has a fixed batch size of {t.dims[0]} "
                 f"(shape {t.shape_text()}), but validation runs batches of up to 256 rows and the "
                 "benchmark runs bench.batch_sizes: re-export with a dynamic first axis (torch: "
@@ -218,7 +205,7 @@ def _load_model(p: Params) -> tuple[Path, list[Path], list[_Tensor], _Tensor]:
             )
     output = _label_output(p, model.graph.output)
     if output.rank_known and len(output.dims) != 2:
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r}: the label output {output.name!r} has shape "
             f"{output.shape_text()}; predictions need (batch, classes) logits or probabilities: "
             "set model.label_output to the output of class scores, a 2-D tensor"
@@ -230,7 +217,7 @@ def _label_output(p: Params, outputs: Sequence[onnx.ValueInfoProto]) -> _Tensor:
     """The output named by model.label_output ("" = the first): the one the labels index."""
     names = [o.name for o in outputs]
     if p.label_output and p.label_output not in names:
-        raise _error(
+        raise ParamsError(
             f"model.label_output = {p.label_output!r} is not an output of model.path = "
             f"{p.path!r}; its outputs are {names}: name the one the labels belong to, or leave "
             'it empty ("") for the first'
@@ -249,7 +236,7 @@ def _load_data(p: Params) -> tuple[Path, dict[str, np.ndarray]]:
         with np.load(path, allow_pickle=False) as z:
             return path, {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
-        raise _evidence(
+        raise EvidenceError(
             f"model.data = {p.data!r} is not a readable .npz of plain arrays ({_first_line(e)}): "
             "write it with np.savez(path, <input name>=..., labels=...) (no object arrays)"
         ) from None
@@ -263,50 +250,50 @@ def _check_arrays(
     a declared name is only a hint, so `prepare` lets a real session decide (see _probe)."""
     names = sorted(arrays)
     if LABELS not in arrays:
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r} has no {LABELS!r} array (it holds {names}): add the true "
             f"class of every row, e.g. np.savez(path, ..., {LABELS}=y) with integer y"
         )
     y = arrays[LABELS]
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r}: {LABELS!r} is {y.dtype} of shape {list(y.shape)}; it must "
             f"be a 1-D integer array of class indices (e.g. {LABELS}=y.astype(np.int64))"
         )
     n = len(y)
     if n < 2:
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r} has {n} row(s); it needs at least 2 (calibration and "
             "validation)"
         )
     for t in inputs:
         if t.name not in arrays:
-            raise _error(
+            raise ParamsError(
                 f"model.data = {p.data!r} has no array {t.name!r}, an input the model expects "
                 f"(the model's inputs: {[i.name for i in inputs]}; the file holds {names}): "
                 f"save it under that name, e.g. np.savez(path, **{{{t.name!r}: x}}, {LABELS}=y)"
             )
         x = arrays[t.name]
         if x.ndim != len(t.dims):
-            raise _error(
+            raise ParamsError(
                 f"model.data = {p.data!r}: input {t.name!r} has shape {list(x.shape)} ({x.ndim}-D) "
                 f"but the model declares {t.shape_text()} ({len(t.dims)}-D): reshape it to "
                 "(rows, ...) as the model declares"
             )
         if len(x) != n:
-            raise _error(
+            raise ParamsError(
                 f"model.data = {p.data!r}: input {t.name!r} has {len(x)} rows but {LABELS!r} has "
                 f"{n}: every array needs one row per label on its first axis"
             )
         for axis, (got, want) in enumerate(zip(x.shape, t.dims, strict=True)):
             if axis and isinstance(want, int) and got != want:
-                raise _error(
+                raise ParamsError(
                     f"model.data = {p.data!r}: input {t.name!r} has shape {list(x.shape)} but "
                     f"the model declares {t.shape_text()}: axis {axis} is {got}, the model "
                     f"expects {want}; reshape or resize the data to match"
                 )
         if x.dtype != t.dtype:
-            raise _error(
+            raise ParamsError(
                 f"model.data = {p.data!r}: input {t.name!r} is {x.dtype} but the model expects "
                 f"{t.dtype}: convert it before saving, e.g. x.astype(np.{t.dtype})"
             )
@@ -334,12 +321,12 @@ def _check_arrays(
         if name.startswith(MASK_PREFIX):
             sname = name[len(MASK_PREFIX) :]
             if not _SAFE_NAME.match(sname):
-                raise _error(
+                raise ParamsError(
                     f"model.data = {p.data!r}: slice mask {name!r} needs a name of letters, "
                     f"digits, '_', '.' or '-' after {MASK_PREFIX!r}: rename it"
                 )
             if arr.dtype != np.bool_ or arr.shape != (n,):
-                raise _error(
+                raise ParamsError(
                     f"model.data = {p.data!r}: slice mask {name!r} is {arr.dtype} of shape "
                     f"{list(arr.shape)}; it must be a boolean array of shape [{n}] (one flag per "
                     f"row), e.g. {name}=(condition).astype(bool)"
@@ -347,7 +334,7 @@ def _check_arrays(
             slices.append(sname)
         elif name != LABELS and name not in model_inputs:
             if arr.ndim == 0 or len(arr) != n:
-                raise _error(
+                raise ParamsError(
                     f"model.data = {p.data!r}: array {name!r} is neither a model input "
                     f"({sorted(model_inputs)}), {LABELS!r}, nor a {MASK_PREFIX}<name> mask, and "
                     f"does not have one row per label ({n}): rename or remove it"
@@ -363,7 +350,7 @@ def _check_finite(p: Params, name: str, x: np.ndarray) -> None:
     bad = np.flatnonzero(~np.isfinite(x).all(axis=tuple(range(1, x.ndim))))
     if len(bad):
         first = ", ".join(str(int(i)) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r}: input {name!r} holds NaN or infinite values in "
             f"{len(bad)} of {len(x)} rows (rows {first} of the .npz): clean those values "
             "(e.g. impute them, or np.nan_to_num) or drop those rows from every array before "
@@ -377,13 +364,13 @@ def _check_extra(p: Params, name: str, arr: np.ndarray, n: int, model_inputs: li
     stem = MASK_PREFIX.rstrip("_")  # "slice"
     if name.lower().startswith(stem):
         rest = name[len(stem) :].lstrip("_-. ") or "<name>"
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r}: array {name!r} looks like a slice mask, but masks are "
             f"named {MASK_PREFIX!r} + a name (two underscores): rename it to "
             f"{MASK_PREFIX + rest!r}, or remove it"
         )
     if arr.dtype == np.bool_ and arr.shape == (n,):
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r}: array {name!r} is a boolean flag per row, like a slice "
             f"mask, but is neither a model input ({model_inputs}) nor named {MASK_PREFIX}<name>: "
             f"rename it to {MASK_PREFIX + name!r} to make it a slice, or save it as integers "
@@ -406,7 +393,7 @@ def _probe(
     try:
         sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises its own exception types
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r} does not load in onnxruntime ({_first_line(e)}): check "
             "that onnxruntime supports its opset and operators"
         ) from None
@@ -417,8 +404,8 @@ def _probe(
         out = sess.run([label] if label else None, feeds)[0]
     except Exception as e:
         if doubt:  # the model refuses sizes it names alike: say which axes, not ORT's message
-            raise _error(doubt) from None
-        raise _evidence(
+            raise ParamsError(doubt) from None
+        raise EvidenceError(
             f"model.path = {p.path!r} failed on the first rows of model.data ({_first_line(e)}): "
             "check that the .npz matches the model's inputs, and that onnxruntime supports its "
             "opset"
@@ -426,13 +413,15 @@ def _probe(
     rows = len(next(iter(feeds.values())))
     if not isinstance(out, np.ndarray) or out.ndim != 2 or out.shape[0] != rows:
         shape = list(out.shape) if isinstance(out, np.ndarray) else type(out).__name__
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r}: its label output on {rows} rows has shape {shape}; "
             f"predictions need ({rows}, classes) logits or probabilities (model.label_output "
             "names that output; the first by default)"
         )
     if not np.issubdtype(out.dtype, np.number):
-        raise _evidence(f"model.path = {p.path!r}: its label output is {out.dtype}, not numeric")
+        raise EvidenceError(
+            f"model.path = {p.path!r}: its label output is {out.dtype}, not numeric"
+        )
     return int(out.shape[1])
 
 
@@ -442,7 +431,7 @@ def _check_fixed_axes(p: Params, name: str, held: list[Any], got: tuple[int, ...
     for axis, size in enumerate(held):
         if isinstance(size, int) and size >= 0 and axis < len(got) and size != got[axis]:
             free = "batch" if axis == 0 else f"axis{axis}"
-            raise _evidence(
+            raise EvidenceError(
                 f"model.path = {p.path!r}: onnxruntime holds axis {axis} of input {name!r} at a "
                 f"fixed size {size} (shape {held}), but model.data has {got[axis]} there: "
                 "re-export with that axis dynamic, or free it in the file: m = onnx.load(path); "
@@ -463,13 +452,13 @@ def prepare(p: Params, seed: int) -> Prepared:
     classes = _probe(model_path, arrays, inputs, p, doubt)  # the output width, from a real run
     y = arrays[LABELS].astype(np.int64)
     if y.min() < 0 or y.max() >= classes:
-        raise _error(
+        raise ParamsError(
             f"model.data = {p.data!r}: {LABELS!r} range from {int(y.min())} to {int(y.max())}, "
             f"but the model's label output {output.name!r} has {classes} classes: labels must be "
             f"class indices 0..{classes - 1} in the order of the model's outputs"
         )
     if p.class_names and len(p.class_names) != classes:
-        raise _error(
+        raise ParamsError(
             f"model.class_names has {len(p.class_names)} names but the model's label output has "
             f"{classes} classes: give one name per class, in order, or leave it empty ([])"
         )
@@ -477,7 +466,7 @@ def prepare(p: Params, seed: int) -> Prepared:
 
     n_cal = round(p.calibration_share * n)
     if not 1 <= n_cal <= n - 1:
-        raise _error(
+        raise ParamsError(
             f"model.calibration_share = {p.calibration_share} of {n} rows leaves "
             f"{n_cal} for calibration and {n - n_cal} for validation; both need at least one "
             "row: change the share or add rows"
@@ -496,7 +485,7 @@ def prepare(p: Params, seed: int) -> Prepared:
     for sname in slice_names:
         mask = arrays[MASK_PREFIX + sname][val]
         if not mask.any():
-            raise _error(
+            raise ParamsError(
                 f"model.data = {p.data!r}: slice {sname!r} selects "
                 f"{int(arrays[MASK_PREFIX + sname].sum())} row(s), none left in validation after "
                 f"holding out model.calibration_share = {p.calibration_share}: give the slice "
@@ -543,12 +532,12 @@ def provide_onnx(p: Params, data: Prepared, out: Path) -> dict[str, Any]:
     digest = _sha256([path, *external])
     expected = data.info.get("model_sha256")
     if expected is not None and digest != expected:
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r} changed since the prepare stage checked it: rerun "
             "`dvc repro -f -s prepare` (DVC does not track files outside the repository)"
         )
     if [t.name for t in inputs] != data.inputs:
-        raise _evidence(
+        raise EvidenceError(
             f"model.path = {p.path!r} has inputs {[t.name for t in inputs]} but the prepared "
             f"data feeds {data.inputs}: rerun `dvc repro -f -s prepare`"
         )
@@ -571,16 +560,12 @@ def provide_onnx(p: Params, data: Prepared, out: Path) -> dict[str, Any]:
 
 
 def build(p: Params, num_classes: int) -> torch.nn.Module:
-    from stages.techniques.base import NotApplicable
-
     raise NotApplicable(
         f"onnx_file models arrive as ONNX ({p.path}): there is no framework model to build"
     )
 
 
 def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    from stages.techniques.base import NotApplicable
-
     raise NotApplicable(
         f"onnx_file models arrive trained as ONNX ({p.path}): there is nothing to train; the "
         "baseline stage copies the file (provide_onnx)"

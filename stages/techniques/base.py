@@ -8,6 +8,7 @@ from types import ModuleType
 from typing import Any
 
 from stages.data import Prepared
+from stages.errors import NotApplicable
 from stages.export import MODEL_FILE, WEIGHTS_FILE, load_torch
 
 # What a graph edit (fusion) may change: its ops, dtypes and bytes; never the model's inputs and
@@ -37,10 +38,6 @@ def check_io(
             f"{changed_by} changed the model's inputs/outputs: {before} -> {after}; "
             "a technique may not change graph.io"
         )
-
-
-class NotApplicable(Exception):
-    """The technique cannot apply to this model; the message is the reason shown in the report."""
 
 
 @dataclass(frozen=True)

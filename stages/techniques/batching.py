@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from stages.errors import require
 from stages.measure import load
 from stages.techniques.base import Context, NotApplicable
 
@@ -27,10 +28,8 @@ class Options:
     max_queue_delay_ms: float = 2.0
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(self.max_batch_size >= 1, "max_batch_size", self.max_batch_size, ">= 1")
-        _require(
+        require(self.max_batch_size >= 1, "max_batch_size", self.max_batch_size, ">= 1")
+        require(
             self.max_queue_delay_ms >= 0, "max_queue_delay_ms", self.max_queue_delay_ms, ">= 0 ms"
         )
 

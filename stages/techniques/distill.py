@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stages.errors import ParamsError, require
 from stages.export import TRAIN_LOGITS_FILE
 from stages.io import EvidenceError
 from stages.techniques.base import Context
@@ -57,19 +58,17 @@ class Options:
     learning_rate: float = 0.0
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(
+        require(
             isinstance(self.student, dict) and all(isinstance(k, str) for k in self.student),
             "student",
             self.student,
             "a mapping of the model's params fields to the student's values",
         )
-        _require(self.temperature > 0, "temperature", self.temperature, "> 0")
-        _require(0 <= self.alpha <= 1, "alpha", self.alpha, "a weight in [0, 1]")
-        _require(self.epochs >= 0, "epochs", self.epochs, ">= 1, or 0 for the preset's")
-        _require(self.batch_size >= 0, "batch_size", self.batch_size, ">= 1, or 0 for the preset's")
-        _require(
+        require(self.temperature > 0, "temperature", self.temperature, "> 0")
+        require(0 <= self.alpha <= 1, "alpha", self.alpha, "a weight in [0, 1]")
+        require(self.epochs >= 0, "epochs", self.epochs, ">= 1, or 0 for the preset's")
+        require(self.batch_size >= 0, "batch_size", self.batch_size, ">= 1, or 0 for the preset's")
+        require(
             self.learning_rate >= 0,
             "learning_rate",
             self.learning_rate,
@@ -108,8 +107,6 @@ def check_options(options: Options, model_params: Any) -> None:
 
 def student_params(options: Options, model_params: Any) -> Any:
     """The model's params with the student's fields replaced (validated by the params class)."""
-    from stages.params import ParamsError
-
     fields = options.student or getattr(_preset_of(model_params), "STUDENT", {})
     if not fields:
         raise ParamsError(
@@ -315,8 +312,6 @@ def _require_smaller(
 
 
 def _check_smaller(options: Options, teacher_n: int, student_n: int) -> None:
-    from stages.params import ParamsError
-
     if student_n >= teacher_n:
         raise ParamsError(
             f"student = {options.student or 'the preset default'!r} has {student_n:,} "

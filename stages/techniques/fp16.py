@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.errors import require
 from stages.techniques.base import Context, NotApplicable, check_io
 from stages.techniques.graph_prep import prepare
 
@@ -41,16 +42,14 @@ class Options:
     op_block_list: list[str] = field(default_factory=list)  # op types kept in float32
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(
+        require(
             self.keep_io_types is True,
             "keep_io_types",
             self.keep_io_types,
             "true (the inputs and outputs stay float32; a technique may not change graph.io)",
         )
         for op in self.op_block_list:
-            _require(
+            require(
                 isinstance(op, str) and op != "", "op_block_list", self.op_block_list, "op types"
             )
 

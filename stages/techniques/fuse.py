@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.errors import FusionError, one_of, require
 from stages.techniques.base import GRAPH_EDIT, Context, NotApplicable, check_io
 from stages.techniques.graph_prep import prepare
 
@@ -29,10 +30,6 @@ NO_PAIR = "no Conv+BatchNormalization pair to fold in this model"
 VERIFY_ROWS = 512  # validation rows compared, baseline against the fused graph
 
 
-class FusionError(RuntimeError):
-    """The fused graph does not load, changes the inputs/outputs, or computes something else."""
-
-
 @dataclass
 class Options:
     method: str = "ort_offline"
@@ -40,11 +37,9 @@ class Options:
     tolerance: float = 1e-4  # max abs output difference vs the baseline on the validation rows
 
     def __post_init__(self) -> None:
-        from stages.params import _one_of, _require
-
-        _one_of("method", self.method, METHODS)
-        _one_of("level", self.level, LEVELS)
-        _require(self.tolerance > 0, "tolerance", self.tolerance, "> 0 (a max abs difference)")
+        one_of("method", self.method, METHODS)
+        one_of("level", self.level, LEVELS)
+        require(self.tolerance > 0, "tolerance", self.tolerance, "> 0 (a max abs difference)")
 
 
 def apply(ctx: Context) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from stages.errors import ParamsError, one_of, require
 from stages.fidelity import label_of
 from stages.runtime import CPU_DEFAULTS, open_session, row_workers, run_alone
 from stages.techniques.base import Context
@@ -25,11 +26,9 @@ PER_AXIS_OPSET = 13  # DequantizeLinear's `axis`, which per-channel QDQ writes
 
 
 def _check_common(o: Any) -> None:
-    from stages.params import _one_of, _require
-
-    _one_of("weight_type", o.weight_type, QUANT_TYPES)
+    one_of("weight_type", o.weight_type, QUANT_TYPES)
     for op in o.op_types:
-        _require(isinstance(op, str) and op != "", "op_types", o.op_types, "ONNX op type names")
+        require(isinstance(op, str) and op != "", "op_types", o.op_types, "ONNX op type names")
 
 
 @dataclass
@@ -59,21 +58,19 @@ class StaticOptions:
     tuning_rows: int = 600  # train rows (seeded sample) judged beside the calibration split
 
     def __post_init__(self) -> None:
-        from stages.params import _one_of, _require
-
         _check_common(self)
-        _require(
+        require(
             self.sensitivity_subsets >= 0, "sensitivity_subsets", self.sensitivity_subsets, ">= 0"
         )
-        _one_of("format", self.format, FORMATS)
-        _one_of("calibration", self.calibration, CALIBRATIONS)
-        _one_of("activation_type", self.activation_type, QUANT_TYPES)
-        _require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
-        _require(
+        one_of("format", self.format, FORMATS)
+        one_of("calibration", self.calibration, CALIBRATIONS)
+        one_of("activation_type", self.activation_type, QUANT_TYPES)
+        require(self.calibration_size >= 1, "calibration_size", self.calibration_size, ">= 1")
+        require(
             0 <= self.max_drop_points < 100, "max_drop_points", self.max_drop_points, "in [0, 100)"
         )
-        _require(self.max_excluded >= 1, "max_excluded", self.max_excluded, ">= 1")
-        _require(self.tuning_rows >= 0, "tuning_rows", self.tuning_rows, ">= 0")
+        require(self.max_excluded >= 1, "max_excluded", self.max_excluded, ">= 1")
+        require(self.tuning_rows >= 0, "tuning_rows", self.tuning_rows, ">= 0")
 
 
 def apply_dynamic(ctx: Context) -> dict[str, Any]:
@@ -104,8 +101,6 @@ def apply_static(ctx: Context) -> dict[str, Any]:
     feeds = ctx.data.feeds("calibration")
     available = len(next(iter(feeds.values())))
     if o.calibration_size > available:
-        from stages.params import ParamsError
-
         raise ParamsError(
             f"technique.int8_static.calibration_size = {o.calibration_size} but the calibration "
             f"split has {available} rows; lower it or enlarge the model's calibration split"

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stages.errors import one_of, require
 from stages.techniques.base import Context, NotApplicable
 
 if TYPE_CHECKING:
@@ -32,12 +33,10 @@ NORMS = ("l1", "l2")
 
 
 def _check_finetune(o: Any) -> None:
-    from stages.params import _require
-
-    _require(o.finetune_epochs >= 0, "finetune_epochs", o.finetune_epochs, ">= 0 (0 = none)")
-    _require(o.learning_rate > 0, "learning_rate", o.learning_rate, "> 0")
-    _require(o.batch_size >= 1, "batch_size", o.batch_size, ">= 1")
-    _require(o.finetune_rows >= 0, "finetune_rows", o.finetune_rows, ">= 0 (0 = every train row)")
+    require(o.finetune_epochs >= 0, "finetune_epochs", o.finetune_epochs, ">= 0 (0 = none)")
+    require(o.learning_rate > 0, "learning_rate", o.learning_rate, "> 0")
+    require(o.batch_size >= 1, "batch_size", o.batch_size, ">= 1")
+    require(o.finetune_rows >= 0, "finetune_rows", o.finetune_rows, ">= 0 (0 = every train row)")
 
 
 @dataclass
@@ -51,9 +50,7 @@ class MagnitudeOptions:
     finetune_rows: int = 3000  # a seeded sample of the train split to fine-tune on; 0 = all of it
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
-        _require(0 <= self.sparsity < 1, "sparsity", self.sparsity, "a share in [0, 1)")
+        require(0 <= self.sparsity < 1, "sparsity", self.sparsity, "a share in [0, 1)")
         _check_finetune(self)
 
 
@@ -67,10 +64,8 @@ class ChannelOptions:
     finetune_rows: int = 3000  # a seeded sample of the train split to fine-tune on; 0 = all of it
 
     def __post_init__(self) -> None:
-        from stages.params import _one_of, _require
-
-        _require(0 <= self.amount < 1, "amount", self.amount, "a share in [0, 1)")
-        _one_of("norm", self.norm, NORMS)
+        require(0 <= self.amount < 1, "amount", self.amount, "a share in [0, 1)")
+        one_of("norm", self.norm, NORMS)
         _check_finetune(self)
 
 

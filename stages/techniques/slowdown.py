@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.errors import require
 from stages.techniques import identity
 from stages.techniques.base import GRAPH_EDIT, Context, check_io
 
@@ -32,10 +33,8 @@ class Options:
     size: int = 256  # the chain's square matrix side: each MatMul costs 2 * size**3 flops
 
     def __post_init__(self) -> None:
-        from stages.params import _require
-
         for name, value, low in (("matmuls", self.matmuls, 0), ("size", self.size, 1)):
-            _require(
+            require(
                 isinstance(value, int) and not isinstance(value, bool) and value >= low,
                 name,
                 value,
