@@ -26,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from stages.cli import run
 from stages.io import EvidenceError, write_text
+from stages.tracking import tracking_uri
 
 CSV = Path("reports/rebenchmark_history.csv")
 FIELDS = (
@@ -157,7 +159,6 @@ def log_mlflow(rows: list[dict[str, Any]], where: dict[str, str], tags: dict[str
         import mlflow
     except ImportError:
         return "mlflow is not installed: the re-benchmark was not logged"
-    from stages.tracking import tracking_uri
 
     uri = tracking_uri()
     metrics: dict[str, float] = {}
@@ -336,6 +337,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
-
     run(main)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dvc.config import Config
 
+from stages.cli import run
 from stages.io import write_text
 
 PACKAGE = "js_lib_vega_embed"  # the import name of django-js-lib-vega-embed (pyproject.toml)
@@ -91,6 +92,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    from stages.cli import run
-
     run(main, (PlotsTemplateError,))

@@ -54,7 +54,9 @@ import yaml
 from stages import history as H
 from stages import params as P
 from stages.errors import KNOWN
-from stages.io import EvidenceError, write_text
+from stages.io import EvidenceError, read_json, write_text
+from stages.measure.peak import describe_host
+from stages.tracking import git_commit
 
 OK, REGRESSION, IMPROVEMENT, NEW, NOISY = "ok", "REGRESSION", "improvement", "new", "NOISY"
 NOT_REPRODUCED = "ok (retest did not confirm the drop)"
@@ -409,8 +411,6 @@ def machine(host: dict[str, Any]) -> str:
 
 
 def this_host() -> dict[str, Any]:
-    from stages.measure.peak import describe_host
-
     return describe_host()
 
 
@@ -616,8 +616,6 @@ def gate(rows: list[Row]) -> int:
 
 
 def read_host(path: Path) -> dict[str, Any]:
-    from stages.io import read_json
-
     host = read_json(path, "host")
     if not isinstance(host, dict):
         raise EvidenceError(f"{path} is not a host description: rerun `dvc repro host`")
@@ -625,8 +623,6 @@ def read_host(path: Path) -> dict[str, Any]:
 
 
 def read_evidence(path: Path) -> dict[str, Any]:
-    from stages.io import read_json
-
     try:
         return checked(read_json(path, "benchmark"))
     except (KeyError, TypeError, AttributeError) as e:
@@ -636,8 +632,6 @@ def read_evidence(path: Path) -> dict[str, Any]:
 
 
 def _commit() -> str:
-    from stages.tracking import git_commit
-
     return git_commit()
 
 

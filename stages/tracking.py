@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
+from stages import params as P
+from stages.io import read_json, write_json, write_text
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 
@@ -217,8 +220,6 @@ def logged_line(result: dict[str, Any]) -> str:
 def record_retry(result: dict[str, Any], tracking_json: Path, dashboard: Path) -> None:
     """After a successful retry: the tracking record says so, and so does the dashboard's
     MLflow line (replaced in place, the rest of the file kept byte for byte)."""
-    from stages.io import write_json, write_text
-
     write_json(tracking_json, result)
     if not dashboard.is_file():
         return  # no dashboard yet: the report stage writes one with the same line
@@ -291,9 +292,6 @@ def _plain(obj: Any) -> Any:
 
 
 def main() -> None:
-    from stages import params as P
-    from stages.io import read_json
-
     p = P.load()
     summary = read_json(Path(p.paths.summary), "report")
     logged = log_run(

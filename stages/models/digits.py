@@ -18,6 +18,7 @@ from stages.data import (
     low_light,
 )
 from stages.errors import require
+from stages.training import train_classifier
 
 if TYPE_CHECKING:
     import torch
@@ -104,8 +105,6 @@ def build(p: Params, num_classes: int) -> torch.nn.Module:
 
 def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train deterministically (fixed seed, one thread, fixed shuffle order)."""
-    from stages.training import train_classifier
-
     return train_classifier(lambda: build(p, len(data.class_names)), data, p, seed, INPUT)
 
 

@@ -23,6 +23,8 @@ import numpy as np
 
 from stages.data import LABELS, MASK_PREFIX, Prepared, Slice, check_split
 from stages.errors import ParamsError, require
+from stages.io import sha256_file
+from stages.training import deterministic, fit_classifier, inference_threads, sample_rows
 
 if TYPE_CHECKING:
     import torch
@@ -290,8 +292,6 @@ def _model_info(p: Params) -> dict[str, str]:
     """Which encoder files the data was tokenized for (and the head will be trained on)."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from stages.io import sha256_file
-
     path = model_dir(p)
     weights = next(path / f for f in WEIGHT_FILES if (path / f).is_file())
     if p.model_dir:
@@ -393,8 +393,6 @@ def embeddings(module: Any, feeds: dict[str, np.ndarray], progress: Any) -> torc
     of attention and pooling, so this only saves work), on every thread (same bits as one)."""
     import torch
 
-    from stages.training import inference_threads
-
     order = np.argsort(-lengths(feeds), kind="stable")  # longest first
     out = torch.empty(len(order), module.head.in_features)
     with torch.no_grad(), inference_threads():
@@ -407,8 +405,6 @@ def embeddings(module: Any, feeds: dict[str, np.ndarray], progress: Any) -> torc
 
 def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Build the classifier and fit its head on the frozen encoder (seeded, one thread)."""
-    from stages.training import deterministic
-
     with deterministic(seed):
         module: Any = build(p, len(data.class_names))
         log = finetune(
@@ -437,8 +433,6 @@ def finetune(
     fit the head from where it stands."""
     import torch
     from tqdm import tqdm
-
-    from stages.training import fit_classifier, sample_rows
 
     for param in module.encoder.parameters():
         param.requires_grad_(False)

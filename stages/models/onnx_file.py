@@ -25,6 +25,7 @@ import numpy as np
 
 from stages.data import LABELS, MASK_PREFIX, Prepared, Slice
 from stages.errors import EvidenceError, NotApplicable, ParamsError, require
+from stages.runtime import model_files
 
 if TYPE_CHECKING:
     import onnx
@@ -134,8 +135,6 @@ def _sha256(paths: list[Path]) -> str:
 def _external_files(path: Path) -> list[Path]:
     """The external-data files the model's initializers reference, checked to exist beside it."""
     import os
-
-    from stages.runtime import model_files
 
     files = model_files(path)[1:]
     for f in files:

@@ -9,6 +9,7 @@ from typing import Any
 
 from stages.data import Prepared
 from stages.errors import NotApplicable
+from stages.evidence.manifest import graph_summary
 from stages.export import MODEL_FILE, WEIGHTS_FILE, load_torch
 
 # What a graph edit (fusion) may change: its ops, dtypes and bytes; never the model's inputs and
@@ -30,8 +31,6 @@ def check_io(
     baseline: Path, candidate: Path, changed_by: str, error: type[Exception] = RuntimeError
 ) -> None:
     """Raise `error` when the candidate's inputs or outputs differ from the baseline's."""
-    from stages.evidence.manifest import graph_summary
-
     before, after = graph_summary(baseline)["io"], graph_summary(candidate)["io"]
     if before != after:
         raise error(

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stages.errors import ParamsError, require
-from stages.export import TRAIN_LOGITS_FILE
+from stages.export import TRAIN_LOGITS_FILE, export
 from stages.io import EvidenceError
+from stages.models import MODELS
 from stages.techniques.base import Context
 from stages.techniques.prune import _count, _example, _pc, _points, slice_lines, speed_lines
+from stages.training import deterministic
 
 if TYPE_CHECKING:
     import torch
@@ -136,9 +138,6 @@ def training(options: Options, preset: Any) -> dict[str, Any]:
 def apply(ctx: Context) -> dict[str, Any]:
     """Train the student on the teacher's soft labels; export it with the baseline's inputs."""
     import torch
-
-    from stages.export import export
-    from stages.training import deterministic
 
     o: Options = ctx.options
     teacher = ctx.torch_baseline()  # NotApplicable for ONNX-only models
@@ -320,8 +319,6 @@ def _check_smaller(options: Options, teacher_n: int, student_n: int) -> None:
 
 
 def _preset_of(model_params: Any) -> Any:
-    from stages.models import MODELS
-
     return next((m for m in MODELS.values() if type(model_params) is m.Params), None)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 
 from stages.errors import FusionError, one_of, require
+from stages.runtime import open_session, run_rows
+from stages.stats import max_abs_error
 from stages.techniques.base import GRAPH_EDIT, Context, NotApplicable, check_io
 from stages.techniques.graph_prep import prepare
 
@@ -290,8 +292,6 @@ def _verify(
     The candidate runs as written (optimizations disabled) and re-optimized at level `all` (as a
     target session would load it); the baseline runs as written, the reference for both.
     """
-    from stages.runtime import open_session, run_rows
-
     settings = {
         "provider": VERIFY_PROVIDER,
         "intra_op_threads": 1,
@@ -329,8 +329,6 @@ def _verify(
 
 
 def _max_abs(ref: np.ndarray, test: np.ndarray) -> float:
-    from stages.stats import max_abs_error
-
     return max_abs_error(ref, test)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from stages.runtime import open_session, run_rows
 from stages.techniques.base import Context, NotApplicable
 
 T = onnx.TensorProto
@@ -96,8 +97,6 @@ def _upgrade(
     """Raise the model to opset `to` into `out`; NotApplicable, naming the opsets, when onnx's
     converter fails, the result is invalid or fails to run, or its outputs differ."""
     from onnx import version_converter
-
-    from stages.runtime import open_session, run_rows
 
     was = opset_of(model)
     head = f"{needed_by} needs opset >= {to} and this model is opset {was}"

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stages.errors import one_of, require
+from stages.export import export
 from stages.techniques.base import Context, NotApplicable
+from stages.training import deterministic, fit_classifier, sample_rows
 
 if TYPE_CHECKING:
     import torch
@@ -92,9 +94,6 @@ def apply_magnitude(ctx: Context) -> dict[str, Any]:
     """Global L1 magnitude pruning of the Conv/Linear weights the graph uses, optional fine-tune
     with the zeros held (the preset's own when it has one), dense export."""
     from torch.nn.utils import prune
-
-    from stages.export import export
-    from stages.training import deterministic
 
     o: MagnitudeOptions = ctx.options
     if (
@@ -232,9 +231,6 @@ _NORMS = ("BatchNorm1d", "BatchNorm2d")
 def apply_channels(ctx: Context) -> dict[str, Any]:
     """Remove the weakest output channels of every Conv2d/Linear but the last (a Sequential
     chain), or the weakest hidden neurons of every transformer feed-forward block; dense export."""
-    from stages.export import export
-    from stages.training import deterministic
-
     o: ChannelOptions = ctx.options
     module = ctx.torch_baseline()
     blocks = _ffn_blocks(module)
@@ -496,8 +492,6 @@ def _finetune(module: Any, ctx: Context, o: Any) -> dict[str, Any]:
     on the whole model."""
     import torch
     from tqdm import tqdm
-
-    from stages.training import fit_classifier, sample_rows
 
     own = getattr(ctx.preset, "finetune", None)
     if own is not None:
