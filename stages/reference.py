@@ -17,8 +17,8 @@ from stages import params as P
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.io import atomic_dir, save_arrays, sha256_file, write_json
+from stages.predictions import REFERENCE_FILE, REFERENCE_LOGITS, REFERENCE_OUTPUTS, eval_sets
 from stages.runtime import row_workers, run_alone, session, session_settings
-from stages.validate import REFERENCE_FILE, REFERENCE_LOGITS, REFERENCE_OUTPUTS, eval_sets
 
 
 def main() -> None:

@@ -24,13 +24,13 @@ from stages.export import MODEL_FILE
 from stages.io import (
     EvidenceError,
     atomic_dir,
-    load_arrays,
     read_json,
     sha256_file,
     write_bytes,
     write_json,
     write_text,
 )
+from stages.predictions import eval_sets, read_reference, read_reference_outputs
 from stages.runtime import (
     ROWS_PER_CALL,
     row_workers,
@@ -41,25 +41,6 @@ from stages.runtime import (
 )
 
 HARDEST = 20  # still-wrong examples kept beside the flips
-
-
-def eval_sets(prepared: D.Prepared) -> list[str]:
-    """The sets predicted: validation, then any other set a slice is drawn from (e.g. low_light)."""
-    return ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
-
-
-def predict(
-    sess: Any,
-    feeds: dict[str, np.ndarray],
-    preset: Any = None,
-    desc: str = "predict",
-    workers: list[Any] | None = None,
-    record: dict[str, Any] | None = None,
-    label: int = 0,
-) -> np.ndarray:
-    """Logits (output `label`, the first by default) for every row, each row alone; see
-    runtime.run_alone."""
-    return run_alone(sess, feeds, preset, desc, workers, record)[label].astype(np.float32)
 
 
 # Rows the batch-invariance check runs batched, spread over the lengths. A sample shows whether
@@ -295,31 +276,6 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     if moved:  # models with outputs beside the label one
         out["worst_other_output_relative_error"] = moved[1]["relative_error"]
     return out
-
-
-REFERENCE_LOGITS, REFERENCE_OUTPUTS = "logits.npz", "outputs.npz"
-REFERENCE_FILE = "reference.json"
-
-
-def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
-    """The baseline's logits per set, refused when they were computed from another baseline."""
-    info = read_json(folder / REFERENCE_FILE, "reference")
-    if info["model_sha256"] != sha256_file(baseline):
-        raise EvidenceError(
-            f"{folder} holds the predictions of another baseline than {baseline} (sha256 "
-            f"{info['model_sha256'][:12]}): run `dvc repro reference`"
-        )
-    return load_arrays(folder / REFERENCE_LOGITS, "reference")
-
-
-def read_reference_outputs(folder: Path) -> dict[str, np.ndarray]:
-    """The baseline's every output on the validation rows, by name in the model's order (stored
-    by position: output names need not be valid member names)."""
-    names = read_json(folder / REFERENCE_FILE, "reference").get("outputs")
-    if names is None:
-        raise EvidenceError(f"{folder} holds no per-output predictions: run `dvc repro reference`")
-    arrays = load_arrays(folder / REFERENCE_OUTPUTS, "reference")
-    return {name: arrays[str(i)] for i, name in enumerate(names)}
 
 
 def main(argv: list[str] | None = None) -> None:

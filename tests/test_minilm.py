@@ -248,11 +248,12 @@ def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from stages import predictions
     from stages import validate as V
 
     feeds, labels = data.feeds("validation"), data.labels("validation")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    alone = V.predict(sess, feeds, minilm)
+    alone = predictions.predict(sess, feeds, minilm)
     inv = V.batch_invariance(sess, feeds, alone, labels, minilm)
     assert inv["rows"] == len(labels) and inv["argmax_changed"] == 0
     assert inv["max_abs_difference"] < 1e-4
@@ -260,7 +261,7 @@ def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
     quantized = tmp_path / "int8.onnx"
     quantize_dynamic(onnx_path, quantized, weight_type=QuantType.QInt8)
     q = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-    q_alone = V.predict(q, feeds, minilm)
+    q_alone = predictions.predict(q, feeds, minilm)
     row = minilm.trim({k: v[7:8] for k, v in feeds.items()})
     assert np.array_equal(q_alone[7], q.run(None, row)[0][0])  # "alone" is one call on one row
     # activation ranges are taken per call: the same row gives other logits among other rows

@@ -18,7 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_verdict import evidence
 
 from stages import params as P
-from stages import prepare, reference
+from stages import predictions, prepare, reference
 from stages import validate as V
 from stages.evidence import render
 from stages.evidence.verdict import FAIL, OUTPUTS, PASS, REJECT, SHIP, decide
@@ -224,7 +224,7 @@ def test_a_single_output_model_has_one_output_and_the_rule_does_not_apply(
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
-    ref = V.predict(sess, tiny_data.feeds("validation"))
+    ref = predictions.predict(sess, tiny_data.feeds("validation"))
 
     val = V.evaluate({"validation": ref}, sess, tiny_data, 0.95)
 

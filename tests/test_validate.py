@@ -7,14 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from stages import predictions
 from stages import validate as V
 from stages.io import EvidenceError, save_arrays, sha256_file, write_json
 
 
 def _reference(folder: Path, model: Path) -> dict[str, np.ndarray]:
     logits = {"validation": np.arange(6, dtype=np.float32).reshape(3, 2)}
-    save_arrays(folder / V.REFERENCE_LOGITS, logits)
-    write_json(folder / V.REFERENCE_FILE, {"model_sha256": sha256_file(model)})
+    save_arrays(folder / predictions.REFERENCE_LOGITS, logits)
+    write_json(folder / predictions.REFERENCE_FILE, {"model_sha256": sha256_file(model)})
     return logits
 
 
@@ -22,7 +23,7 @@ def test_reference_of_this_baseline_is_read(tmp_path: Path) -> None:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"baseline")
     logits = _reference(tmp_path / "ref", model)
-    got = V.read_reference(tmp_path / "ref", model)
+    got = predictions.read_reference(tmp_path / "ref", model)
     assert list(got) == ["validation"] and np.array_equal(got["validation"], logits["validation"])
 
 
@@ -32,14 +33,14 @@ def test_reference_of_another_baseline_is_refused(tmp_path: Path) -> None:
     _reference(tmp_path / "ref", model)
     model.write_bytes(b"retrained baseline")
     with pytest.raises(EvidenceError, match=r"another baseline .* run `dvc repro reference`"):
-        V.read_reference(tmp_path / "ref", model)
+        predictions.read_reference(tmp_path / "ref", model)
 
 
 def test_missing_reference_says_which_stage_makes_it(tmp_path: Path) -> None:
     model = tmp_path / "model.onnx"
     model.write_bytes(b"baseline")
     with pytest.raises(EvidenceError, match=r"dvc repro reference"):
-        V.read_reference(tmp_path / "nothing", model)
+        predictions.read_reference(tmp_path / "nothing", model)
 
 
 # --- compare: the paired accuracy comparison ----------------------------------------------------
@@ -100,7 +101,7 @@ class _Counting:
 
 def test_a_byte_identical_candidate_is_not_run_row_by_row_again(tiny_data, tiny_onnx) -> None:
     n = len(tiny_data.labels("validation"))
-    ref = V.predict(_Counting(tiny_onnx), tiny_data.feeds("validation"))
+    ref = predictions.predict(_Counting(tiny_onnx), tiny_data.feeds("validation"))
     same, run = _Counting(tiny_onnx), _Counting(tiny_onnx)
 
     reused = V.evaluate({"validation": ref}, same, tiny_data, 0.95, same_model=True)

@@ -1,0 +1,58 @@
+"""The baseline's predictions as `reference` writes them and `validate@<technique>` reads them:
+which sets are predicted, how a session predicts each row alone, and the reference folder's
+files. A module of its own so that the `reference` stage does not depend on the validate stage's
+code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stages import data as D
+from stages.io import EvidenceError, load_arrays, read_json, sha256_file
+from stages.runtime import run_alone
+
+REFERENCE_LOGITS, REFERENCE_OUTPUTS = "logits.npz", "outputs.npz"
+REFERENCE_FILE = "reference.json"
+
+
+def eval_sets(prepared: D.Prepared) -> list[str]:
+    """The sets predicted: validation, then any other set a slice is drawn from (e.g. low_light)."""
+    return ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
+
+
+def predict(
+    sess: Any,
+    feeds: dict[str, np.ndarray],
+    preset: Any = None,
+    desc: str = "predict",
+    workers: list[Any] | None = None,
+    record: dict[str, Any] | None = None,
+    label: int = 0,
+) -> np.ndarray:
+    """Logits (output `label`, the first by default) for every row, each row alone; see
+    runtime.run_alone."""
+    return run_alone(sess, feeds, preset, desc, workers, record)[label].astype(np.float32)
+
+
+def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
+    """The baseline's logits per set, refused when they were computed from another baseline."""
+    info = read_json(folder / REFERENCE_FILE, "reference")
+    if info["model_sha256"] != sha256_file(baseline):
+        raise EvidenceError(
+            f"{folder} holds the predictions of another baseline than {baseline} (sha256 "
+            f"{info['model_sha256'][:12]}): run `dvc repro reference`"
+        )
+    return load_arrays(folder / REFERENCE_LOGITS, "reference")
+
+
+def read_reference_outputs(folder: Path) -> dict[str, np.ndarray]:
+    """The baseline's every output on the validation rows, by name in the model's order (stored
+    by position: output names need not be valid member names)."""
+    names = read_json(folder / REFERENCE_FILE, "reference").get("outputs")
+    if names is None:
+        raise EvidenceError(f"{folder} holds no per-output predictions: run `dvc repro reference`")
+    arrays = load_arrays(folder / REFERENCE_OUTPUTS, "reference")
+    return {name: arrays[str(i)] for i, name in enumerate(names)}
