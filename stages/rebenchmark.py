@@ -635,12 +635,16 @@ def _commit() -> str:
     return git_commit()
 
 
+# what stops the gate with one line and exit 2: a known error or a failed `dvc repro`
+GATE_ERRORS: tuple[type[Exception], ...] = (*KNOWN, subprocess.CalledProcessError)
+
+
 def cli(argv: list[str] | None = None) -> None:
     """`main` with the exit codes of the module's docstring: an error that stops the gate
     (bad evidence, another setup, a failed `dvc repro`, a crash) exits 2, never 1."""
     try:
         main(argv)
-    except (*KNOWN, subprocess.CalledProcessError) as e:
+    except GATE_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(UNUSABLE)
     except Exception:  # a crash must not read as a confirmed regression (exit 1)
