@@ -1,16 +1,34 @@
-"""Deterministic torch training shared by presets and training-based techniques."""
+"""Deterministic torch training shared by presets and training-based techniques.
+
+torch is imported inside the functions that use it: every stage imports this module through the
+presets, and most stages (benchmark, validate, report) never train, so they do not pay torch's
+start-up (about 2.5 s here).
+"""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-from torch import nn
 
-ALL_THREADS = torch.get_num_threads()  # torch's own choice for this machine, before any change
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+ALL_THREADS: int | None = None  # torch's own thread count for this machine, before any change
+
+
+def _torch() -> Any:
+    """torch, first noting its own thread count (nothing else in the project sets threads, so the
+    first call, made before `deterministic` or `inference_threads` change it, sees the default)."""
+    global ALL_THREADS
+    import torch
+
+    if ALL_THREADS is None:
+        ALL_THREADS = torch.get_num_threads()
+    return torch
 
 
 @contextlib.contextmanager
@@ -19,6 +37,7 @@ def inference_threads() -> Iterator[None]:
     the encoder's kernels split their work over output rows and columns, never over a sum, so any
     thread count gives the same bits (tests/test_minilm.py compares 1 and 2 threads). Training
     stays on one thread: gradients sum over the batch, and threads change that order."""
+    torch = _torch()
     threads = torch.get_num_threads()
     torch.set_num_threads(ALL_THREADS)
     try:
@@ -33,6 +52,7 @@ def deterministic(seed: int, threads: int = 1) -> Iterator[None]:
     identical weights. The count is fixed, not the machine's: a float reduction split over
     another number of threads sums in another order, so the same count gives the same bits on
     any machine, even one with fewer cores (only slower there)."""
+    torch = _torch()
     before = torch.get_num_threads()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     torch.manual_seed(seed)
@@ -57,9 +77,10 @@ def fit_classifier(
     progress: Callable[..., Any],
 ) -> dict[str, Any]:
     """Adam on cross-entropy with a seeded shuffle; returns the loss and accuracy per epoch."""
+    torch = _torch()
     order = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = torch.nn.CrossEntropyLoss()
     history = []
     bar = progress(range(epochs), desc="train", unit="epoch")
     for epoch in bar:
@@ -90,6 +111,7 @@ def train_classifier(
     `train`): seeded init, one thread, fixed shuffle order, a progress bar with the loss."""
     from tqdm import tqdm
 
+    torch = _torch()
     with deterministic(seed):
         model = build()
         x = torch.from_numpy(data.sets["train"][input_name])
