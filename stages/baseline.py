@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from stages import data as D
-from stages import params as P
+from stages import data as datasets
+from stages import params as config
 from stages.cli import run
 from stages.evidence.manifest import graph_summary
 from stages.export import (
@@ -21,14 +21,14 @@ from stages.export import (
     export,
     parity,
 )
-from stages.io import atomic_dir, write_json
+from stages.storage import atomic_dir, write_json
 
 
 def main() -> None:
     import torch
 
-    p = P.load()
-    prepared = D.read(Path(p.paths.data))
+    p = config.load()
+    prepared = datasets.read(Path(p.paths.data))
     feeds = prepared.feeds("validation")
     with atomic_dir(Path(p.paths.baseline)) as out:
         if hasattr(p.preset, "provide_onnx"):  # a model that arrives as ONNX: nothing to train

@@ -16,11 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from stages import data as D
-from stages import params as P
+from stages import data as datasets
+from stages import params as config
 from stages.cli import run
 from stages.export import MODEL_FILE
-from stages.io import read_json, save_arrays, write_json, write_text
 from stages.measure import flops, memory, scenarios
 from stages.measure.timing import (
     AGAIN,
@@ -34,6 +33,7 @@ from stages.measure.timing import (
 )
 from stages.measure.worker import Pool
 from stages.runtime import readout, session, session_settings, size_on_disk
+from stages.storage import read_json, save_arrays, write_json, write_text
 
 PLOT_PERCENTILES = (10, 25, 50, 75, 90, 95, 99)
 FIXED = "fixed_length"  # an optional prepared set timed at batch 1 beside the natural inputs
@@ -47,7 +47,7 @@ def batches(
     each batch to its natural shape (e.g. text padded only to its longest sequence)."""
     n = len(next(iter(feeds.values())))
     if n < size:
-        raise P.ParamsError(
+        raise config.ParamsError(
             f"bench.batch_sizes has {size} but the validation set has only {n} rows; use <= {n}"
         )
     out = [{k: v[i : i + size] for k, v in feeds.items()} for i in range(0, n - size + 1, size)]
@@ -65,7 +65,7 @@ def achieved(counted: dict[str, Any], p50_ms: float) -> dict[str, Any]:
     return {**counted, "gflops_p50": counted["flops"] / (p50_ms / 1e3) / 1e9}
 
 
-def load_ms(path: Path, p: P.Params, produced_by: str) -> float:
+def load_ms(path: Path, p: config.Params, produced_by: str) -> float:
     """Median session creation time in ms over bench.load_repeats loads."""
     times = []
     for _ in range(p.bench.load_repeats):
@@ -75,7 +75,7 @@ def load_ms(path: Path, p: P.Params, produced_by: str) -> float:
     return statistics.median(times)
 
 
-def side_sessions(p: P.Params, base: Path, cand: Path, name: str) -> dict[str, Any]:
+def side_sessions(p: config.Params, base: Path, cand: Path, name: str) -> dict[str, Any]:
     """The three sessions timed side by side: baseline, candidate, and the baseline again in a
     second session (the A/A control)."""
     return {
@@ -85,7 +85,7 @@ def side_sessions(p: P.Params, base: Path, cand: Path, name: str) -> dict[str, A
     }
 
 
-def timing_pool(p: P.Params, base: Path, cand: Path) -> Pool:
+def timing_pool(p: config.Params, base: Path, cand: Path) -> Pool:
     """bench.sessions worker processes, each with a session of baseline, candidate and baseline
     again (the sessions the timing runs in; the checks and readouts use side_sessions)."""
     models = {BASELINE: base, CANDIDATE: cand, AGAIN: base}
@@ -93,7 +93,7 @@ def timing_pool(p: P.Params, base: Path, cand: Path) -> Pool:
 
 
 def time_sides(
-    p: P.Params, slots: Sequence[Slot], b: int, weighed: bool, again: bool = False
+    p: config.Params, slots: Sequence[Slot], b: int, weighed: bool, again: bool = False
 ) -> tuple[dict[str, Any], Any]:
     """One interleaved run in `slots` (the pool's workers, fed the inputs) at batch size b and
     its summary; `weighed`: the run the verdict weighs (its tail judged too, capped at
@@ -110,7 +110,9 @@ def time_sides(
     return s, timings
 
 
-def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared) -> dict[str, Any]:
+def measure(
+    p: config.Params, base: Path, cand: Path, name: str, prepared: datasets.Prepared
+) -> dict[str, Any]:
     """All speed evidence for one candidate: timings per batch size, memory, load time, size."""
     produced = {BASELINE: "baseline", CANDIDATE: f"optimize@{name}"}
     sessions = side_sessions(p, base, cand, name)
@@ -145,7 +147,7 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         }
         results.append(s)
         raw.append((set_name, b, timings))
-    modes = scenarios.serving(p.technique[name])
+    modes = scenarios.serving_modes(p.technique[name])
     server: dict[str, Any] | None = None
     server_csv = ""
     if name == "batching" or {"server", "offline"} & set(p.bench.scenarios):
@@ -185,7 +187,7 @@ def measure(p: P.Params, base: Path, cand: Path, name: str, prepared: D.Prepared
         "_server_csv": server_csv,
         "inputs": {
             "set": "validation",
-            "sha256": D.input_hash(prepared, "validation"),
+            "sha256": datasets.input_hash(prepared, "validation"),
             "batch_sizes": p.bench.batch_sizes,
         },
         "_raw": raw,
@@ -245,7 +247,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("technique")
     name = parser.parse_args(argv).technique
-    p = P.load()
+    p = config.load()
     timing_key = read_json(Path(p.paths.host_timing), "host")
     cand_dir = Path(p.paths.candidates) / name
     manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
@@ -261,13 +263,13 @@ def main(argv: list[str] | None = None) -> None:
         raw: list[tuple[str, int, Any]] = []
         server_csv = ""
     else:
-        prepared = D.read(Path(p.paths.data))
+        prepared = datasets.read(Path(p.paths.data))
         measured = measure(
             p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared
         )
         raw = measured.pop("_raw")
         server_csv = measured.pop("_server_csv")
-        evidence.update(status="ok", protocol=P.as_dict(p.bench), **measured)
+        evidence.update(status="ok", protocol=config.as_dict(p.bench), **measured)
         metrics = flat_metrics(evidence)
     write_text(out / "latencies.csv", latencies_csv(raw) if raw else "")
     write_text(

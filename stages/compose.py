@@ -10,8 +10,8 @@ from pathlib import Path
 import yaml
 
 from stages.cli import run
-from stages.io import write_text
 from stages.params import PARAMS_FILE, ParamsError, check_overrides, validate
+from stages.storage import write_text
 
 
 def compose_text(overrides: list[str], conf: Path = Path("conf")) -> str:

@@ -23,23 +23,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stages import data as D
-from stages import params as P
+from stages import data as datasets
+from stages import params as config
 from stages.benchmark import batches, time_sides, timing_pool
 from stages.cli import run
 from stages.export import MODEL_FILE
-from stages.io import read_json
 from stages.runtime import check_model, check_target
+from stages.storage import read_json
 
 
-def time_once(p: P.Params, name: str) -> dict[str, Any]:
+def time_once(p: config.Params, name: str) -> dict[str, Any]:
     """One timing of the candidate as `benchmark@<name>` times it at batch 1 (validation
     inputs), in bench.sessions fresh workers: the p50 speedup with its interval, the A/A floor
     and what ended the run."""
     cand_dir = Path(p.paths.candidates) / name
     manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
     if manifest["status"] != "ok":
-        raise P.ParamsError(
+        raise config.ParamsError(
             f"{name} has no candidate model ({manifest['status']}): choose a technique whose "
             "optimize stage produced one"
         )
@@ -47,7 +47,7 @@ def time_once(p: P.Params, name: str) -> dict[str, Any]:
     check_target(p.target)  # the benchmark's checks, before any worker starts
     check_model(base, "baseline")
     check_model(cand_dir / MODEL_FILE, f"optimize@{name}")
-    prepared = D.read(Path(p.paths.data))
+    prepared = datasets.read(Path(p.paths.data))
     inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
     with timing_pool(p, base, cand_dir / MODEL_FILE) as pool:
         s, _ = time_sides(p, pool.feed(inputs), 1, weighed=True)
@@ -132,13 +132,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--once", action="store_true", help=argparse.SUPPRESS)  # one worker run
     args = parser.parse_args(argv)
-    p = P.load()
+    p = config.load()
     if args.sessions < 0:
-        raise P.ParamsError(f"--sessions = {args.sessions}: use 1 or more (0 = bench.sessions)")
+        raise config.ParamsError(
+            f"--sessions = {args.sessions}: use 1 or more (0 = bench.sessions)"
+        )
     if args.sessions:
         p.bench.sessions = args.sessions
     if args.technique not in p.technique:
-        raise P.ParamsError(
+        raise config.ParamsError(
             f"technique {args.technique!r} is not in params.yaml's list "
             f"({', '.join(p.technique)}): choose one of them"
         )
@@ -146,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(time_once(p, args.technique)))
         return
     if args.runs < 2:
-        raise P.ParamsError(f"--runs = {args.runs}: coverage needs at least 2 runs")
+        raise config.ParamsError(f"--runs = {args.runs}: coverage needs at least 2 runs")
     runs = []
     for i in range(args.runs):
         out = subprocess.run(
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             check=False,
         )
         if out.returncode != 0:
-            raise P.ParamsError(f"run {i + 1} failed: {out.stderr.strip()[-500:]}")
+            raise config.ParamsError(f"run {i + 1} failed: {out.stderr.strip()[-500:]}")
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
         r = runs[-1]
         print(f"run {i + 1}: {r['estimate']:.3f} [{r['low']:.3f}, {r['high']:.3f}]", flush=True)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from stages.errors import require
-from stages.io import load_arrays, read_json, save_arrays, sha256_arrays, write_json
+from stages.storage import read_arrays, read_json, save_arrays, sha256_arrays, write_json
 
 LABELS = "labels"
 MASK_PREFIX = "slice__"  # boolean masks over a set's rows are stored beside its inputs
@@ -104,7 +104,7 @@ def write(prepared: Prepared, out: Path) -> None:
 
 def read(folder: Path) -> Prepared:
     meta = read_json(folder / "meta.json", "prepare")
-    sets = {name: load_arrays(folder / f"{name}.npz", "prepare") for name in meta["sets"]}
+    sets = {name: read_arrays(folder / f"{name}.npz", "prepare") for name in meta["sets"]}
     slices = [Slice(**s) for s in meta["slices"]]
     return Prepared(meta["inputs"], meta["class_names"], sets, slices, meta.get("info", {}))
 

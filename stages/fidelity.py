@@ -15,7 +15,7 @@ import numpy as np
 from stages import stats
 from stages.data import Prepared
 from stages.errors import ParamsError
-from stages.io import EvidenceError
+from stages.storage import EvidenceError
 
 
 def output_names(sess: Any) -> list[str]:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from stages.cli import run
-from stages.io import EvidenceError, write_text
+from stages.storage import EvidenceError, write_text
 from stages.tracking import tracking_uri
 
 CSV = Path("reports/rebenchmark_history.csv")

@@ -18,11 +18,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages import params as P
+from stages import params as config
 from stages.cli import run
-from stages.io import write_json
-from stages.measure.peak import describe_host, fingerprint, library_version
+from stages.measure.machine import describe_host, fingerprint, library_version
 from stages.runtime import check_target_runs, threads
+from stages.storage import write_json
 
 # Packages whose versions can change a computed array: data preparation (tokenizer), training,
 # export, quantization, inference, and the statistics in the evidence.
@@ -50,7 +50,7 @@ def numerics_key(description: dict[str, Any], libraries: dict[str, str]) -> dict
     return {"fingerprint": fingerprint(key), **key}
 
 
-def timing_key(description: dict[str, Any], target: P.Target) -> dict[str, Any]:
+def timing_key(description: dict[str, Any], target: config.Target) -> dict[str, Any]:
     """What can change a timing on this machine, with its fingerprint."""
     key = {
         "cpu_model": description["cpu_model"],
@@ -65,7 +65,7 @@ def timing_key(description: dict[str, Any], target: P.Target) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = P.load()
+    p = config.load()
     check_target_runs(p.target)  # a test session on the provider, not only its listing
     description = describe_host()
     numerics = numerics_key(

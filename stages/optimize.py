@@ -9,14 +9,14 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from stages import data as D
-from stages import params as P
+from stages import data as datasets
+from stages import params as config
 from stages.cli import run
 from stages.errors import SETUP_ERRORS
 from stages.evidence.manifest import changes, graph_summary
 from stages.export import MANIFEST_FILE, MODEL_FILE
-from stages.io import atomic_dir, read_json, write_json
 from stages.runtime import check_model
+from stages.storage import atomic_dir, read_json, write_json
 from stages.techniques import TECHNIQUES, Context, NotApplicable, Technique
 
 
@@ -24,23 +24,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("technique", help=f"one of {sorted(TECHNIQUES)}")
     name = parser.parse_args(argv).technique
-    p = P.load()
+    p = config.load()
     if name not in p.technique:
-        raise P.ParamsError(
+        raise config.ParamsError(
             f"technique {name!r} is not selected in params.yaml; selected: {list(p.technique)}"
         )
     technique = TECHNIQUES[name]
     base_dir = Path(p.paths.baseline)
     check_model(base_dir / MODEL_FILE, "baseline")
     baseline = read_json(base_dir / MANIFEST_FILE, "baseline")
-    prepared = D.read(Path(p.paths.data))
+    prepared = datasets.read(Path(p.paths.data))
     with atomic_dir(Path(p.paths.candidates) / name) as out:
         ctx = Context(
             base_dir / MODEL_FILE, p.technique[name], prepared, out, p.seed, p.preset, p.model
         )
         manifest = {
             "technique": name,
-            "options": P.as_dict(p.technique[name]),
+            "options": config.as_dict(p.technique[name]),
             "declares": list(technique.declares),
             "check": technique.check,
         }

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stages import params as P
+from stages import params as config
 from stages.cli import run
-from stages.io import read_json, write_json
-from stages.measure.peak import measure_peak
+from stages.measure.peak_rates import measure_peak
 from stages.runtime import threads
+from stages.storage import read_json, write_json
 
 
 def main() -> None:
-    p = P.load()
+    p = config.load()
     timing_key = read_json(Path(p.paths.host_timing), "host")
     figures = measure_peak(threads(p.target))
     write_json(Path(p.paths.peak), {"fingerprint": timing_key["fingerprint"], **figures})

@@ -14,7 +14,7 @@ from pathlib import Path
 from dvc.config import Config
 
 from stages.cli import run
-from stages.io import write_text
+from stages.storage import write_text
 
 PACKAGE = "js_lib_vega_embed"  # the import name of django-js-lib-vega-embed (pyproject.toml)
 # in load order: vega-lite needs window.vega, vega-embed needs both; majors match dvc-render's

@@ -10,15 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from stages import data as D
-from stages.io import EvidenceError, load_arrays, read_json, sha256_file
+from stages import data as datasets
 from stages.runtime import run_alone
+from stages.storage import EvidenceError, read_arrays, read_json, sha256_file
 
 REFERENCE_LOGITS, REFERENCE_OUTPUTS = "logits.npz", "outputs.npz"
 REFERENCE_FILE = "reference.json"
 
 
-def eval_sets(prepared: D.Prepared) -> list[str]:
+def eval_sets(prepared: datasets.Prepared) -> list[str]:
     """The sets predicted: validation, then any other set a slice is drawn from (e.g. low_light)."""
     return ["validation", *sorted({s.set for s in prepared.slices} - {"validation"})]
 
@@ -45,7 +45,7 @@ def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
             f"{folder} holds the predictions of another baseline than {baseline} (sha256 "
             f"{info['model_sha256'][:12]}): run `dvc repro reference`"
         )
-    return load_arrays(folder / REFERENCE_LOGITS, "reference")
+    return read_arrays(folder / REFERENCE_LOGITS, "reference")
 
 
 def read_reference_outputs(folder: Path) -> dict[str, np.ndarray]:
@@ -54,5 +54,5 @@ def read_reference_outputs(folder: Path) -> dict[str, np.ndarray]:
     names = read_json(folder / REFERENCE_FILE, "reference").get("outputs")
     if names is None:
         raise EvidenceError(f"{folder} holds no per-output predictions: run `dvc repro reference`")
-    arrays = load_arrays(folder / REFERENCE_OUTPUTS, "reference")
+    arrays = read_arrays(folder / REFERENCE_OUTPUTS, "reference")
     return {name: arrays[str(i)] for i, name in enumerate(names)}

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from stages import data
-from stages import params as P
+from stages import params as config
 from stages.cli import run
-from stages.io import atomic_dir
+from stages.storage import atomic_dir
 
 
 def main() -> None:
-    p = P.load()
+    p = config.load()
     prepared = p.preset.prepare(p.model, p.seed)
     with atomic_dir(Path(p.paths.data)) as out:
         data.write(prepared, out)

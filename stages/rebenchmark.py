@@ -51,11 +51,11 @@ from typing import Any
 import numpy as np
 import yaml
 
-from stages import history as H
-from stages import params as P
+from stages import history as history_log
+from stages import params as config
 from stages.errors import KNOWN
-from stages.io import EvidenceError, read_json, write_text
-from stages.measure.peak import describe_host
+from stages.measure.machine import describe_host
+from stages.storage import EvidenceError, read_json, write_text
 from stages.tracking import git_commit
 
 OK, REGRESSION, IMPROVEMENT, NEW, NOISY = "ok", "REGRESSION", "improvement", "new", "NOISY"
@@ -415,18 +415,18 @@ def this_host() -> dict[str, Any]:
 
 
 def setup(params: dict[str, Any], host: dict[str, Any]) -> dict[str, str]:
-    """What a timing compares within: model, target and machine class (`H.SETUP`), and the
+    """What a timing compares within: model, target and machine class (`history_log.SETUP`), and the
     timing protocol, which keeps the history's series apart."""
     return {
         "model": params["model"]["name"],
         "target": params["target"]["name"],
         "machine": machine(host),
-        "protocol": H.protocol(params.get("bench") or {}),  # not compared with committed
+        "protocol": history_log.protocol(params.get("bench") or {}),  # not compared with committed
     }
 
 
 def committed_setup(against: str, host_path: Path) -> dict[str, str]:
-    texts = {f: _show(against, f) for f in (P.PARAMS_FILE.as_posix(), host_path.as_posix())}
+    texts = {f: _show(against, f) for f in (config.PARAMS_FILE.as_posix(), host_path.as_posix())}
     if missing := [f for f, t in texts.items() if t is None]:
         raise EvidenceError(
             f"no committed {' or '.join(missing)} at {against}: the gate cannot tell which "
@@ -444,7 +444,7 @@ def committed_setup(against: str, host_path: Path) -> dict[str, str]:
 def refuse_other_setup(ours: dict[str, str], theirs: dict[str, str], against: str) -> None:
     """Evidence of another model, target or machine class says nothing about this one (another
     timing protocol only times the same thing otherwise: it is compared)."""
-    if diff := [k for k in H.SETUP if ours[k] != theirs[k]]:
+    if diff := [k for k in history_log.SETUP if ours[k] != theirs[k]]:
         sides = "; ".join(f"{k}: {theirs[k]!r} at {against}, {ours[k]!r} here" for k in diff)
         raise EvidenceError(
             f"--against {against} holds evidence for another {' and '.join(diff)} ({sides}): "
@@ -484,11 +484,14 @@ def main(argv: list[str] | None = None) -> None:
         "the retests is judged (%(default)s)",
     )
     parser.add_argument(
-        "--history", type=Path, default=H.CSV, help="the history CSV appended to (%(default)s)"
+        "--history",
+        type=Path,
+        default=history_log.CSV,
+        help="the history CSV appended to (%(default)s)",
     )
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     args = parser.parse_args(argv)
-    p = P.load()
+    p = config.load()
     max_floor = (
         getattr(p.bench, "max_noise_floor", MAX_FLOOR) if args.max_floor is None else args.max_floor
     )
@@ -507,17 +510,17 @@ def main(argv: list[str] | None = None) -> None:
             "commit the evidence, then re-benchmark against it"
         )
     host_path = Path(p.paths.host)
-    with P.PARAMS_FILE.open() as f:
+    with config.PARAMS_FILE.open() as f:
         params_now = yaml.safe_load(f)
     # --no-run compares the evidence in the working tree: the machine is the one it was made on
     host = read_host(host_path) if args.no_run else this_host()
     where = setup(params_now, host)
     refuse_other_setup(where, committed_setup(args.against, host_path), args.against)
-    past = H.series(H.read(args.history))
+    past = history_log.series(history_log.read(args.history))
     confidence = p.bench.confidence
-    past_shifts = H.analyse([r for runs in past.values() for r in runs])
+    past_shifts = history_log.analyse([r for runs in past.values() for r in runs])
 
-    here = tuple(where[k] for k in H.SERIES[:4])  # model, target, machine, protocol
+    here = tuple(where[k] for k in history_log.SERIES[:4])  # model, target, machine, protocol
 
     def since_shift(key: tuple[Any, ...]) -> list[float]:
         """Past p50 speedups of a series after its last shift: a median across one means
@@ -547,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
         evidence = {t: read_evidence(paths[t]) for t in techniques}
         if not args.no_run:  # --no-run measured nothing: the history stays as it is
             fingerprint = read_host(host_path).get("fingerprint", "")
-            timed.append(H.rows_of(evidence, where, commit, fingerprint))
+            timed.append(history_log.rows_of(evidence, where, commit, fingerprint))
         return {
             t: compare(t, before[t], e, args.min_change, max_floor, confidence, *history_of(t))
             for t, e in evidence.items()
@@ -573,14 +576,15 @@ def main(argv: list[str] | None = None) -> None:
             )
     new_runs = [r for run in timed for r in run]  # one history run per timing run
     if new_runs:
-        H.append(args.history, new_runs)
-    shifts = H.analyse([r for runs in past.values() for r in runs] + new_runs)
+        history_log.append(args.history, new_runs)
+    shifts = history_log.analyse([r for runs in past.values() for r in runs] + new_runs)
 
     def with_history(r: Row) -> Row:
         key = (*here, r.technique, r.inputs, r.batch_size)
         r = judge_committed(r, since_shift(key))
         return replace(
-            r, history="; ".join(filter(None, [H.describe(shifts.get(key, [])), r.history]))
+            r,
+            history="; ".join(filter(None, [history_log.describe(shifts.get(key, [])), r.history])),
         )
 
     rows = [with_history(r) for t in paths for r in by_technique[t]]
@@ -603,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
     code = gate(rows)
     if new_runs and not args.no_mlflow:
         tags = {"commit": commit, "against": args.against, "exit_code": str(code), **where}
-        print(H.log_mlflow(timed[0], where, tags))  # the first run's figures
+        print(history_log.log_mlflow(timed[0], where, tags))  # the first run's figures
     if code:
         sys.exit(code)
 

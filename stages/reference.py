@@ -11,23 +11,23 @@ from typing import Any
 
 import numpy as np
 
-from stages import data as D
-from stages import fidelity as F
-from stages import params as P
+from stages import data as datasets
+from stages import fidelity
+from stages import params as config
 from stages.cli import run
 from stages.export import MODEL_FILE
-from stages.io import atomic_dir, save_arrays, sha256_file, write_json
 from stages.predictions import REFERENCE_FILE, REFERENCE_LOGITS, REFERENCE_OUTPUTS, eval_sets
 from stages.runtime import row_workers, run_alone, session, session_settings
+from stages.storage import atomic_dir, save_arrays, sha256_file, write_json
 
 
 def main() -> None:
-    p = P.load()
-    prepared = D.read(Path(p.paths.data))
+    p = config.load()
+    prepared = datasets.read(Path(p.paths.data))
     model = Path(p.paths.baseline) / MODEL_FILE
     sess = session(model, p.target, "baseline")
     workers = row_workers(model, p.target)
-    names, label = F.label_of(sess, prepared)
+    names, label = fidelity.label_of(sess, prepared)
     how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     runs = {
         name: run_alone(

@@ -6,18 +6,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stages import params as P
+from stages import params as config
 from stages import tracking
 from stages.cli import run
-from stages.evidence import manifest as M
-from stages.evidence import render
+from stages.evidence import manifest, render
 from stages.evidence.verdict import as_dicts, decide
 from stages.export import MANIFEST_FILE
-from stages.io import atomic_dir, read_json, write_bytes, write_json, write_text
+from stages.storage import atomic_dir, read_json, write_bytes, write_json, write_text
 from stages.techniques import TECHNIQUES
 
 
-def collect(p: P.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str, Any]:
+def collect(p: config.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str, Any]:
     """One candidate's evidence from the files of its optimize, benchmark and validate stages."""
     man = read_json(Path(p.paths.candidates) / name / "manifest.json", f"optimize@{name}")
     c: dict[str, Any] = {
@@ -34,23 +33,23 @@ def collect(p: P.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str,
     failures = _csv_rows(index) if index.exists() else []
     inputs = bench["inputs"]
     sides = {
-        side: M.side(graph, bench["sessions"][side], inputs)
+        side: manifest.side(graph, bench["sessions"][side], inputs)
         for side, graph in (("baseline", baseline_graph), ("candidate", man["graph"]))
     }
-    changed = M.changes(sides["baseline"], sides["candidate"])
+    changed = manifest.changes(sides["baseline"], sides["candidate"])
     c.update(
         benchmark=bench,
         validation=val,
         failures=failures,
         sides=sides,
         changed=changed,
-        confounders=M.confounders(changed, TECHNIQUES[name].declares),
+        confounders=manifest.confounders(changed, TECHNIQUES[name].declares),
     )
     return c
 
 
 def main() -> None:
-    p = P.load()
+    p = config.load()
     host = read_json(Path(p.paths.host_timing), "host")  # the timing key: CPU, cores, threads
     numerics = read_json(Path(p.paths.host_numerics), "host")
     base_man = read_json(Path(p.paths.baseline) / MANIFEST_FILE, "baseline")
@@ -82,8 +81,8 @@ def main() -> None:
         "target": p.target.name,
         "host": host["fingerprint"],
         "numerics": numerics["fingerprint"],
-        "bench": P.as_dict(p.bench),
-        "budget": P.as_dict(p.budget),
+        "bench": config.as_dict(p.bench),
+        "budget": config.as_dict(p.budget),
         "candidates": {c["name"]: _summary_of(c) for c in cands},
     }
     with atomic_dir(Path(p.paths.review)) as folder:

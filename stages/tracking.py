@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from stages import params as P
-from stages.io import read_json, write_json, write_text
+from stages import params as config
+from stages.storage import read_json, write_json, write_text
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -292,7 +292,7 @@ def _plain(obj: Any) -> Any:
 
 
 def main() -> None:
-    p = P.load()
+    p = config.load()
     summary = read_json(Path(p.paths.summary), "report")
     logged = log_run(
         summary, artifacts_of(p.paths, list(summary["candidates"])), [Path(p.paths.tradeoff)]

@@ -15,21 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from stages import data as D
-from stages import fidelity as F
-from stages import params as P
-from stages import stats
+from stages import data as datasets
+from stages import fidelity, stats
+from stages import params as config
 from stages.cli import run
 from stages.export import MODEL_FILE
-from stages.io import (
-    EvidenceError,
-    atomic_dir,
-    read_json,
-    sha256_file,
-    write_bytes,
-    write_json,
-    write_text,
-)
 from stages.predictions import eval_sets, read_reference, read_reference_outputs
 from stages.runtime import (
     ROWS_PER_CALL,
@@ -38,6 +28,15 @@ from stages.runtime import (
     run_rows,
     session,
     spread_rows,
+)
+from stages.storage import (
+    EvidenceError,
+    atomic_dir,
+    read_json,
+    sha256_file,
+    write_bytes,
+    write_json,
+    write_text,
 )
 
 HARDEST = 20  # still-wrong examples kept beside the flips
@@ -102,7 +101,7 @@ def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict
 def evaluate(
     reference: dict[str, np.ndarray],
     cand_sess: Any,
-    prepared: D.Prepared,
+    prepared: datasets.Prepared,
     confidence: float,
     preset: Any = None,
     same_model: bool = False,
@@ -122,7 +121,7 @@ def evaluate(
                 f"the baseline's reference predictions lack set {name!r} or differ from it in "
                 "rows: run `dvc repro reference`"
             )
-    names, label = F.label_of(cand_sess, prepared)
+    names, label = fidelity.label_of(cand_sess, prepared)
     base_out = reference_outputs or {names[label]: reference["validation"]}
     how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     if same_model:
@@ -146,9 +145,9 @@ def evaluate(
         "overall": compare(*ok["validation"], confidence),
         "slices": slices,
         "worst_slice": worst,
-        "fidelity": F.fidelity(ref, test),
+        "fidelity": fidelity.fidelity(ref, test),
         "label_output": names[label],
-        "outputs": F.per_output(base_out, cand_out, names[label]),
+        "outputs": fidelity.per_output(base_out, cand_out, names[label]),
         "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else how,
         "batch_invariance": batch_invariance(cand_sess, feeds, test, labels, preset, label),
         "_logits": logits,
@@ -156,7 +155,7 @@ def evaluate(
 
 
 def per_slice(
-    prepared: D.Prepared, ok: dict[str, tuple[np.ndarray, np.ndarray]], confidence: float
+    prepared: datasets.Prepared, ok: dict[str, tuple[np.ndarray, np.ndarray]], confidence: float
 ) -> tuple[dict[str, Any], str | None]:
     """Each slice's paired comparison (from each side's right/wrong per row), and the worst."""
     slices = {}
@@ -177,7 +176,7 @@ def per_slice(
 
 
 def failures(
-    prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]
+    prepared: datasets.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> list[dict[str, Any]]:
     """Every right->wrong flip (most confidently wrong first), then the hardest still-wrong rows."""
     flips, still = [], []
@@ -212,7 +211,7 @@ def _row(
 
 
 def write_failures(
-    out: Path, rows: list[dict[str, Any]], prepared: D.Prepared, render: Any
+    out: Path, rows: list[dict[str, Any]], prepared: datasets.Prepared, render: Any
 ) -> None:
     """One file per failure (the input rendered by the preset) plus index.csv."""
     buf = io.StringIO()
@@ -224,7 +223,7 @@ def write_failures(
         row = {
             k: v[r["index"] : r["index"] + 1]
             for k, v in arrays.items()
-            if len(v) == len(arrays[D.LABELS])
+            if len(v) == len(arrays[datasets.LABELS])
         }
         suffix, content = render(row)
         name = f"{rank:03d}_{r['kind']}_{r['set']}_{r['index']}_true{r['label']}_cand{r['candidate_pred']}{suffix}"
@@ -233,7 +232,9 @@ def write_failures(
     write_text(out / "index.csv", buf.getvalue())
 
 
-def predictions_csv(prepared: D.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]) -> str:
+def predictions_csv(
+    prepared: datasets.Prepared, logits: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
@@ -272,7 +273,7 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     out["batch_argmax_changed"] = result["batch_invariance"]["argmax_changed"]
     if worst:
         out["worst_slice_drop_points"] = result["slices"][worst]["drop_points"]
-    moved = F.worst_other(result.get("outputs", {}))
+    moved = fidelity.worst_other(result.get("outputs", {}))
     if moved:  # models with outputs beside the label one
         out["worst_other_output_relative_error"] = moved[1]["relative_error"]
     return out
@@ -282,12 +283,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("technique")
     name = parser.parse_args(argv).technique
-    p = P.load()
+    p = config.load()
     cand_dir = Path(p.paths.candidates) / name
     manifest = read_json(cand_dir / "manifest.json", f"optimize@{name}")
     out = Path(p.paths.validation) / name
     result: dict[str, Any] = {"technique": name, "status": manifest["status"]}
-    prepared = D.read(Path(p.paths.data))
+    prepared = datasets.read(Path(p.paths.data))
     rows: list[dict[str, Any]] = []
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if manifest["status"] == "ok":

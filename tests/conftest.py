@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages import params as P
+from stages import params as config
 from stages.data import LABELS, Prepared
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,7 +38,7 @@ def copy_worktree(dest: Path, *paths: str) -> Path:
 @pytest.fixture()
 def cfg() -> dict[str, Any]:
     """The real composition of conf/, as a plain mapping a test may shrink before validating."""
-    return P.compose(conf=ROOT / "conf")
+    return config.compose(conf=ROOT / "conf")
 
 
 @pytest.fixture(scope="session")

@@ -200,7 +200,7 @@ def test_stale_kept_logits_are_refused(base: Baseline, tmp_path: Path) -> None:
 
     np.save(tmp_path / TRAIN_LOGITS_FILE, np.zeros((5, 2), dtype=np.float32))
 
-    from stages.io import EvidenceError
+    from stages.storage import EvidenceError
 
     with pytest.raises(
         EvidenceError, match=r"not one row per train row \(268\).*dvc repro baseline"

@@ -19,8 +19,8 @@ line of code added to one makes it a dep) and the files in ALLOWED, each with it
 dep on project code must cover some file reached (otherwise it only makes the stage re-run).
 
 Params. One rule, applied to every module reached. A name holds the validated params when it is
-assigned from `P.load(...)` or `P.validate(...)` (P: stages.params under any alias) or is a
-function parameter annotated `P.Params`. On such a name `p`:
+assigned from `config.load(...)` or `config.validate(...)` (P: stages.params under any alias) or is a
+function parameter annotated `config.Params`. On such a name `p`:
 
 - `p.<section>.<field>` reads `<section>.<field>`, and `p.<section>["x"]` reads `<section>.x`;
 - `p.<section>[name]`, `name` not a constant, reads the stage's own item (`technique.${key}`) in a
@@ -29,10 +29,10 @@ function parameter annotated `P.Params`. On such a name `p`:
   `foreach: ${<section>}` stage (dvc makes one stage per name), the whole section elsewhere;
 - `p.<section>` passed as an argument to a project function that only ever reads fields of that
   parameter (`Protocol.from_bench(p.bench, p.budget, ...)`) reads `<section>.<each field>`;
-- `p.<section>` used in any other way (passed on, `P.as_dict(p.bench)`) reads the whole section;
+- `p.<section>` used in any other way (passed on, `config.as_dict(p.bench)`) reads the whole section;
 - `p.preset` and `p.model_name` read `model.name` (ALIASES); `p.paths` reads no params entry
   (UNTRACKED), since dvc.yaml interpolates the same paths into the stage's deps and outs;
-- `p` passed to a project function whose parameter is annotated `P.Params` is followed there (that
+- `p` passed to a project function whose parameter is annotated `config.Params` is followed there (that
   module is reached too); any other use of `p` cannot be followed and fails the test.
 
 Every read must be covered by the stage's `params:`: a listed `bench` covers `bench.confidence`, a
@@ -203,7 +203,7 @@ class Project:
         return table
 
     def qualname(self, module: Module, expr: ast.expr) -> str | None:
-        """`P.load` -> "stages.params.load", for names and attribute chains."""
+        """`config.load` -> "stages.params.load", for names and attribute chains."""
         if isinstance(expr, ast.Constant) and isinstance(expr.value, str):  # a quoted annotation
             try:
                 return self.qualname(module, ast.parse(expr.value, mode="eval").body)
@@ -275,7 +275,7 @@ class Project:
     # --- params reads ----------------------------------------------------------------------
 
     def _is_params(self, module: Module, node: ast.AST) -> bool:
-        """A call that returns the validated params (P.load, P.validate)."""
+        """A call that returns the validated params (config.load, config.validate)."""
         if not isinstance(node, ast.Call):
             return False
         return self.qualname(module, node.func) in {
@@ -602,7 +602,7 @@ def test_the_params_rule_follows_every_use_of_the_params_object() -> None:
     assert not found, (
         "the params object is used where this test cannot see which sections are read; read "
         "`p.<section>` there, or pass `p` to a function whose parameter is annotated "
-        "`P.Params`:\n" + "\n".join(found)
+        "`config.Params`:\n" + "\n".join(found)
     )
 
 
@@ -659,10 +659,10 @@ def load() -> Params:
     return Params({}, {}, {})
 """
 _HELPER = """
-from stages import params as P
+from stages import params as config
 
 
-def threads(p: P.Params) -> int:
+def threads(p: config.Params) -> int:
     return p.target["threads"]
 
 
@@ -672,13 +672,13 @@ def confidence(bench: object) -> float:
 _RUN = """
 import sys
 
-from stages import params as P
+from stages import params as config
 
 
 def main() -> None:
     from stages.helper import confidence, threads
 
-    p = P.load()
+    p = config.load()
     name = sys.argv[1]
     print(threads(p), confidence(p.bench), p.technique[name])
 """

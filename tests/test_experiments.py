@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stages import params as P
+from stages import params as config
 from stages.compose import compose_text
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +30,7 @@ EXPECTED: dict[str, dict[str, Any]] = {
 
 
 def compose(*overrides: str) -> dict[str, Any]:
-    return P.compose(list(overrides), conf=CONF)
+    return config.compose(list(overrides), conf=CONF)
 
 
 def test_the_presets_are_the_expected_ones() -> None:
@@ -47,7 +47,7 @@ def test_preset_is_global_and_says_what_it_is_for(name: str) -> None:
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_composes_validates_and_selects_what_it_says(name: str) -> None:
     raw = compose(f"+experiment={name}")
-    params = P.validate(raw)
+    params = config.validate(raw)
     expected = EXPECTED[name]
     assert params.model_name == expected["model"]
     for key, value in expected["bench"].items():
@@ -82,7 +82,7 @@ def test_preset_is_what_dvc_writes(name: str) -> None:
 
 def test_overrides_after_a_preset_still_apply() -> None:
     raw = compose("+experiment=digits_quick", "bench.max_seconds=1.5", "technique=[fuse]")
-    params = P.validate(raw)
+    params = config.validate(raw)
     assert params.model_name == "digits_cnn" and list(params.technique) == ["fuse"]
     assert params.bench.max_seconds == 1.5 and params.bench.min_rounds == 6
 

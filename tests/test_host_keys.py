@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from stages import params as P
+from stages import params as config
 from stages.host import numerics_key, timing_key
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +25,7 @@ DESCRIPTION: dict[str, Any] = {
     "ort_providers": ["CPUExecutionProvider"],
 }
 LIBRARIES = {"numpy": "2.4.6", "onnxruntime": "1.32.0", "torch": "2.13.0+cpu"}
-TARGET = P.Target(intra_op_threads=2)
+TARGET = config.Target(intra_op_threads=2)
 
 
 def keys(description: dict[str, Any], libraries: dict[str, str] = LIBRARIES) -> tuple[str, str]:
@@ -68,7 +68,7 @@ def test_timing_hardware_changes_the_timing_key_only() -> None:
     for path, value in [(("cpu_model",), "Intel Xeon"), (("logical_cores",), 4)]:
         new_numerics, new_timing = keys(changed(path, value))
         assert new_numerics == numerics and new_timing != timing, path
-    more_threads = timing_key(DESCRIPTION, P.Target(intra_op_threads=4))["fingerprint"]
+    more_threads = timing_key(DESCRIPTION, config.Target(intra_op_threads=4))["fingerprint"]
     assert more_threads != timing
 
 

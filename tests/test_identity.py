@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from stages import params as P
+from stages import params as config
 from stages.data import Prepared
 from stages.evidence.manifest import changes, confounders, graph_summary
 from stages.techniques import TECHNIQUES, Context, identity
@@ -27,9 +27,9 @@ def test_identity_copies_the_baseline_and_changes_nothing(
 
 
 def test_identity_is_selectable_like_any_technique(cfg: dict[str, Any]) -> None:
-    composed = P.compose(["technique=[identity]", "model=digits_cnn"], conf=Path("conf"))
+    composed = config.compose(["technique=[identity]", "model=digits_cnn"], conf=Path("conf"))
 
-    p = P.validate(composed)
+    p = config.validate(composed)
 
     assert list(p.technique) == ["identity"]
     assert isinstance(p.technique["identity"], identity.Options)

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from stages import params as P
+from stages import params as config
 from stages.data import LABELS, Prepared
 from stages.techniques import TECHNIQUES, Context
 
@@ -170,5 +170,5 @@ def test_fallback_off_quantizes_every_node(data: Prepared, model: Path, tmp_path
 def test_bad_fallback_options_are_refused_naming_the_field(
     field: str, value: object, message: str
 ) -> None:
-    with pytest.raises(P.ParamsError, match=message):
+    with pytest.raises(config.ParamsError, match=message):
         TECHNIQUES["int8_static"].options(**{field: value})

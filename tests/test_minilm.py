@@ -16,11 +16,11 @@ import pytest
 import torch
 import yaml
 
-from stages import data as D
-from stages import params as P
+from stages import data as datasets
+from stages import params as config
 from stages.export import MODEL_FILE, WEIGHTS_FILE, export, parity
-from stages.io import sha256_arrays
 from stages.models import MODELS, minilm
+from stages.storage import sha256_arrays
 from stages.techniques import prune as PR
 from stages.techniques.base import Context
 from stages.validate import write_failures
@@ -37,19 +37,21 @@ def small() -> minilm.Params:
 
 
 @pytest.fixture(scope="module")
-def data(small: minilm.Params) -> D.Prepared:
+def data(small: minilm.Params) -> datasets.Prepared:
     return minilm.prepare(small, seed=0)
 
 
 @pytest.fixture(scope="module")
-def trained(small: minilm.Params, data: D.Prepared) -> tuple[torch.nn.Module, dict[str, Any]]:
+def trained(
+    small: minilm.Params, data: datasets.Prepared
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     return minilm.train(small, data, seed=0)
 
 
 @pytest.fixture(scope="module")
 def onnx_path(
     tmp_path_factory: pytest.TempPathFactory,
-    data: D.Prepared,
+    data: datasets.Prepared,
     trained: tuple[torch.nn.Module, dict[str, Any]],
 ) -> Path:
     """Exported as the baseline stage does: two validation rows as the example."""
@@ -66,12 +68,12 @@ def test_yaml_defaults_equal_the_dataclass() -> None:
 
 
 def test_prepare_gives_the_sets_slices_and_length_info(
-    small: minilm.Params, data: D.Prepared, tmp_path: Path
+    small: minilm.Params, data: datasets.Prepared, tmp_path: Path
 ) -> None:
     assert data.inputs == ["input_ids", "attention_mask"]
     assert data.class_names == ["rotten", "fresh"]
     assert sorted(data.sets) == sorted(SETS)
-    rows = {k: len(v[D.LABELS]) for k, v in data.sets.items()}
+    rows = {k: len(v[datasets.LABELS]) for k, v in data.sets.items()}
     assert rows["train"] + rows["calibration"] + rows["validation"] == 400
     assert rows["calibration"] == 32 and rows["validation"] == 100
     for name in ("train", "calibration", "validation"):
@@ -80,7 +82,7 @@ def test_prepare_gives_the_sets_slices_and_length_info(
             assert s[k].dtype == np.int64 and s[k].shape == (rows[name], small.max_length)
         assert s[minilm.TEXT].dtype == np.dtype(f"<U{minilm.TEXT_WIDTH}")
         assert all(t for t in s[minilm.TEXT])
-        assert set(np.unique(s[D.LABELS])) == {0, 1}
+        assert set(np.unique(s[datasets.LABELS])) == {0, 1}
         mask = s["attention_mask"]
         assert (mask[:, 0] == 1).all() and (np.diff(mask, axis=1) <= 0).all()  # padded right
         assert (s["input_ids"][mask == 0] == 0).all()  # [PAD]
@@ -90,23 +92,23 @@ def test_prepare_gives_the_sets_slices_and_length_info(
     assert all(s.set == "validation" and s.description for s in data.slices)
     assert np.array_equal(v["slice__short"], real <= small.short_tokens)
     assert np.array_equal(v["slice__long"], real >= small.long_tokens)
-    assert np.array_equal(v["slice__class_fresh"], v[D.LABELS] == 1)
+    assert np.array_equal(v["slice__class_fresh"], v[datasets.LABELS] == 1)
     assert 0 < v["slice__negation"].sum() < 100
     for text, neg in zip(v[minilm.TEXT], v["slice__negation"], strict=True):
         assert neg == bool(minilm.NEGATION.search(str(text)))
     fixed = data.sets[minilm.FIXED]
     assert fixed["input_ids"].shape == (100, small.max_length)
-    for k in (*data.inputs, D.LABELS):
+    for k in (*data.inputs, datasets.LABELS):
         assert np.array_equal(fixed[k], v[k])
     tokens = data.info["tokens"]
     assert 3 <= tokens["min"] <= tokens["p50"] <= tokens["p90"] <= tokens["max"] <= 128
     assert data.info["corpus"]["plot"] > 1000 and data.info["corpus"]["used"] == 400
-    D.write(data, tmp_path)  # np.save with allow_pickle=False takes the text column
-    again = D.read(tmp_path)
+    datasets.write(data, tmp_path)  # np.save with allow_pickle=False takes the text column
+    again = datasets.read(tmp_path)
     assert np.array_equal(again.sets["validation"][minilm.TEXT], v[minilm.TEXT])
 
 
-def test_prepare_is_deterministic(small: minilm.Params, data: D.Prepared) -> None:
+def test_prepare_is_deterministic(small: minilm.Params, data: datasets.Prepared) -> None:
     again = minilm.prepare(small, seed=0)
     assert {k: sha256_arrays(v) for k, v in again.sets.items()} == {
         k: sha256_arrays(v) for k, v in data.sets.items()
@@ -140,7 +142,7 @@ def test_negation_words(text: str, negated: bool) -> None:
 
 
 def test_train_is_deterministic_and_logs_the_loss(
-    small: minilm.Params, data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
+    small: minilm.Params, data: datasets.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
 ) -> None:
     module, log = trained
     assert not module.training
@@ -157,7 +159,7 @@ def test_train_is_deterministic_and_logs_the_loss(
 
 def test_export_matches_torch_within_tolerance(
     small: minilm.Params,
-    data: D.Prepared,
+    data: datasets.Prepared,
     trained: tuple[torch.nn.Module, dict[str, Any]],
     onnx_path: Path,
 ) -> None:
@@ -167,7 +169,7 @@ def test_export_matches_torch_within_tolerance(
 
 
 def test_exported_graph_takes_other_batch_sizes_and_lengths(
-    data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]], onnx_path: Path
+    data: datasets.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]], onnx_path: Path
 ) -> None:
     import onnxruntime as ort
 
@@ -209,7 +211,7 @@ def test_trim_cuts_padding(trained: tuple[torch.nn.Module, dict[str, Any]]) -> N
 
 
 def test_whole_sets_run_shortest_first_and_come_back_in_row_order(
-    data: D.Prepared, onnx_path: Path, monkeypatch: pytest.MonkeyPatch
+    data: datasets.Prepared, onnx_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import onnxruntime as ort
 
@@ -243,18 +245,17 @@ def test_whole_sets_run_shortest_first_and_come_back_in_row_order(
 
 
 def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
-    data: D.Prepared, onnx_path: Path, tmp_path: Path
+    data: datasets.Prepared, onnx_path: Path, tmp_path: Path
 ) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from stages import predictions
-    from stages import validate as V
+    from stages import predictions, validate
 
     feeds, labels = data.feeds("validation"), data.labels("validation")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     alone = predictions.predict(sess, feeds, minilm)
-    inv = V.batch_invariance(sess, feeds, alone, labels, minilm)
+    inv = validate.batch_invariance(sess, feeds, alone, labels, minilm)
     assert inv["rows"] == len(labels) and inv["argmax_changed"] == 0
     assert inv["max_abs_difference"] < 1e-4
     assert inv["accuracy_alone"] == inv["accuracy_batched"]
@@ -265,24 +266,26 @@ def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
     row = minilm.trim({k: v[7:8] for k, v in feeds.items()})
     assert np.array_equal(q_alone[7], q.run(None, row)[0][0])  # "alone" is one call on one row
     # activation ranges are taken per call: the same row gives other logits among other rows
-    assert V.batch_invariance(q, feeds, q_alone, labels, minilm)["max_abs_difference"] > 1e-3
+    assert validate.batch_invariance(q, feeds, q_alone, labels, minilm)["max_abs_difference"] > 1e-3
     # on a sample spread over the lengths: the longest row is in it, the set's size is named,
     # and the sample's rows are compared with their own rows alone (a shifted pairing would not
     # agree bit for bit)
-    few = V.batch_invariance(sess, feeds, alone, labels, minilm, rows=5)
+    few = validate.batch_invariance(sess, feeds, alone, labels, minilm, rows=5)
     assert few["rows"] == 5 and few["of_rows"] == len(labels)
     assert few["argmax_changed"] == 0 and few["max_abs_difference"] < 1e-4
     longest = int(np.argmax(minilm.lengths(feeds)))
     shifted = np.roll(alone, 1, axis=0)
     assert (
-        V.batch_invariance(sess, feeds, shifted, labels, minilm, rows=5)["max_abs_difference"]
+        validate.batch_invariance(sess, feeds, shifted, labels, minilm, rows=5)[
+            "max_abs_difference"
+        ]
         > 1e-3
     )
-    assert longest in V.spread_rows(feeds, minilm, 5)
+    assert longest in validate.spread_rows(feeds, minilm, 5)
 
 
 def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
-    data: D.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
+    data: datasets.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
 ) -> None:
     import copy
 
@@ -310,7 +313,7 @@ def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
 
 def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     small: minilm.Params,
-    data: D.Prepared,
+    data: datasets.Prepared,
     trained: tuple[torch.nn.Module, dict[str, Any]],
     onnx_path: Path,
     tmp_path: Path,
@@ -342,11 +345,13 @@ def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     )
 
 
-def test_render_failure_writes_the_snippet_as_markdown(data: D.Prepared, tmp_path: Path) -> None:
+def test_render_failure_writes_the_snippet_as_markdown(
+    data: datasets.Prepared, tmp_path: Path
+) -> None:
     row = {
         "input_ids": np.array([[101, 2025, 102, 0]]),
         "attention_mask": np.array([[1, 1, 1, 0]]),
-        D.LABELS: np.array([1]),
+        datasets.LABELS: np.array([1]),
         minilm.TEXT: np.array(["*Not* bad # at_all [really]"], dtype="<U400"),
         "slice__negation": np.array([True]),
         "slice__short": np.array([True]),
@@ -383,16 +388,18 @@ def test_render_failure_writes_the_snippet_as_markdown(data: D.Prepared, tmp_pat
 
 
 def test_model_dir_without_weights_is_refused_before_any_work(tmp_path: Path) -> None:
-    with pytest.raises(P.ParamsError) as e:
+    with pytest.raises(config.ParamsError) as e:
         minilm.Params(**SMALL, model_dir=str(tmp_path))
     msg = str(e.value)
     assert str(tmp_path) in msg and "model.safetensors" in msg and "config.json" in msg
     source = minilm.model_dir(minilm.Params())
     for f in ("config.json", "tokenizer.json", "vocab.txt"):
         (tmp_path / f).write_bytes((source / f).read_bytes())
-    with pytest.raises(P.ParamsError, match=r"missing model\.safetensors or pytorch_model\.bin"):
+    with pytest.raises(
+        config.ParamsError, match=r"missing model\.safetensors or pytorch_model\.bin"
+    ):
         minilm.Params(model_dir=str(tmp_path))
-    with pytest.raises(P.ParamsError, match="not a directory"):
+    with pytest.raises(config.ParamsError, match="not a directory"):
         minilm.Params(model_dir=str(tmp_path / "nowhere"))
 
 
@@ -401,10 +408,10 @@ def test_params_are_validated(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPat
     conf = yaml.safe_load((ROOT / "conf" / "model" / "minilm_sentiment.yaml").read_text())
     cfg["technique"] = {"int8_dynamic": {}}  # other techniques' defaults may name digits fields
     cfg["model"] = dict(conf)
-    assert isinstance(P.validate(cfg).model, minilm.Params)
+    assert isinstance(config.validate(cfg).model, minilm.Params)
     cfg["model"] = {**conf, "hidden": 64}
-    with pytest.raises(P.ParamsError, match=r"model\.hidden.*max_length"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"model\.hidden.*max_length"):
+        config.validate(cfg)
     for bad, field in (
         ({"long_tokens": 10}, "long_tokens"),
         ({"max_rows": 100}, "max_rows"),
@@ -412,14 +419,16 @@ def test_params_are_validated(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPat
         ({"layers": -1}, "layers"),
     ):
         cfg["model"] = {**conf, **bad}
-        with pytest.raises(P.ParamsError, match=rf"model\.{field} = "):
-            P.validate(cfg)
-    with pytest.raises(P.ParamsError, match=r"layers = 9 .*<= 6"):
+        with pytest.raises(config.ParamsError, match=rf"model\.{field} = "):
+            config.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"layers = 9 .*<= 6"):
         minilm.Params(layers=9)
 
 
 @pytest.mark.slow
-def test_full_model_exports_as_one_file_with_parity(data: D.Prepared, tmp_path: Path) -> None:
+def test_full_model_exports_as_one_file_with_parity(
+    data: datasets.Prepared, tmp_path: Path
+) -> None:
     """The real six-layer encoder (a seeded, untrained head): the baseline stage's export."""
     p = minilm.Params()
     torch.manual_seed(0)
@@ -437,7 +446,7 @@ def test_full_model_exports_as_one_file_with_parity(data: D.Prepared, tmp_path: 
 
 def test_embeddings_give_the_same_bits_on_one_thread_and_on_two(
     trained: tuple[torch.nn.Module, dict[str, Any]],
-    data: D.Prepared,
+    data: datasets.Prepared,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The train split is embedded on every thread: only safe while threads change no sum."""

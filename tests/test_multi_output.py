@@ -17,14 +17,13 @@ from conftest import ROOT
 from onnx import TensorProto, helper, numpy_helper
 from test_verdict import evidence
 
-from stages import params as P
-from stages import predictions, prepare, reference
-from stages import validate as V
+from stages import params as config
+from stages import predictions, prepare, reference, validate
 from stages.evidence import render
 from stages.evidence.verdict import FAIL, OUTPUTS, PASS, REJECT, SHIP, decide
-from stages.io import read_json, write_json
 from stages.models import onnx_file
 from stages.params import Budget, ParamsError
+from stages.storage import read_json, write_json
 
 ROWS = 120
 OUTPUTS_ORDER = ("box", "scores", "landmarks")  # the label output is not the first
@@ -84,7 +83,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict[str
 
 def pipeline(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model: Path, data: Path) -> None:
     """params.yaml for this model in tmp_path, then `prepare`, the baseline and `reference`."""
-    cfg = P.compose(
+    cfg = config.compose(
         [
             "model=onnx_file",
             f"model.path={model}",
@@ -108,7 +107,7 @@ def validated(tmp_path: Path, name: str, w: dict[str, np.ndarray]) -> dict[str, 
     folder.mkdir(parents=True)
     save_model(folder / "model.onnx", w)
     write_json(folder / "manifest.json", {"status": "ok"})
-    V.main([name])
+    validate.main([name])
     return dict(read_json(tmp_path / f"reports/validation/{name}/validation.json", "validate"))
 
 
@@ -226,12 +225,12 @@ def test_a_single_output_model_has_one_output_and_the_rule_does_not_apply(
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     ref = predictions.predict(sess, tiny_data.feeds("validation"))
 
-    val = V.evaluate({"validation": ref}, sess, tiny_data, 0.95)
+    val = validate.evaluate({"validation": ref}, sess, tiny_data, 0.95)
 
     (name,) = val["outputs"]
     assert val["label_output"] == name and val["outputs"][name]["label"]
     assert val["outputs"][name]["max_abs_error"] == val["fidelity"]["max_abs_error"] == 0
-    assert "worst_other_output_relative_error" not in V.flat_metrics(val)
+    assert "worst_other_output_relative_error" not in validate.flat_metrics(val)
     got, rule = verdict(val)
     assert rule["status"] == PASS and rule["reason"] == "does not apply: a single output"
     assert got == verdict(without_outputs(val))[0]

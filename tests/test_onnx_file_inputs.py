@@ -14,9 +14,9 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from stages.data import LABELS, MASK_PREFIX
-from stages.io import EvidenceError, save_arrays
 from stages.models import onnx_file
 from stages.params import ParamsError
+from stages.storage import EvidenceError, save_arrays
 
 CLEAR = (ParamsError, EvidenceError)
 N = 20

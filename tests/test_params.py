@@ -9,7 +9,7 @@ import pytest
 import yaml
 from hydra.errors import MissingConfigException
 
-from stages import params as P
+from stages import params as config
 from stages.compose import main as compose_main
 from stages.techniques import TECHNIQUES
 
@@ -28,7 +28,7 @@ def test_every_option_of_every_group_composes_and_validates(group: str) -> None:
     needs = {"onnx_file": ["model.path=/models/m.onnx", "model.data=/models/val.npz"]}
     for option in options:
         overrides = [f"{group}={option}", *needs.get(option, [])]
-        params = P.validate(P.compose(overrides, conf=ROOT / "conf"))
+        params = config.validate(config.compose(overrides, conf=ROOT / "conf"))
         assert params is not None
 
 
@@ -36,54 +36,54 @@ def test_every_technique_composes_alone_and_together() -> None:
     names = sorted(p.stem for p in (ROOT / "conf" / "technique").glob("*.yaml"))
     assert sorted(TECHNIQUES) == names, "each technique needs one YAML file and one registry entry"
     for name in names:
-        params = P.validate(P.compose([f"technique=[{name}]"], conf=ROOT / "conf"))
+        params = config.validate(config.compose([f"technique=[{name}]"], conf=ROOT / "conf"))
         assert list(params.technique) == [name]
-    both = P.validate(P.compose([f"technique=[{','.join(names)}]"], conf=ROOT / "conf"))
+    both = config.validate(config.compose([f"technique=[{','.join(names)}]"], conf=ROOT / "conf"))
     assert sorted(both.technique) == names
 
 
 def test_unknown_target_is_refused_by_hydra_with_the_choices() -> None:
     with pytest.raises(MissingConfigException) as e:
-        P.compose(["target=gpu"], conf=ROOT / "conf")
+        config.compose(["target=gpu"], conf=ROOT / "conf")
     assert "target/gpu" in str(e.value) and "cpu" in str(e.value) and "edge" in str(e.value)
 
 
 def test_unknown_technique_names_the_allowed_ones(cfg: dict[str, Any]) -> None:
     cfg["technique"]["int4_magic"] = {}
-    with pytest.raises(P.ParamsError, match=r"int4_magic.*int8_dynamic"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"int4_magic.*int8_dynamic"):
+        config.validate(cfg)
 
 
 def test_no_technique_selected(cfg: dict[str, Any]) -> None:
     cfg["technique"] = {}
-    with pytest.raises(P.ParamsError, match="no technique selected"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match="no technique selected"):
+        config.validate(cfg)
 
 
 def test_unknown_model_names_the_presets(cfg: dict[str, Any]) -> None:
     cfg["model"]["name"] = "resnet9000"
-    with pytest.raises(P.ParamsError, match=r"model\.name.*digits_cnn"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"model\.name.*digits_cnn"):
+        config.validate(cfg)
 
 
 def test_misspelled_key_names_the_field_and_the_allowed_keys(cfg: dict[str, Any]) -> None:
     cfg["bench"]["max_second"] = 3
-    with pytest.raises(P.ParamsError) as e:
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError) as e:
+        config.validate(cfg)
     msg = str(e.value)
     assert "bench.max_second" in msg and "max_seconds" in msg and "make params" in msg
 
 
 def test_misspelled_model_key(cfg: dict[str, Any]) -> None:
     cfg["model"]["epoch"] = 3
-    with pytest.raises(P.ParamsError, match=r"model\.epoch.*epochs"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"model\.epoch.*epochs"):
+        config.validate(cfg)
 
 
 def test_wrong_type_names_the_field(cfg: dict[str, Any]) -> None:
     cfg["bench"]["min_rounds"] = "many"
-    with pytest.raises(P.ParamsError, match=r"bench\.min_rounds.*'many'"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"bench\.min_rounds.*'many'"):
+        config.validate(cfg)
 
 
 @pytest.mark.parametrize(
@@ -105,14 +105,14 @@ def test_values_that_make_no_sense(
     cfg: dict[str, Any], section: str, key: str, value: Any, needle: str
 ) -> None:
     cfg[section][key] = value
-    with pytest.raises(P.ParamsError) as e:
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError) as e:
+        config.validate(cfg)
     assert (needle in str(e.value) and "expected" in str(e.value)) or "choose" in str(e.value)
 
 
 def test_load_reports_a_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(P.ParamsError, match="not found"):
-        P.load(tmp_path / "params.yaml")
+    with pytest.raises(config.ParamsError, match="not found"):
+        config.load(tmp_path / "params.yaml")
 
 
 # --- technique names --------------------------------------------------------------------------
@@ -133,8 +133,8 @@ def _technique_files() -> list[str]:
 def test_misspelt_technique_is_refused_before_hydra_composes(
     override: str, wrong: str, closest: str
 ) -> None:
-    with pytest.raises(P.ParamsError) as e:
-        P.compose([override], conf=ROOT / "conf")
+    with pytest.raises(config.ParamsError) as e:
+        config.compose([override], conf=ROOT / "conf")
 
     msg = str(e.value)
     assert f"technique = {wrong!r} is unknown" in msg
@@ -144,8 +144,8 @@ def test_misspelt_technique_is_refused_before_hydra_composes(
 
 
 def test_unrelated_technique_name_gets_no_suggestion() -> None:
-    with pytest.raises(P.ParamsError) as e:
-        P.compose(["technique=[zzzz]"], conf=ROOT / "conf")
+    with pytest.raises(config.ParamsError) as e:
+        config.compose(["technique=[zzzz]"], conf=ROOT / "conf")
 
     assert "did you mean" not in str(e.value)
     assert ", ".join(_technique_files()) in str(e.value)
@@ -154,8 +154,8 @@ def test_unrelated_technique_name_gets_no_suggestion() -> None:
 def test_misspelt_technique_in_params_suggests_the_closest(cfg: dict[str, Any]) -> None:
     cfg["technique"]["int8_statc"] = cfg["technique"].pop("int8_static")
 
-    with pytest.raises(P.ParamsError) as e:
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError) as e:
+        config.validate(cfg)
 
     msg = str(e.value)
     assert "'int8_statc'" in msg and "did you mean 'int8_static'?" in msg
@@ -176,7 +176,7 @@ def test_compose_refuses_a_bad_technique_list_and_keeps_the_old_file(
     out = tmp_path / "params.yaml"
     out.write_text("kept: true\n")
 
-    with pytest.raises(P.ParamsError, match=said):
+    with pytest.raises(config.ParamsError, match=said):
         compose_main(["--out", str(out), override])
 
     assert out.read_text() == "kept: true\n"
@@ -190,7 +190,9 @@ def test_compose_refuses_invalid_params_and_keeps_the_old_file(
     out = tmp_path / "params.yaml"
     out.write_text("kept: true\n")
 
-    with pytest.raises(P.ParamsError, match=r"technique\.int8_static\.calibration_size = 9999"):
+    with pytest.raises(
+        config.ParamsError, match=r"technique\.int8_static\.calibration_size = 9999"
+    ):
         compose_main(["--out", str(out), "technique.int8_static.calibration_size=9999"])
 
     assert out.read_text() == "kept: true\n"
@@ -202,7 +204,7 @@ def test_compose_reports_hydra_errors_in_one_line(
 ) -> None:
     monkeypatch.chdir(ROOT)
 
-    with pytest.raises(P.ParamsError) as e:
+    with pytest.raises(config.ParamsError) as e:
         compose_main(["--out", str(tmp_path / "params.yaml"), "target=gpu"])
 
     msg = str(e.value)
@@ -220,7 +222,7 @@ def test_compose_writes_the_validated_composition(
 
     written = yaml.safe_load(out.read_text())
     assert written["model"]["name"] == "digits_cnn" and list(written["technique"]) == ["fuse"]
-    assert list(P.validate(written).technique) == ["fuse"]
+    assert list(config.validate(written).technique) == ["fuse"]
     assert [p.name for p in tmp_path.iterdir()] == ["params.yaml"]
 
 
@@ -233,12 +235,12 @@ def test_calibration_size_must_fit_the_calibration_split(cfg: dict[str, Any], mo
     most = cfg["model"]["calibration_size"]
     cfg["technique"] = {"int8_static": {**cfg["technique"]["int8_static"]}}
     cfg["technique"]["int8_static"]["calibration_size"] = most
-    assert P.validate(cfg).technique["int8_static"].calibration_size == most
+    assert config.validate(cfg).technique["int8_static"].calibration_size == most
 
     for bad in (most + 1, 10 * most, 0, -3):
         cfg["technique"]["int8_static"]["calibration_size"] = bad
-        with pytest.raises(P.ParamsError) as e:
-            P.validate(cfg)
+        with pytest.raises(config.ParamsError) as e:
+            config.validate(cfg)
         msg = str(e.value)
         assert msg.startswith(f"technique.int8_static.calibration_size = {bad} ")
         assert f">= 1 and <= {most}" in msg and f"model.calibration_size = {most}" in msg
@@ -250,9 +252,9 @@ def test_raising_the_models_calibration_split_admits_a_larger_size(
 ) -> None:
     cfg["model"] = yaml.safe_load((ROOT / "conf" / "model" / "digits_cnn.yaml").read_text())
     cfg["technique"] = {"int8_static": {"calibration_size": 300}}
-    with pytest.raises(P.ParamsError, match=r"calibration_size = 300 .*<= 128"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"calibration_size = 300 .*<= 128"):
+        config.validate(cfg)
 
     cfg["model"]["calibration_size"] = 300
 
-    assert P.validate(cfg).technique["int8_static"].calibration_size == 300
+    assert config.validate(cfg).technique["int8_static"].calibration_size == 300

@@ -23,9 +23,9 @@ from PIL import Image
 
 from stages.data import LABELS, MASK_PREFIX, Prepared
 from stages.export import export, parity
-from stages.io import EvidenceError, save_arrays, sha256_arrays
 from stages.models import fashion, onnx_file
 from stages.params import ParamsError
+from stages.storage import EvidenceError, save_arrays, sha256_arrays
 from stages.techniques.base import NotApplicable
 
 CLEAR = (ParamsError, EvidenceError)  # the errors a stage prints as one line, no traceback

@@ -13,15 +13,17 @@ import numpy as np
 import pytest
 import yaml
 
-from stages import history as H
-from stages import params as P
-from stages import rebenchmark as R
-from stages.io import EvidenceError
+from stages import history as history_log
+from stages import params as config
+from stages import rebenchmark
 from stages.measure.timing import Timings, summarize
+from stages.storage import EvidenceError
 
 ROOT = Path(__file__).resolve().parents[1]
 TECHNIQUES = ["technique=[int8_dynamic,int8_static]"]
-PROTOCOL = H.protocol(P.compose(TECHNIQUES, conf=ROOT / "conf")["bench"])  # git_repo's
+PROTOCOL = history_log.protocol(
+    config.compose(TECHNIQUES, conf=ROOT / "conf")["bench"]
+)  # git_repo's
 
 
 def iv(est: float, low: float, high: float) -> dict[str, float]:
@@ -31,44 +33,47 @@ def iv(est: float, low: float, high: float) -> dict[str, float]:
 @pytest.mark.parametrize(
     ("before", "after", "limit", "status"),
     [
-        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.05, R.REGRESSION),  # clearly slower now
-        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.05, R.OK),  # 2.5 % down: inside
-        (iv(1.0, 0.995, 1.005), iv(0.94, 0.935, 0.945), 0.05, R.REGRESSION),  # 6 % down
-        (iv(1.0, 0.995, 1.005), iv(0.96, 0.955, 0.965), 0.05, R.OK),  # 4 % down
-        (iv(1.0, 0.95, 1.05), iv(1.06, 1.0, 1.1), 0.05, R.IMPROVEMENT),
-        (iv(1.0, 0.95, 1.05), iv(1.05, 1.0, 1.1), 0.05, R.OK),  # +5 % is -4.8 %: inside
+        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.05, rebenchmark.REGRESSION),  # clearly slower now
+        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.05, rebenchmark.OK),  # 2.5 % down: inside
+        (iv(1.0, 0.995, 1.005), iv(0.94, 0.935, 0.945), 0.05, rebenchmark.REGRESSION),  # 6 % down
+        (iv(1.0, 0.995, 1.005), iv(0.96, 0.955, 0.965), 0.05, rebenchmark.OK),  # 4 % down
+        (iv(1.0, 0.95, 1.05), iv(1.06, 1.0, 1.1), 0.05, rebenchmark.IMPROVEMENT),
+        (iv(1.0, 0.95, 1.05), iv(1.05, 1.0, 1.1), 0.05, rebenchmark.OK),  # +5 % is -4.8 %: inside
     ],
 )
 def test_classify(
     before: dict[str, float], after: dict[str, float], limit: float, status: str
 ) -> None:
-    assert R.classify(before, after, limit) == status
+    assert rebenchmark.classify(before, after, limit) == status
 
 
 def test_threshold_from_the_intervals_until_the_history_is_long_enough() -> None:
     before, after = iv(2.0, 1.8, 2.2), iv(2.0, 1.8, 2.2)  # +-10 %: sd 0.051 each on the log scale
-    limit, basis = R.threshold(before, after, [2.0] * 4, 0.05, 0.95)
+    limit, basis = rebenchmark.threshold(before, after, [2.0] * 4, 0.05, 0.95)
     # 1.645 * sqrt(2) * 0.0512 = 0.119 on the log scale: an 11.2 % drop
     assert basis == "both intervals" and limit == pytest.approx(0.112, abs=0.001)
     # five past runs 1 % apart: moving ranges 0.01, sd 0.01 / 0.954; sqrt(2) * 1.645 * 0.0105
     # = 2.4 %, below the minimum change
     past = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
-    assert R.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
-    limit, basis = R.threshold(before, after, past, 0.01, 0.95)
+    assert rebenchmark.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
+    limit, basis = rebenchmark.threshold(before, after, past, 0.01, 0.95)
     assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0241, abs=0.0005)
     # a noisier history raises it; a higher confidence too
-    assert R.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0] > 0.1
-    assert R.threshold(before, after, past, 0.01, 0.99)[0] > limit
+    assert (
+        rebenchmark.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0]
+        > 0.1
+    )
+    assert rebenchmark.threshold(before, after, past, 0.01, 0.99)[0] > limit
     # one outlying run moves it little (a standard deviation would be ten times as wide)
-    assert R.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.03
+    assert rebenchmark.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.03
 
 
 def test_a_shift_in_the_history_is_not_counted_as_noise() -> None:
     """Five runs at 2.0, then four at 1.86 (a real 7 % drop already in the history): one moving
     range holds the shift, the median of the ranges stays the noise."""
     runs = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)] + [1.86 * f for f in (0.99, 1.01) * 2]
-    assert R.run_spread(runs) == pytest.approx(0.0151 / 0.954, abs=0.001)
-    assert R.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), runs, 0.0, 0.95)[0] < 0.04
+    assert rebenchmark.run_spread(runs) == pytest.approx(0.0151 / 0.954, abs=0.001)
+    assert rebenchmark.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), runs, 0.0, 0.95)[0] < 0.04
     assert float(np.std(np.log(runs), ddof=1)) > 0.03  # a standard deviation would count it
 
 
@@ -105,10 +110,12 @@ def test_noise_between_two_real_runs_of_the_same_model_passes() -> None:
     flagged = 0
     for _ in range(20):
         first, second = run_once(), run_once()
-        assert [r.status for r in R.compare("x", first, second, R.MIN_CHANGE)] == [R.OK]
-        (row,) = R.compare("x", first, second)  # no minimum: the intervals' noise alone
+        assert [
+            r.status for r in rebenchmark.compare("x", first, second, rebenchmark.MIN_CHANGE)
+        ] == [rebenchmark.OK]
+        (row,) = rebenchmark.compare("x", first, second)  # no minimum: the intervals' noise alone
         assert row.basis == "both intervals"
-        flagged += row.status != R.OK
+        flagged += row.status != rebenchmark.OK
     assert flagged <= 5  # one-sided 5 % each way: about 2 of 20 expected
 
 
@@ -117,8 +124,8 @@ def test_compare_flags_a_new_batch_size() -> None:
     after["batches"].append(
         {"batch_size": 8, "noise_floor": 0.03, "speedup": {"p50": iv(1.3, 1.25, 1.35)}}
     )
-    rows = R.compare("x", evidence(1.2, 0.02), after)
-    assert [r.status for r in rows] == [R.OK, R.NEW]
+    rows = rebenchmark.compare("x", evidence(1.2, 0.02), after)
+    assert [r.status for r in rows] == [rebenchmark.OK, rebenchmark.NEW]
 
 
 HOST = {
@@ -131,14 +138,16 @@ HOST = {
 
 @pytest.fixture()
 def git_repo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    params = P.compose(TECHNIQUES, conf=ROOT / "conf")
+    params = config.compose(TECHNIQUES, conf=ROOT / "conf")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "reports").mkdir()
     (tmp_path / "reports/host.json").write_text(json.dumps(HOST))
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(R, "this_host", lambda: HOST)  # the machine a forced run would time on
-    monkeypatch.setattr(H, "log_mlflow", lambda rows, where, tags: "mlflow: not in tests")
+    monkeypatch.setattr(
+        rebenchmark, "this_host", lambda: HOST
+    )  # the machine a forced run would time on
+    monkeypatch.setattr(history_log, "log_mlflow", lambda rows, where, tags: "mlflow: not in tests")
     return tmp_path
 
 
@@ -167,7 +176,7 @@ def test_gate_passes_on_noise_and_fails_on_a_real_regression(
     commit(git_repo, both(2.0, 0.05))
     for rel, text in both(1.97, 0.05).items():  # noise: passes
         (git_repo / rel).write_text(text)
-    R.main(["--no-run", "--table", "table.md"])
+    rebenchmark.main(["--no-run", "--table", "table.md"])
     assert (
         "| int8_dynamic | 1 | 2.000 [1.950, 2.050] | 1.970 [1.920, 2.020] |"
         in capsys.readouterr().out
@@ -176,14 +185,14 @@ def test_gate_passes_on_noise_and_fails_on_a_real_regression(
     for rel, text in both(1.5, 0.05).items():  # a real regression: exit 1
         (git_repo / rel).write_text(text)
     with pytest.raises(SystemExit) as e:
-        R.main(["--no-run", "--table", "table.md"])
+        rebenchmark.main(["--no-run", "--table", "table.md"])
     assert e.value.code == 1 and "2 regression(s)" in capsys.readouterr().out
 
 
 def test_gate_refuses_a_missing_committed_file(git_repo: Path) -> None:
     commit(git_repo, {"README": "x"})
     with pytest.raises(EvidenceError, match=r"no committed benchmark at HEAD.*int8_dynamic"):
-        R.main(["--no-run"])
+        rebenchmark.main(["--no-run"])
 
 
 @pytest.mark.parametrize(
@@ -194,27 +203,37 @@ def test_gate_refuses_a_malformed_committed_file(git_repo: Path, text: str) -> N
     files["reports/benchmark/int8_static/benchmark.json"] = text
     commit(git_repo, files)
     with pytest.raises(EvidenceError, match=r"int8_static/benchmark\.json at HEAD is malformed"):
-        R.main(["--no-run"])
+        rebenchmark.main(["--no-run"])
 
 
 def test_a_drop_smaller_than_the_minimum_change_passes() -> None:
     """4 % down, beyond what two tight intervals allow (3.2 %), but below the 5 % minimum
     change: only --min-change 0 counts it."""
     before, after = evidence(1.544, 0.05), evidence(1.482, 0.03)
-    assert [r.status for r in R.compare("x", before, after)] == [R.REGRESSION]
-    rows = R.compare("x", before, after, R.MIN_CHANGE)
-    assert [r.status for r in rows] == [R.OK] and rows[0].threshold == R.MIN_CHANGE
+    assert [r.status for r in rebenchmark.compare("x", before, after)] == [rebenchmark.REGRESSION]
+    rows = rebenchmark.compare("x", before, after, rebenchmark.MIN_CHANGE)
+    assert [r.status for r in rows] == [rebenchmark.OK] and rows[
+        0
+    ].threshold == rebenchmark.MIN_CHANGE
     assert rows[0].basis == "minimum change"
 
 
 def test_confirm_keeps_only_regressions_the_retest_shows_again() -> None:
-    first = R.compare("x", evidence(2.0, 0.05), evidence(1.5, 0.05), R.MIN_CHANGE)
-    assert [r.status for r in first] == [R.REGRESSION]
-    gone = R.confirm(first, R.compare("x", evidence(2.0, 0.05), evidence(1.98, 0.05)))
-    assert [r.status for r in gone] == [R.NOT_REPRODUCED]
+    first = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.5, 0.05), rebenchmark.MIN_CHANGE
+    )
+    assert [r.status for r in first] == [rebenchmark.REGRESSION]
+    gone = rebenchmark.confirm(
+        first, rebenchmark.compare("x", evidence(2.0, 0.05), evidence(1.98, 0.05))
+    )
+    assert [r.status for r in gone] == [rebenchmark.NOT_REPRODUCED]
     assert gone[0].retest == iv(1.98, 1.93, 2.03) and gone[0].after == first[0].after
-    kept = R.confirm(first, R.compare("x", evidence(2.0, 0.05), evidence(1.52, 0.04)))
-    assert [r.status for r in kept] == [R.REGRESSION] and kept[0].retest == iv(1.52, 1.48, 1.56)
+    kept = rebenchmark.confirm(
+        first, rebenchmark.compare("x", evidence(2.0, 0.05), evidence(1.52, 0.04))
+    )
+    assert [r.status for r in kept] == [rebenchmark.REGRESSION] and kept[0].retest == iv(
+        1.52, 1.48, 1.56
+    )
 
 
 @pytest.mark.parametrize(("retest", "code"), [(1.99, None), (1.5, 1)])
@@ -243,19 +262,19 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
                     path.write_text(json.dumps(evidence(s, 0.05)))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(R.subprocess, "run", fake_run)
+    monkeypatch.setattr(rebenchmark.subprocess, "run", fake_run)
     logged: list[dict[str, str]] = []
 
     def log(rows: list[dict[str, Any]], where: dict[str, str], tags: dict[str, str]) -> str:
         logged.append(tags)
         return "logged"
 
-    monkeypatch.setattr(H, "log_mlflow", log)
+    monkeypatch.setattr(history_log, "log_mlflow", log)
     if code is None:
-        R.main(["--table", "table.md"])
+        rebenchmark.main(["--table", "table.md"])
     else:
         with pytest.raises(SystemExit) as e:
-            R.main(["--table", "table.md"])
+            rebenchmark.main(["--table", "table.md"])
         assert e.value.code == code
     assert forced == [
         ["benchmark@int8_dynamic", "benchmark@int8_static"],
@@ -263,7 +282,7 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
     ]
     out = capsys.readouterr().out
     assert "re-timing int8_static" in out
-    status = R.NOT_REPRODUCED if code is None else R.REGRESSION
+    status = rebenchmark.NOT_REPRODUCED if code is None else rebenchmark.REGRESSION
     assert (
         "| int8_static | 1 | 2.000 [1.950, 2.050] | 1.500 [1.450, 1.550] | committed | "
         "5.0% (minimum change) |" in out
@@ -273,13 +292,13 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
         "confirmed by a retest" not in out
         and "below the committed value only where each retest shows it too" in out
     )
-    runs = H.read(git_repo / "reports/rebenchmark_history.csv")  # one run per timing run
+    runs = history_log.read(git_repo / "reports/rebenchmark_history.csv")  # one run per timing run
     assert [(r["candidate"], r["batch"], r["estimate"]) for r in runs] == [
         ("int8_dynamic", 1, 1.98),
         ("int8_static", 1, 1.5),
         ("int8_static", 1, retest),
     ]
-    assert {r["machine"] for r in runs} == {R.machine(HOST)}
+    assert {r["machine"] for r in runs} == {rebenchmark.machine(HOST)}
     assert {r["protocol"] for r in runs} == {PROTOCOL}
     assert [t["exit_code"] for t in logged] == [str(code or 0)]  # one MLflow run per re-benchmark
 
@@ -287,7 +306,7 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
 def run_cli(args: list[str]) -> int:
     """The exit code of `python -m stages.rebenchmark` with these arguments."""
     with pytest.raises(SystemExit) as e:
-        R.cli(args)
+        rebenchmark.cli(args)
         raise SystemExit(0)
     return int(e.value.code or 0)
 
@@ -300,9 +319,9 @@ def write_now(repo: Path, files: dict[str, str]) -> None:
 @pytest.mark.parametrize(
     ("now", "spread", "code"),
     [
-        (1.97, 0.05, R.PASSED),  # noise
-        (1.5, 0.05, R.REGRESSED),  # a real drop
-        (1.97, 0.3, R.TOO_NOISY),  # a +-15 % interval: a 10 % drop could pass unseen
+        (1.97, 0.05, rebenchmark.PASSED),  # noise
+        (1.5, 0.05, rebenchmark.REGRESSED),  # a real drop
+        (1.97, 0.3, rebenchmark.TOO_NOISY),  # a +-15 % interval: a 10 % drop could pass unseen
     ],
 )
 def test_gate_exit_codes(git_repo: Path, now: float, spread: float, code: int) -> None:
@@ -315,23 +334,31 @@ def test_gate_exit_code_2_without_committed_evidence(
     git_repo: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     commit(git_repo, {"README": "x"})
-    assert run_cli(["--no-run"]) == R.UNUSABLE
+    assert run_cli(["--no-run"]) == rebenchmark.UNUSABLE
     assert "no committed benchmark at HEAD" in capsys.readouterr().err
 
 
 def test_a_wide_threshold_reads_noisy_unless_the_drop_clears_it() -> None:
     """The A/A floor no longer sets the threshold: a wide one is no license to pass, and the
     noise a comparison must allow decides whether it can judge at all."""
-    rows = R.compare("x", evidence(2.0, 0.05), evidence(1.97, 0.3), R.MIN_CHANGE, 0.10)
+    rows = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.97, 0.3), rebenchmark.MIN_CHANGE, 0.10
+    )
     assert rows[0].status == f"NOISY: threshold {rows[0].threshold:.1%} > 10.0%"
     assert rows[0].threshold > 0.10 and rows[0].basis == "both intervals"
-    rows = R.compare("x", evidence(2.0, 0.3, 0.2), evidence(1.2, 0.05), R.MIN_CHANGE, 0.10)
-    assert rows[0].status == R.REGRESSION  # 40 % down: beyond even that threshold
-    wide_aa = R.compare("x", evidence(2.0, 0.05, 0.5), evidence(1.7, 0.05, 0.5), R.MIN_CHANGE)
-    assert wide_aa[0].status == R.REGRESSION  # 15 % down: a 50 % A/A floor does not hide it
+    rows = rebenchmark.compare(
+        "x", evidence(2.0, 0.3, 0.2), evidence(1.2, 0.05), rebenchmark.MIN_CHANGE, 0.10
+    )
+    assert rows[0].status == rebenchmark.REGRESSION  # 40 % down: beyond even that threshold
+    wide_aa = rebenchmark.compare(
+        "x", evidence(2.0, 0.05, 0.5), evidence(1.7, 0.05, 0.5), rebenchmark.MIN_CHANGE
+    )
+    assert (
+        wide_aa[0].status == rebenchmark.REGRESSION
+    )  # 15 % down: a 50 % A/A floor does not hide it
     # a retest too noisy to judge leaves the row noisy, not "not reproduced"
-    again = R.compare("x", evidence(2.0, 0.3), evidence(1.9, 0.3), 0.1, 0.1)
-    assert R.confirm(rows, again)[0].status.startswith(R.NOISY)
+    again = rebenchmark.compare("x", evidence(2.0, 0.3), evidence(1.9, 0.3), 0.1, 0.1)
+    assert rebenchmark.confirm(rows, again)[0].status.startswith(rebenchmark.NOISY)
 
 
 def test_max_floor_defaults_to_the_params_and_the_flag_overrides_it(
@@ -339,18 +366,20 @@ def test_max_floor_defaults_to_the_params_and_the_flag_overrides_it(
 ) -> None:
     commit(git_repo, both(2.0, 0.25))
     write_now(git_repo, {k: json.dumps(evidence(1.97, 0.25)) for k in both(0, 0)})
-    assert run_cli(["--no-run", "--table", "t.md"]) == R.TOO_NOISY  # bench.max_noise_floor 0.1
+    assert (
+        run_cli(["--no-run", "--table", "t.md"]) == rebenchmark.TOO_NOISY
+    )  # bench.max_noise_floor 0.1
     assert "> 10.0%" in capsys.readouterr().out
-    assert run_cli(["--no-run", "--table", "t.md", "--max-floor", "0.2"]) == R.PASSED
+    assert run_cli(["--no-run", "--table", "t.md", "--max-floor", "0.2"]) == rebenchmark.PASSED
 
 
 def test_the_default_minimum_change_catches_seven_percent(git_repo: Path) -> None:
     """A 7 % drop between two +-1.5 % intervals is caught at the default 5 %, not at 10 %."""
     commit(git_repo, both(2.0, 0.03))
     write_now(git_repo, {k: json.dumps(evidence(1.86, 0.03)) for k in both(0, 0)})
-    assert run_cli(["--no-run", "--table", "t.md"]) == R.REGRESSED
+    assert run_cli(["--no-run", "--table", "t.md"]) == rebenchmark.REGRESSED
     assert "| 5.0% (minimum change) |" in (git_repo / "t.md").read_text()
-    assert run_cli(["--no-run", "--table", "t.md", "--min-change", "0.10"]) == R.PASSED
+    assert run_cli(["--no-run", "--table", "t.md", "--min-change", "0.10"]) == rebenchmark.PASSED
 
 
 def test_wide_intervals_raise_the_threshold_until_the_history_is_long_enough(
@@ -361,10 +390,10 @@ def test_wide_intervals_raise_the_threshold_until_the_history_is_long_enough(
     run-to-run spread is small."""
     commit(git_repo, both(2.0, 0.16))
     write_now(git_repo, {k: json.dumps(evidence(1.86, 0.16)) for k in both(0, 0)})
-    assert run_cli(["--no-run", "--table", "t.md"]) == R.PASSED
+    assert run_cli(["--no-run", "--table", "t.md"]) == rebenchmark.PASSED
     assert "(both intervals)" in (git_repo / "t.md").read_text()
-    H.append(git_repo / "h.csv", past_runs(5, 2.0) + past_runs(5, 2.0, "int8_dynamic"))
-    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == R.REGRESSED
+    history_log.append(git_repo / "h.csv", past_runs(5, 2.0) + past_runs(5, 2.0, "int8_dynamic"))
+    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == rebenchmark.REGRESSED
     assert "(minimum change)" in (git_repo / "t.md").read_text()
 
 
@@ -392,7 +421,7 @@ def test_gate_refuses_evidence_of_another_model_target_or_machine(
     }
     commit(git_repo, files)
     write_now(git_repo, here)
-    assert run_cli(["--no-run"]) == R.UNUSABLE
+    assert run_cli(["--no-run"]) == rebenchmark.UNUSABLE
     err = capsys.readouterr().err
     assert f"another {edit}" in err and named in err
 
@@ -402,7 +431,7 @@ def test_no_run_footer_does_not_claim_a_retest(
 ) -> None:
     commit(git_repo, both(2.0, 0.05))
     write_now(git_repo, both(1.5, 0.05))
-    assert run_cli(["--no-run", "--table", "t.md"]) == R.REGRESSED
+    assert run_cli(["--no-run", "--table", "t.md"]) == rebenchmark.REGRESSED
     out = capsys.readouterr().out
     assert "retest" in out and "confirmed by a retest" not in out
     assert "no retest ran (--no-run" in out
@@ -415,7 +444,7 @@ def past_runs(n: int, speedup: float, technique: str = "int8_static") -> list[di
             "utc": f"2025-01-{i + 1:02d}T03:00:00+00:00",
             "commit": f"{i:040x}",
             "host": HOST["fingerprint"],
-            "machine": R.machine(HOST),
+            "machine": rebenchmark.machine(HOST),
             "protocol": PROTOCOL,
             "model": "minilm_sentiment",
             "target": "cpu",
@@ -431,22 +460,25 @@ def past_runs(n: int, speedup: float, technique: str = "int8_static") -> list[di
     ]
 
 
-@pytest.mark.parametrize(("now", "status"), [(2.0, R.OK), (1.5, R.REGRESSION)])
+@pytest.mark.parametrize(("now", "status"), [(2.0, rebenchmark.OK), (1.5, rebenchmark.REGRESSION)])
 def test_a_committed_outlier_no_longer_matters_against_the_median(
     git_repo: Path, capsys: pytest.CaptureFixture[str], now: float, status: str
 ) -> None:
     """With eight past runs near 2.0, a committed 2.6 (one run, far off) is only shown: the new
     run is compared with the median of the history, so 2.0 now passes and 1.5 now fails."""
-    H.append(git_repo / "h.csv", past_runs(8, 2.0) + past_runs(8, 2.0, "int8_dynamic"))
+    history_log.append(git_repo / "h.csv", past_runs(8, 2.0) + past_runs(8, 2.0, "int8_dynamic"))
     commit(git_repo, both(2.6, 0.05))
     write_now(git_repo, both(now, 0.05))
     code = run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"])
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
-    assert code == (R.PASSED if status == R.OK else R.REGRESSED)
+    assert code == (rebenchmark.PASSED if status == rebenchmark.OK else rebenchmark.REGRESSED)
     assert row.endswith(f"| {status} |") and "| 2.600 [2.550, 2.650] |" in row
     assert "| median of 8 past runs, 2.010 |" in row
     # against the committed value alone, 2.0 would have read as a 23 % drop
-    assert R.compare("x", evidence(2.6, 0.05), evidence(2.0, 0.05))[0].status == R.REGRESSION
+    assert (
+        rebenchmark.compare("x", evidence(2.6, 0.05), evidence(2.0, 0.05))[0].status
+        == rebenchmark.REGRESSION
+    )
 
 
 def test_runs_of_another_timing_protocol_are_not_the_reference(
@@ -455,12 +487,12 @@ def test_runs_of_another_timing_protocol_are_not_the_reference(
     """Eight past runs near 2.0 timed under another bench section: the committed 2.6 is the
     reference again (a protocol change starts new series), so 2.0 now reads as a regression."""
     other = [{**r, "protocol": "0123456789"} for r in past_runs(8, 2.0) + past_runs(8, 2.0, "x")]
-    H.append(git_repo / "h.csv", other)
+    history_log.append(git_repo / "h.csv", other)
     commit(git_repo, both(2.6, 0.05))
     write_now(git_repo, both(2.0, 0.05))
     code = run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"])
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
-    assert code == R.REGRESSED and "| committed |" in row and "median" not in row
+    assert code == rebenchmark.REGRESSED and "| committed |" in row and "median" not in row
 
 
 def test_committed_evidence_of_another_timing_protocol_is_still_compared(
@@ -471,13 +503,15 @@ def test_committed_evidence_of_another_timing_protocol_is_still_compared(
     params["bench"]["max_seconds"] += 1
     commit(git_repo, {**both(2.0, 0.05), "params.yaml": yaml.safe_dump(params)})
     write_now(git_repo, {**both(2.0, 0.05), "params.yaml": now})
-    assert run_cli(["--no-run", "--table", "t.md"]) == R.PASSED
+    assert run_cli(["--no-run", "--table", "t.md"]) == rebenchmark.PASSED
 
 
 def test_a_flagged_drop_says_the_committed_side_is_one_run() -> None:
-    row = R.compare("x", evidence(2.0, 0.05), evidence(1.5, 0.05), R.MIN_CHANGE)[0]
-    assert R.judge_committed(row, []).history.startswith("committed side is one run")
-    assert "median of 6 runs" in R.judge_committed(row, [2.0] * 6).history
+    row = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.5, 0.05), rebenchmark.MIN_CHANGE
+    )[0]
+    assert rebenchmark.judge_committed(row, []).history.startswith("committed side is one run")
+    assert "median of 6 runs" in rebenchmark.judge_committed(row, [2.0] * 6).history
 
 
 def test_log_mlflow_names_one_metric_per_candidate_and_batch(
@@ -502,7 +536,7 @@ def test_log_mlflow_names_one_metric_per_candidate_and_batch(
     monkeypatch.setitem(sys.modules, "mlflow", fake)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///x.db")
     where = {"model": "minilm_sentiment", "target": "cpu", "machine": "m"}
-    line = H.log_mlflow(past_runs(1, 2.0), where, {"commit": "abc", **where})
+    line = history_log.log_mlflow(past_runs(1, 2.0), where, {"commit": "abc", **where})
     assert line == "logged to sqlite:///x.db: run r1"
     assert logged["experiment"] == "rebenchmark-minilm_sentiment-cpu"
     assert set(logged["metrics"]) == {
@@ -519,16 +553,18 @@ def test_the_spread_is_taken_since_the_last_shift(git_repo: Path) -> None:
     history = []
     for t in ("int8_static", "int8_dynamic"):
         history += past_runs(10, 1.0, t) + past_runs(6, 2.0, t)
-    H.append(git_repo / "h.csv", history)
+    history_log.append(git_repo / "h.csv", history)
     commit(git_repo, both(2.0, 0.16))
     write_now(git_repo, {k: json.dumps(evidence(1.86, 0.16)) for k in both(0, 0)})
-    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == R.REGRESSED
+    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == rebenchmark.REGRESSED
     text = (git_repo / "t.md").read_text()
     assert "(minimum change)" in text and "median of 6 runs since the last shift" in text
     # the median of all sixteen runs (1.0) would read the same drop as a rise
     runs = {("validation", 1): [1.0] * 10 + [2.0] * 6}
-    row = R.compare("x", evidence(2.0, 0.03), evidence(1.86, 0.03), R.MIN_CHANGE, past=runs)[0]
-    assert row.status == R.IMPROVEMENT and row.reference and row.reference.median == 1.0
+    row = rebenchmark.compare(
+        "x", evidence(2.0, 0.03), evidence(1.86, 0.03), rebenchmark.MIN_CHANGE, past=runs
+    )[0]
+    assert row.status == rebenchmark.IMPROVEMENT and row.reference and row.reference.median == 1.0
 
 
 def steady(n: int, step: float, speedup: float = 2.0) -> list[float]:
@@ -545,15 +581,21 @@ def test_the_threshold_of_a_mean_against_a_median_by_hand() -> None:
     runs against their median varies 0.05242^2 * (1/2 + pi/18): sd 0.05242 * 0.8213 = 0.04305;
     1.6449 * 0.04305 = 0.07081 on the log scale, a 6.84 % drop."""
     runs = steady(9, 0.05)
-    assert R.run_spread(runs) == pytest.approx(0.05242, abs=1e-5)
-    assert R.mean_threshold(R.run_spread(runs), 2, 9, 0.0, 0.95) == pytest.approx(0.0684, abs=1e-4)
-    ref = R.reference(runs, runs)
+    assert rebenchmark.run_spread(runs) == pytest.approx(0.05242, abs=1e-5)
+    assert rebenchmark.mean_threshold(
+        rebenchmark.run_spread(runs), 2, 9, 0.0, 0.95
+    ) == pytest.approx(0.0684, abs=1e-4)
+    ref = rebenchmark.reference(runs, runs)
     assert ref is not None and (ref.median, ref.runs, ref.shifted) == (2.0, 9, False)
-    limit, basis = ref.threshold(2, R.MIN_CHANGE, 0.95)
+    limit, basis = ref.threshold(2, rebenchmark.MIN_CHANGE, 0.95)
     assert limit == pytest.approx(0.0684, abs=1e-4) and basis == "spread of 9 past runs"
-    assert ref.threshold(1, R.MIN_CHANGE, 0.95)[0] == pytest.approx(0.0892, abs=1e-4)  # m = 1
+    assert ref.threshold(1, rebenchmark.MIN_CHANGE, 0.95)[0] == pytest.approx(
+        0.0892, abs=1e-4
+    )  # m = 1
     assert ref.threshold(2, 0.08, 0.95) == (0.08, "minimum change")
-    assert R.reference(runs, runs[:4]) is None  # four runs since a shift: too few for a median
+    assert (
+        rebenchmark.reference(runs, runs[:4]) is None
+    )  # four runs since a shift: too few for a median
 
 
 def test_a_seven_percent_drop_is_confirmed_on_the_mean_of_run_and_retest() -> None:
@@ -562,33 +604,55 @@ def test_a_seven_percent_drop_is_confirmed_on_the_mean_of_run_and_retest() -> No
     its own, but is past half the threshold: the retest, 9 % down, makes the mean 7 % down, a
     regression. (Against the committed value, two runs' noise would set 7.8 %: no retest.)"""
     past = {B1: steady(10, 0.0335)}
-    (first,) = R.compare("x", evidence(2.0, 0.05), evidence(1.90, 0.05), R.MIN_CHANGE, past=past)
+    (first,) = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.90, 0.05), rebenchmark.MIN_CHANGE, past=past
+    )
     assert first.reference and first.reference.median == 2.0
     assert first.threshold == pytest.approx(0.0602, abs=1e-4)
-    assert first.status == R.OK and first.screened  # --retests 0: judged on the first run alone
-    again = R.compare("x", evidence(2.0, 0.05), evidence(1.82, 0.05), R.MIN_CHANGE, past=past)
-    (row,) = R.confirm([first], again, R.MIN_CHANGE, 0.10, 0.95)
-    assert row.status == R.REGRESSION and row.threshold == R.MIN_CHANGE
+    assert (
+        first.status == rebenchmark.OK and first.screened
+    )  # --retests 0: judged on the first run alone
+    again = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.82, 0.05), rebenchmark.MIN_CHANGE, past=past
+    )
+    (row,) = rebenchmark.confirm([first], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
+    assert row.status == rebenchmark.REGRESSION and row.threshold == rebenchmark.MIN_CHANGE
     assert row.retests == (iv(1.82, 1.77, 1.87),) and row.after == first.after
     assert row.compared_with() == "median of 10 past runs, 2.000; mean of 2 runs 1.860"
     # a second retest at 2.0 brings the mean of three to 4.7 % down: within 5 %
-    again = R.compare("x", evidence(2.0, 0.05), evidence(2.0, 0.05), R.MIN_CHANGE, past=past)
-    (row,) = R.confirm([row], again, R.MIN_CHANGE, 0.10, 0.95)
-    assert row.status == R.NOT_REPRODUCED and len(row.retests) == 2
+    again = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(2.0, 0.05), rebenchmark.MIN_CHANGE, past=past
+    )
+    (row,) = rebenchmark.confirm([row], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
+    assert row.status == rebenchmark.NOT_REPRODUCED and len(row.retests) == 2
 
 
 def test_an_unchanged_series_is_not_flagged_by_a_low_first_run() -> None:
     """A quiet history (2 % apart): the first run 3 % below its median is past half the 5 %
     threshold and is retested; the retest 1 % above makes the mean 1 % down: no regression."""
     past = {B1: steady(10, 0.019)}
-    (first,) = R.compare("x", evidence(2.0, 0.05), evidence(1.94, 0.05), R.MIN_CHANGE, past=past)
-    assert first.status == R.OK and first.screened and first.threshold == R.MIN_CHANGE
-    again = R.compare("x", evidence(2.0, 0.05), evidence(2.02, 0.05), R.MIN_CHANGE, past=past)
-    (row,) = R.confirm([first], again, R.MIN_CHANGE, 0.10, 0.95)
-    assert row.status == R.NOT_REPRODUCED and R.gate([row]) == R.PASSED
+    (first,) = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.94, 0.05), rebenchmark.MIN_CHANGE, past=past
+    )
+    assert (
+        first.status == rebenchmark.OK
+        and first.screened
+        and first.threshold == rebenchmark.MIN_CHANGE
+    )
+    again = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(2.02, 0.05), rebenchmark.MIN_CHANGE, past=past
+    )
+    (row,) = rebenchmark.confirm([first], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
+    assert (
+        row.status == rebenchmark.NOT_REPRODUCED and rebenchmark.gate([row]) == rebenchmark.PASSED
+    )
     # a first run 2 % down is not even retested
-    (calm,) = R.compare("x", evidence(2.0, 0.05), evidence(1.96, 0.05), R.MIN_CHANGE, past=past)
-    assert not calm.screened and R.confirm([calm], again, R.MIN_CHANGE)[0] == calm
+    (calm,) = rebenchmark.compare(
+        "x", evidence(2.0, 0.05), evidence(1.96, 0.05), rebenchmark.MIN_CHANGE, past=past
+    )
+    assert (
+        not calm.screened and rebenchmark.confirm([calm], again, rebenchmark.MIN_CHANGE)[0] == calm
+    )
 
 
 def test_with_too_few_runs_since_the_shift_the_committed_value_and_both_runs_decide() -> None:
@@ -597,16 +661,20 @@ def test_with_too_few_runs_since_the_shift_the_committed_value_and_both_runs_dec
     (their mean, 6.8 % down, is not what counts here); a first run 4 % down is not retested."""
     history = steady(10, 0.01, 1.0) + steady(4, 0.01)
     past, since = {B1: history}, {B1: history[10:]}
-    committed, args = evidence(2.0, 0.05), (R.MIN_CHANGE, 0.10, 0.95, past, since)
-    (first,) = R.compare("x", committed, evidence(1.82, 0.05), *args)
-    assert first.reference is None and first.compared_with() == R.COMMITTED
-    assert first.status == R.REGRESSION and first.basis == "minimum change"
-    (row,) = R.confirm([first], R.compare("x", committed, evidence(1.91, 0.05), *args))
-    assert row.status == R.NOT_REPRODUCED
-    (row,) = R.confirm([first], R.compare("x", committed, evidence(1.84, 0.05), *args))
-    assert row.status == R.REGRESSION  # both beyond the threshold
-    (small,) = R.compare("x", committed, evidence(1.92, 0.05), *args)
-    assert small.status == R.OK and not small.screened
+    committed, args = evidence(2.0, 0.05), (rebenchmark.MIN_CHANGE, 0.10, 0.95, past, since)
+    (first,) = rebenchmark.compare("x", committed, evidence(1.82, 0.05), *args)
+    assert first.reference is None and first.compared_with() == rebenchmark.COMMITTED
+    assert first.status == rebenchmark.REGRESSION and first.basis == "minimum change"
+    (row,) = rebenchmark.confirm(
+        [first], rebenchmark.compare("x", committed, evidence(1.91, 0.05), *args)
+    )
+    assert row.status == rebenchmark.NOT_REPRODUCED
+    (row,) = rebenchmark.confirm(
+        [first], rebenchmark.compare("x", committed, evidence(1.84, 0.05), *args)
+    )
+    assert row.status == rebenchmark.REGRESSION  # both beyond the threshold
+    (small,) = rebenchmark.compare("x", committed, evidence(1.92, 0.05), *args)
+    assert small.status == rebenchmark.OK and not small.screened
 
 
 def test_the_gate_reads_the_runs_since_the_shift_from_the_history(
@@ -617,10 +685,10 @@ def test_the_gate_reads_the_runs_since_the_shift_from_the_history(
     history = []
     for t in ("int8_static", "int8_dynamic"):
         history += past_runs(10, 1.0, t) + past_runs(4, 2.0, t)
-    H.append(git_repo / "h.csv", history)
+    history_log.append(git_repo / "h.csv", history)
     commit(git_repo, both(2.0, 0.05))
     write_now(git_repo, both(1.8, 0.05))
-    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == R.REGRESSED
+    assert run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"]) == rebenchmark.REGRESSED
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
     assert "| committed | 5.0% (minimum change) |" in row
     assert "committed side is one run (4 past runs: too few to check it)" in row
@@ -644,11 +712,13 @@ def fake_timings(
                 path.write_text(json.dumps(evidence(speedups[t].pop(0), 0.05)))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(R.subprocess, "run", fake_run)
+    monkeypatch.setattr(rebenchmark.subprocess, "run", fake_run)
     return forced
 
 
-@pytest.mark.parametrize(("retests", "code"), [("1", R.REGRESSED), ("0", R.PASSED)])
+@pytest.mark.parametrize(
+    ("retests", "code"), [("1", rebenchmark.REGRESSED), ("0", rebenchmark.PASSED)]
+)
 def test_gate_confirms_a_drop_on_the_mean_of_the_run_and_its_retest(
     git_repo: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -663,7 +733,7 @@ def test_gate_confirms_a_drop_on_the_mean_of_the_run_and_its_retest(
     for t in ("int8_static", "int8_dynamic"):
         for r, e in zip(past_runs(10, 2.0, t), steady(10, 0.0335), strict=True):
             steady_runs.append({**r, "estimate": e})
-    H.append(git_repo / "h.csv", steady_runs)
+    history_log.append(git_repo / "h.csv", steady_runs)
     commit(git_repo, both(2.0, 0.05))
     speedups = {"int8_static": [1.90, 1.82], "int8_dynamic": [2.0]}
     forced = fake_timings(monkeypatch, git_repo, speedups)
@@ -672,13 +742,13 @@ def test_gate_confirms_a_drop_on_the_mean_of_the_run_and_its_retest(
     timed = [["int8_dynamic", "int8_static"], ["int8_static"]]
     assert forced == timed[: 1 + int(retests)]
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
-    if code == R.REGRESSED:
+    if code == rebenchmark.REGRESSED:
         assert "| median of 10 past runs, 2.000; mean of 2 runs 1.860 | 5.0% (minimum" in row
-        assert "| 1.820 [1.770, 1.870] |" in row and row.endswith(f"| {R.REGRESSION} |")
+        assert "| 1.820 [1.770, 1.870] |" in row and row.endswith(f"| {rebenchmark.REGRESSION} |")
     else:
         assert "| median of 10 past runs, 2.000 | 6.0% (spread of 10 past runs) |" in row
-        assert row.endswith(f"| {R.OK} |")
-    new = [(r["candidate"], r["estimate"]) for r in H.read(git_repo / "h.csv")[20:]]
+        assert row.endswith(f"| {rebenchmark.OK} |")
+    new = [(r["candidate"], r["estimate"]) for r in history_log.read(git_repo / "h.csv")[20:]]
     assert (
         new
         == [("int8_dynamic", 2.0), ("int8_static", 1.9), ("int8_static", 1.82)][: 2 + int(retests)]

@@ -10,7 +10,6 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from stages.io import EvidenceError
 from stages.params import Target
 from stages.runtime import (
     TargetUnavailable,
@@ -23,6 +22,7 @@ from stages.runtime import (
     size_on_disk,
     threads,
 )
+from stages.storage import EvidenceError
 
 CUDA = "CUDAExecutionProvider"
 

@@ -71,7 +71,7 @@ def test_server_scenario_on_a_fake_model_both_sides_face_the_same_arrivals() -> 
         server_sweep_factors=[0.5, 1.0, 4.0],
         offline_requests=200,
     )
-    modes = scenarios.serving(batching.Options(max_batch_size=8, max_queue_delay_ms=1.0))
+    modes = scenarios.serving_modes(batching.Options(max_batch_size=8, max_queue_delay_ms=1.0))
     evidence, table = scenarios.run(
         {"baseline": call, "candidate": call}, feeds, modes, capacity_qps=4000, bench=bench, seed=1
     )

@@ -14,7 +14,7 @@ import pytest
 import yaml
 from onnx import helper, numpy_helper
 
-from stages import params as P
+from stages import params as config
 from stages.data import Prepared
 from stages.evidence.manifest import changes, confounders, graph_summary
 from stages.runtime import check_model
@@ -255,8 +255,8 @@ def test_bad_options_are_refused_with_the_allowed_values(
     module: Any, raw: dict[str, Any], match: str
 ) -> None:
     name = module.__name__.rsplit(".", 1)[-1]
-    with pytest.raises(P.ParamsError, match=match):
-        P._structured(module.Options, raw, f"technique.{name}.")
+    with pytest.raises(config.ParamsError, match=match):
+        config._structured(module.Options, raw, f"technique.{name}.")
 
 
 @pytest.mark.parametrize("module", [fp16, fuse], ids=["fp16", "fuse"])
@@ -265,7 +265,7 @@ def test_yaml_defaults_equal_the_options_defaults(module: Any) -> None:
     conf = yaml.safe_load((ROOT / "conf" / "technique" / f"{name}.yaml").read_text())
     assert list(conf) == [name]
     assert conf[name] == dataclasses.asdict(module.Options())
-    assert P._structured(module.Options, conf[name], f"technique.{name}.") == module.Options()
+    assert config._structured(module.Options, conf[name], f"technique.{name}.") == module.Options()
 
 
 # --- report -------------------------------------------------------------------------------------

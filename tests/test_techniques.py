@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from stages import params as P
+from stages import params as config
 from stages.data import Prepared
 from stages.evidence.manifest import changes, confounders, graph_summary
 from stages.stats import cosine_similarity
@@ -219,7 +219,7 @@ def test_int8_static_refuses_more_calibration_rows_than_the_split(
 
 
 def test_conf_defaults_match_the_options_dataclasses(cfg: dict[str, Any]) -> None:
-    params = P.validate(cfg)
+    params = config.validate(cfg)
 
     for name, options in params.technique.items():
         assert options == TECHNIQUES[name].options()
@@ -243,8 +243,8 @@ def test_bad_option_values_are_refused(
     raw = copy.deepcopy(cfg)
     raw["technique"][technique][key] = value
 
-    with pytest.raises(P.ParamsError, match=match) as err:
-        P.validate(raw)
+    with pytest.raises(config.ParamsError, match=match) as err:
+        config.validate(raw)
 
     assert str(err.value).startswith(f"technique.{technique}.{key}")
 
@@ -252,8 +252,8 @@ def test_bad_option_values_are_refused(
 def test_unknown_option_key_lists_the_allowed_keys(cfg: dict[str, Any]) -> None:
     cfg["technique"]["int8_dynamic"]["per_chanel"] = True
 
-    with pytest.raises(P.ParamsError) as err:
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError) as err:
+        config.validate(cfg)
 
     message = str(err.value)
     assert message.startswith("technique.int8_dynamic.per_chanel")
@@ -263,7 +263,7 @@ def test_unknown_option_key_lists_the_allowed_keys(cfg: dict[str, Any]) -> None:
 def test_unknown_technique_is_refused(cfg: dict[str, Any]) -> None:
     cfg["technique"]["int4_awq"] = {}
 
-    with pytest.raises(P.ParamsError, match=r"int4_awq.*int8_dynamic, int8_static"):
-        P.validate(cfg)
+    with pytest.raises(config.ParamsError, match=r"int4_awq.*int8_dynamic, int8_static"):
+        config.validate(cfg)
     with pytest.raises(KeyError, match="int8_dynamic, int8_static"):
         get("int4_awq")

@@ -11,7 +11,7 @@ import pytest
 from conftest import tracking_summary
 
 from stages import tracking
-from stages.io import write_json
+from stages.storage import write_json
 
 FAILED = (
     "MLflow: **logging failed** for `http://127.0.0.1:9`: connection refused. The evidence files "

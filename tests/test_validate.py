@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import predictions
-from stages import validate as V
-from stages.io import EvidenceError, save_arrays, sha256_file, write_json
+from stages import predictions, validate
+from stages.storage import EvidenceError, save_arrays, sha256_file, write_json
 
 
 def _reference(folder: Path, model: Path) -> dict[str, np.ndarray]:
@@ -104,8 +103,8 @@ def test_a_byte_identical_candidate_is_not_run_row_by_row_again(tiny_data, tiny_
     ref = predictions.predict(_Counting(tiny_onnx), tiny_data.feeds("validation"))
     same, run = _Counting(tiny_onnx), _Counting(tiny_onnx)
 
-    reused = V.evaluate({"validation": ref}, same, tiny_data, 0.95, same_model=True)
-    ran = V.evaluate({"validation": ref}, run, tiny_data, 0.95)
+    reused = validate.evaluate({"validation": ref}, same, tiny_data, 0.95, same_model=True)
+    ran = validate.evaluate({"validation": ref}, run, tiny_data, 0.95)
 
     assert same.rows == n  # the batch-invariance check only
     assert run.rows == 2 * n  # every row alone, then the batch-invariance check

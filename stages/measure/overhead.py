@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from stages import data as D
-from stages import params as P
+from stages import data as datasets
+from stages import params as config
 from stages.measure.blocks import time_block
 from stages.runtime import session
 
@@ -45,10 +45,10 @@ def block(sess: object, feeds: list[dict[str, np.ndarray]]) -> float:
 
 
 def main() -> None:
-    p = P.load()
+    p = config.load()
     model = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(p.paths.baseline) / "model.onnx"
     sess = session(model, p.target, "baseline")
-    valid = D.read(Path(p.paths.data)).feeds("validation")
+    valid = datasets.read(Path(p.paths.data)).feeds("validation")
     feeds = [{k: v[i : i + 1] for k, v in valid.items()} for i in range(CALLS)]
     call = sess.run
     for _ in range(3):

@@ -8,7 +8,7 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from stages.measure import load
+from stages.measure import serving
 from stages.measure.timing import BASELINE, CANDIDATE
 
 Feed = dict[str, Any]
@@ -17,7 +17,7 @@ MIN_BOUND_MS = (
 )
 
 
-def serving(options: Any | None) -> dict[str, dict[str, float]]:
+def serving_modes(options: Any | None) -> dict[str, dict[str, float]]:
     """How each side meets requests: the baseline one per call, a batching candidate batched."""
     unbatched = {"max_batch_size": 1, "max_queue_delay_ms": 0.0}
     if options is None or not hasattr(options, "max_batch_size"):
@@ -30,7 +30,7 @@ def serving(options: Any | None) -> dict[str, dict[str, float]]:
 
 
 def run(
-    calls: dict[str, load.Call],
+    calls: dict[str, serving.Call],
     feeds: Sequence[Feed],
     modes: dict[str, dict[str, float]],
     *,
@@ -44,7 +44,7 @@ def run(
     # default bound: 10x the p50 call, and never under the generator's own jitter (a few ms here)
     bound = bench.latency_bound_ms or max(10 * 1e3 / capacity_qps, MIN_BOUND_MS)
     for side, call in calls.items():  # warm both the unbatched and the batched shapes
-        load.offline(
+        serving.offline(
             call, feeds, 4 * int(modes[side]["max_batch_size"]), int(modes[side]["max_batch_size"])
         )
     rows, buf = [], io.StringIO()
@@ -52,10 +52,10 @@ def run(
     w.writerow(["rate_qps", "side", "request", "arrival_s", "start_s", "end_s", "batch"])
     for factor in bench.server_load_factors:
         rate = factor * capacity_qps
-        arrivals = load.poisson_arrivals(rate, bench.server_duration_s, seed)  # both sides alike
+        arrivals = serving.poisson_arrivals(rate, bench.server_duration_s, seed)  # both sides alike
         row: dict[str, Any] = {"factor": factor, "rate_qps": rate, "requests": int(arrivals.size)}
         for side in (BASELINE, CANDIDATE):
-            result = load.serve(
+            result = serving.serve(
                 calls[side],
                 feeds,
                 arrivals,
@@ -78,7 +78,7 @@ def run(
                 )
         rows.append(row)
     sweep = {
-        side: load.saturation(
+        side: serving.saturation(
             calls[side],
             feeds,
             rates_qps=[f * capacity_qps for f in bench.server_sweep_factors],
@@ -91,7 +91,7 @@ def run(
         for side in (BASELINE, CANDIDATE)
     }
     off = {
-        side: load.offline(
+        side: serving.offline(
             calls[side], feeds, bench.offline_requests, int(modes[side]["max_batch_size"])
         )
         for side in (BASELINE, CANDIDATE)

@@ -23,7 +23,7 @@ import numpy as np
 
 from stages.data import LABELS, MASK_PREFIX, Prepared, Slice, check_split
 from stages.errors import ParamsError, require
-from stages.io import sha256_file
+from stages.storage import sha256_file
 from stages.training import deterministic, fit_classifier, inference_threads, sample_rows
 
 if TYPE_CHECKING:

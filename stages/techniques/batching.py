@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from stages.errors import require
-from stages.measure import load
+from stages.measure import serving
 from stages.techniques.base import Context, NotApplicable
 
 DECLARES = ("session.max_batch_size", "session.max_queue_delay_ms")  # how it is served
@@ -66,7 +66,7 @@ def apply(ctx: Context) -> dict[str, Any]:
     alone = np.concatenate([sess.run(None, f)[0] for f in singles])
     batched = np.concatenate(
         [
-            sess.run(None, load.collate(singles[i : i + o.max_batch_size]))[0]
+            sess.run(None, serving.collate(singles[i : i + o.max_batch_size]))[0]
             for i in range(0, n, o.max_batch_size)
         ]
     )

@@ -1,4 +1,4 @@
-"""Tests for stages.io: deterministic arrays, atomic writes and folders, and readable errors."""
+"""Tests for stages.storage: deterministic arrays, atomic writes and folders, and readable errors."""
 
 from __future__ import annotations
 
@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from stages import io as sio
-from stages.io import (
+from stages import storage
+from stages.storage import (
     EvidenceError,
     atomic_dir,
-    load_arrays,
+    read_arrays,
     read_json,
     save_arrays,
     write_bytes,
@@ -39,7 +39,7 @@ def _boom(*args: object, **kwargs: object) -> None:
     raise OSError("simulated failure")
 
 
-# --- save_arrays / load_arrays ----------------------------------------------------------------
+# --- save_arrays / read_arrays ----------------------------------------------------------------
 
 
 def test_save_arrays_is_byte_identical_across_writes(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ def test_load_arrays_round_trips(tmp_path: Path) -> None:
     arrays = _arrays()
 
     save_arrays(path, arrays)
-    loaded = load_arrays(path, "prepare")
+    loaded = read_arrays(path, "prepare")
 
     assert set(loaded) == set(arrays)
     for name, arr in arrays.items():
@@ -84,7 +84,7 @@ def test_load_arrays_on_truncated_file_raises_evidence_error(tmp_path: Path) -> 
     path.write_bytes(raw[: len(raw) // 2])
 
     with pytest.raises(EvidenceError, match="unreadable") as err:
-        load_arrays(path, "prepare")
+        read_arrays(path, "prepare")
 
     assert str(path) in str(err.value)
     assert "dvc repro -f -s prepare" in str(err.value)
@@ -94,7 +94,7 @@ def test_load_arrays_on_missing_file_raises_evidence_error(tmp_path: Path) -> No
     path = tmp_path / "nope.npz"
 
     with pytest.raises(EvidenceError, match="missing") as err:
-        load_arrays(path, "prepare")
+        read_arrays(path, "prepare")
 
     assert str(path) in str(err.value)
     assert "dvc repro prepare" in str(err.value)
@@ -105,7 +105,7 @@ def test_load_arrays_on_empty_file_raises_evidence_error(tmp_path: Path) -> None
     path.write_bytes(b"")
 
     with pytest.raises(EvidenceError, match="unreadable"):
-        load_arrays(path, "prepare")
+        read_arrays(path, "prepare")
 
 
 # --- write_bytes ------------------------------------------------------------------------------
@@ -126,7 +126,7 @@ def test_write_bytes_failure_keeps_old_file_and_no_temp(
 ) -> None:
     path = tmp_path / "out.json"
     path.write_bytes(b'{"old": true}')
-    monkeypatch.setattr(sio.os, "replace", _boom)
+    monkeypatch.setattr(storage.os, "replace", _boom)
 
     with pytest.raises(OSError, match="simulated failure"):
         write_bytes(path, b'{"new": true}')
@@ -138,7 +138,7 @@ def test_write_bytes_failure_keeps_old_file_and_no_temp(
 def test_write_bytes_failure_creates_nothing_when_no_old_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sio.os, "replace", _boom)
+    monkeypatch.setattr(storage.os, "replace", _boom)
 
     with pytest.raises(OSError):
         write_bytes(tmp_path / "fresh.bin", b"data")
@@ -253,7 +253,7 @@ def test_atomic_dir_removes_the_folder_a_killed_run_left(tmp_path: Path) -> None
     script = (
         "import os, signal, sys\n"
         "from pathlib import Path\n"
-        "from stages.io import atomic_dir\n"
+        "from stages.storage import atomic_dir\n"
         "with atomic_dir(Path(sys.argv[1])) as out:\n"
         "    (out / 'model.onnx').write_text('half written')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -1,11 +1,11 @@
 """How much latency the load generator adds per request: a benchmark that prints figures.
 
-`python -m stages.measure.load_overhead [--model PATH] [--rate QPS] [--requests N]` times one
+`python -m stages.measure.serving_overhead [--model PATH] [--rate QPS] [--requests N]` times one
 session on the same inputs three ways, in rounds that alternate their order so drift cancels:
   direct - back-to-back `session.run` calls, `time.perf_counter_ns` around each;
   paced  - the same calls, each started on the Poisson schedule `serve` gets (same sleep-then-spin
            wait), so the server's idle gaps (cold caches, a parked core) are in it too;
-  serve  - `load.serve` at that low rate, unbatched: its latency is queue delay + service.
+  serve  - `serving.serve` at that low rate, unbatched: its latency is queue delay + service.
 It prints the serve p50 latency against the direct p50 (the whole added cost) and against the paced
 p50 (the generator's bookkeeping alone), and the queue delay at that rate: with the server idle
 between requests that delay is the generator's scheduling jitter.
@@ -26,7 +26,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from stages.measure import load
+from stages.measure import serving
 
 BASELINE = Path("models/baseline/model.onnx")
 ROUNDS = 4  # each way runs requests / ROUNDS calls per round
@@ -55,7 +55,7 @@ def tiny_model() -> bytes:
     return model.SerializeToString()
 
 
-def open_model(path: Path, threads: int) -> tuple[ort.InferenceSession, list[load.Feed], str]:
+def open_model(path: Path, threads: int) -> tuple[ort.InferenceSession, list[serving.Feed], str]:
     """The baseline model if it runs on a (1, 1, 8, 8) float32 feed, else the tiny model."""
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -75,7 +75,7 @@ def open_model(path: Path, threads: int) -> tuple[ort.InferenceSession, list[loa
     return sess, feeds, "tiny MatMul + Add (64 -> 10)"
 
 
-def direct(call: load.Call, feeds: list[load.Feed], n: int) -> np.ndarray:
+def direct(call: serving.Call, feeds: list[serving.Feed], n: int) -> np.ndarray:
     """Latency in us of n back-to-back calls."""
     out = np.empty(n, dtype=np.int64)
     clock = time.perf_counter_ns
@@ -87,13 +87,13 @@ def direct(call: load.Call, feeds: list[load.Feed], n: int) -> np.ndarray:
     return out / 1e3
 
 
-def paced(call: load.Call, feeds: list[load.Feed], arrivals_s: np.ndarray) -> np.ndarray:
+def paced(call: serving.Call, feeds: list[serving.Feed], arrivals_s: np.ndarray) -> np.ndarray:
     """Latency in us of calls each started at its arrival time (the serve wait, no bookkeeping)."""
     out = np.empty(arrivals_s.size, dtype=np.int64)
     clock = time.perf_counter_ns
     t0 = time.perf_counter()
     for i, a in enumerate(arrivals_s.tolist()):
-        load._wait_until(t0 + a)
+        serving._wait_until(t0 + a)
         feed = feeds[i % len(feeds)]
         s = clock()
         call(feed)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sess, feeds, label = open_model(args.model, args.threads)
 
-    def call(feed: load.Feed) -> Any:
+    def call(feed: serving.Feed) -> Any:
         return sess.run(None, feed)
 
     direct(call, feeds, WARMUP)
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
     gc.disable()  # serve disables it too; the direct ways must not pay collector pauses alone
     try:
         for r in range(ROUNDS):
-            arrivals = load.poisson_arrivals(args.rate, duration, args.seed + r)
+            arrivals = serving.poisson_arrivals(args.rate, duration, args.seed + r)
             order = ("direct", "paced", "serve") if r % 2 == 0 else ("serve", "paced", "direct")
             for way in order:
                 if way == "direct":
@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
                 elif way == "paced":
                     ways["paced"].append(paced(call, feeds, arrivals))
                 else:
-                    res = load.serve(call, feeds, arrivals)
+                    res = serving.serve(call, feeds, arrivals)
                     ways["serve"].append(res.latency_ms * 1e3)
                     ways["queue"].append(res.queue_delay_ms * 1e3)
                     served_service.append(res.service_ms * 1e3)

@@ -1,4 +1,4 @@
-"""Tests for stages.measure.load: arrivals, collation, the dynamic batcher, offline and the sweep.
+"""Tests for stages.measure.serving: arrivals, collation, the dynamic batcher, offline and the sweep.
 
 The batcher's logic (who joins a batch, how long the oldest waits, when a sweep stops) is checked
 on a fake clock: `sleep` advances it exactly, every clock read advances it by one tick, and a fake
@@ -21,8 +21,8 @@ import pytest
 from onnx import TensorProto, helper
 from scipy import stats
 
-from stages.measure import load
-from stages.measure.load import (
+from stages.measure import serving
+from stages.measure.serving import (
     Feed,
     ServerResult,
     collate,
@@ -36,7 +36,7 @@ BATCH_ATOL = 1e-6  # a batched MatMul + Add may pick another kernel; rows agree 
 
 
 class FakeClock:
-    """Stands in for the `time` module inside stages.measure.load."""
+    """Stands in for the `time` module inside stages.measure.serving."""
 
     def __init__(self, tick_s: float) -> None:
         self.t = 1000.0
@@ -63,7 +63,7 @@ JITTER_P50_MS = 2.0  # real clock: the median batch starts within this of when i
 @pytest.fixture()
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock(TICK_S)
-    monkeypatch.setattr(load, "time", fake)
+    monkeypatch.setattr(serving, "time", fake)
     return fake
 
 

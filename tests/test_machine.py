@@ -1,4 +1,4 @@
-"""Tests for stages.measure.peak: deterministic fingerprint and a short real peak run."""
+"""Tests for stages.measure.machine and peak_rates: deterministic fingerprint and a short real peak run."""
 
 from __future__ import annotations
 
@@ -8,15 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stages.measure.peak import (
-    ISA_FLAGS,
-    LIBRARIES,
-    _matmul_integer_session,
-    _matmul_session,
-    describe_host,
-    fingerprint,
-    measure_peak,
-)
+from stages.measure.machine import ISA_FLAGS, LIBRARIES, describe_host, fingerprint
+from stages.measure.peak_rates import _matmul_integer_session, _matmul_session, measure_peak
 
 RATE_PREFIXES = (
     "fp32_matmul_gflops",

@@ -1,43 +1,22 @@
-"""Host fingerprint and practical compute/memory peak of this machine.
-
-`describe_host` must stay deterministic on one machine (no measured, time- or load-dependent
-values): its fingerprint decides whether cached benchmark timings are reused.
-`measure_peak` is the measured counterpart, run once per fingerprint.
-"""
+"""The practical compute and memory peak of this machine, measured once per host fingerprint
+(`stages.measure.machine` describes the host; this module measures it)."""
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
-import os
-import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
-import psutil
 from onnx import TensorProto, helper, numpy_helper
 
-ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile")
-LIBRARIES = (
-    "numpy",
-    "onnx",
-    "onnxruntime",
-    "torch",
-    "dvc",
-    "hydra-core",
-    "mlflow",
-    "scikit-learn",
-    "scipy",
-)
 MATMUL_N = 1024  # square matmul side; 2*N^3 = 2.1 GFLOP per call
 COPY_MIB = 256  # copy buffer, well beyond any L3 so it measures DRAM
 # Share of `seconds` per measurement; matmuls get most since they are the headline figures.
@@ -46,52 +25,6 @@ _MIN_CALLS = 3  # a median needs a few samples even when one call exceeds its sh
 _WARMUP_SHARE = 0.1  # of each measurement's share, spent untimed before timing
 _OPSET = 17
 _IR_VERSION = 9  # pinned so onnxruntime builds older than onnx can still load the model
-
-
-def _cpuinfo() -> dict[str, str]:
-    """First processor's fields from /proc/cpuinfo; empty where unavailable (non-Linux)."""
-    fields: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if not line.strip():
-                    break  # end of the first processor block
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    return fields
-
-
-def library_version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def describe_host() -> dict[str, Any]:
-    """Deterministic description of this machine and software stack (nothing measured)."""
-    info = _cpuinfo()
-    flags = set(info.get("flags", "").split())
-    return {
-        "cpu_model": info.get("model name") or platform.processor(),
-        "architecture": platform.machine(),
-        "logical_cores": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "isa_flags": {flag: flag in flags for flag in ISA_FLAGS},
-        "memory_total_gib": round(psutil.virtual_memory().total / 2**30, 1),
-        "os": {"system": platform.system(), "release": platform.release()},
-        "python": platform.python_version(),
-        "libraries": {name: library_version(name) for name in LIBRARIES},
-        "ort_providers": list(ort.get_available_providers()),
-    }
-
-
-def fingerprint(description: dict[str, Any]) -> str:
-    """First 16 hex chars of the sha256 of the canonical (sorted-key) JSON of `description`."""
-    canonical = json.dumps(description, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:16]
 
 
 def _session_options(threads: int) -> ort.SessionOptions:
@@ -232,5 +165,5 @@ def measure_peak(threads: int, *, seconds: float = 3.0) -> dict[str, Any]:
     return result
 
 
-if __name__ == "__main__":  # manual check: python -m stages.measure.peak [threads]
+if __name__ == "__main__":  # manual check: python -m stages.measure.peak_rates [threads]
     print(json.dumps(measure_peak(int(sys.argv[1]) if len(sys.argv) > 1 else 0), indent=1))

@@ -72,7 +72,7 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
     write_bytes(path, buf.getvalue())
 
 
-def load_arrays(path: Path, produced_by: str) -> dict[str, np.ndarray]:
+def read_arrays(path: Path, produced_by: str) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
