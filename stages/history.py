@@ -15,9 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as dt
-import hashlib
 import io
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from itertools import pairwise
@@ -27,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from stages.cli import run
+from stages.measure.machine import fingerprint
 from stages.storage import EvidenceError, write_text
 from stages.tracking import tracking_uri
 
@@ -73,8 +72,7 @@ def protocol(bench: dict[str, Any]) -> str:
     """A short fingerprint of the timing protocol: every `bench` parameter. Runs timed under
     another protocol (other caps, rounds, sessions) form their own series, so a protocol change
     starts a new history instead of being read as a shift of the candidate."""
-    text = json.dumps(bench, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return fingerprint(bench)[:10]  # the host fingerprint's canonical-JSON sha256, shorter
 
 
 def append(path: Path, rows: Iterable[dict[str, Any]]) -> None:
