@@ -21,16 +21,9 @@ from stages import params as config
 from stages.cli import run
 from stages.export import MODEL_FILE
 from stages.measure import flops, memory, scenarios
-from stages.measure.timing import (
-    AGAIN,
-    BASELINE,
-    CANDIDATE,
-    Call,
-    Protocol,
-    Slot,
-    run_rounds,
-    summarize,
-)
+from stages.measure.blocks import Call
+from stages.measure.rounds import Slot, run_rounds
+from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Protocol, summarize
 from stages.measure.worker import Pool
 from stages.runtime import readout, session, session_settings, size_on_disk
 from stages.storage import read_json, save_arrays, write_json, write_text

@@ -1,4 +1,5 @@
-"""Tests for stages.measure.timing: the interleaved rounds, their stopping rule, and the summary.
+"""Tests for stages.measure.rounds and .timing: the interleaved rounds, their stopping rule,
+and the summary.
 
 The stopping tests run on a fake clock: each fake call advances it by a chosen number of
 nanoseconds, so latencies, elapsed seconds and therefore the stopping reason are deterministic.
@@ -19,7 +20,8 @@ import numpy as np
 import onnx
 import pytest
 
-from stages.measure import blocks, timing
+from stages.measure import blocks, rounds
+from stages.measure.rounds import interleave, run_rounds, session_of
 from stages.measure.timing import (
     AGAIN,
     BASELINE,
@@ -28,9 +30,6 @@ from stages.measure.timing import (
     PERCENTILES,
     Protocol,
     Timings,
-    interleave,
-    run_rounds,
-    session_of,
     summarize,
 )
 from stages.measure.worker import InProcess, Pool, WorkerError
@@ -47,7 +46,7 @@ ONE_THREAD = {  # session settings for the worker tests (runtime.session_setting
 
 
 class FakeClock:
-    """Stands in for the `time` module inside stages.measure.timing and .blocks; only calls
+    """Stands in for the `time` module inside stages.measure.rounds and .blocks; only calls
     advance it."""
 
     def __init__(self) -> None:
@@ -66,7 +65,7 @@ class FakeClock:
 @pytest.fixture()
 def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
     fake = FakeClock()
-    monkeypatch.setattr(timing, "time", fake)
+    monkeypatch.setattr(rounds, "time", fake)
     monkeypatch.setattr(blocks, "time", fake)
     return fake
 

@@ -70,10 +70,12 @@ def main() -> None:
     mean = h.mean() / np.mean(block_ms) - 1
     print(f"model {model}, target {p.target.name}, {ROUNDS} rounds x {CALLS} calls per way")
     print(
-        f"harness p50 {np.median(h) * 1e3:.2f} us, bare loop p50 {np.median(b) * 1e3:.2f} us: {p50:+.2%}"
+        f"harness p50 {np.median(h) * 1e3:.2f} us, "
+        f"bare loop p50 {np.median(b) * 1e3:.2f} us: {p50:+.2%}"
     )
     print(
-        f"harness mean {h.mean() * 1e3:.2f} us, block-timed loop mean {np.mean(block_ms) * 1e3:.2f} us: {mean:+.2%}"
+        f"harness mean {h.mean() * 1e3:.2f} us, "
+        f"block-timed loop mean {np.mean(block_ms) * 1e3:.2f} us: {mean:+.2%}"
     )
     print(f"harness overhead at p50 {'within' if p50 <= LIMIT else 'ABOVE'} the {LIMIT:.0%} limit")
 

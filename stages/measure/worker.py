@@ -4,7 +4,7 @@ Each worker is a new Python process holding its own ONNX Runtime session of ever
 candidate, baseline again): a new process re-draws the memory layout, the allocator's arenas and
 the threads' placement, which persist for a session's whole life and shift all of its timings
 alike. The benchmark process drives the workers one at a time (never two timing at once), a
-round per message; `timing.run_rounds` spreads the rounds over them and the intervals resample
+round per message; `rounds.run_rounds` spreads the rounds over them and the intervals resample
 workers, then rounds within them, so the spread between sessions is inside the interval.
 
 `python -m stages.measure.worker` is the worker's side of the pipe: it imports numpy, onnx and
