@@ -19,11 +19,11 @@ import yaml
 from stages import data as datasets
 from stages import params as config
 from stages.export import MODEL_FILE, WEIGHTS_FILE, export, parity
+from stages.failure_rows import write_failures
 from stages.models import MODELS, minilm
 from stages.storage import sha256_arrays
 from stages.techniques import prune as PR
 from stages.techniques.base import Context
-from stages.validate import write_failures
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL: dict[str, Any] = {"layers": 1, "max_rows": 400, "calibration_size": 32, "epochs": 5}
