@@ -9,8 +9,13 @@ from typing import Any
 from stages import params as config
 from stages import tracking
 from stages.cli import run
-from stages.evidence import manifest, render
-from stages.evidence.verdict import as_dicts, decide
+from stages.evidence import manifest
+from stages.evidence.dashboard import dashboard
+from stages.evidence.formats import largest_batch
+from stages.evidence.review import review
+from stages.evidence.rule import as_dicts
+from stages.evidence.tradeoff import tradeoff_png
+from stages.evidence.verdict import decide
 from stages.export import MANIFEST_FILE
 from stages.storage import atomic_dir, read_json, write_bytes, write_json, write_text
 from stages.techniques import TECHNIQUES
@@ -87,10 +92,8 @@ def main() -> None:
     }
     with atomic_dir(Path(p.paths.review)) as folder:
         for c in cands:
-            write_text(folder / f"{c['name']}.md", render.review(c, ctx))
-    write_bytes(
-        Path(p.paths.tradeoff), render.tradeoff_png(cands, p.budget, ctx["confidence_label"])
-    )
+            write_text(folder / f"{c['name']}.md", review(c, ctx))
+    write_bytes(Path(p.paths.tradeoff), tradeoff_png(cands, p.budget, ctx["confidence_label"]))
     write_json(Path(p.paths.summary), summary)
     logged = None
     try:
@@ -110,7 +113,7 @@ def main() -> None:
         )
         print(f"warning: MLflow logging failed: {reason}", file=sys.stderr)
     write_json(Path(p.paths.tracking), result)
-    write_text(Path(p.paths.dashboard), render.dashboard(cands, ctx, line))
+    write_text(Path(p.paths.dashboard), dashboard(cands, ctx, line))
     if logged is not None:  # the dashboard becomes the parent run's description
         tracking.attach_dashboard(logged, Path(p.paths.dashboard))
     for c in cands:
@@ -133,9 +136,7 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
             "speedup_p95_b1": b1["speedup"]["p95"]["estimate"],
             "speedup_p99_b1": b1["speedup"]["p99"]["estimate"],
             "noise_floor_b1": b1["noise_floor"],
-            "throughput_ratio_largest_batch": render.largest_batch(c["benchmark"])[
-                "throughput_ratio"
-            ],
+            "throughput_ratio_largest_batch": largest_batch(c["benchmark"])["throughput_ratio"],
             "size_ratio": c["benchmark"]["size_bytes"]["candidate"]
             / c["benchmark"]["size_bytes"]["baseline"],
             "baseline_accuracy": v["baseline_accuracy"]["estimate"],

@@ -19,8 +19,11 @@ from test_verdict import evidence
 
 from stages import params as config
 from stages import predictions, prepare, reference, validate
-from stages.evidence import render
-from stages.evidence.verdict import FAIL, OUTPUTS, PASS, REJECT, SHIP, decide
+from stages.evidence.dashboard import worst_output_cell
+from stages.evidence.output_rules import OUTPUTS
+from stages.evidence.rule import FAIL, PASS
+from stages.evidence.tables import outputs_table
+from stages.evidence.verdict import REJECT, SHIP, decide
 from stages.models import onnx_file
 from stages.params import Budget, ParamsError
 from stages.storage import read_json, write_json
@@ -158,8 +161,8 @@ def test_a_box_moved_beyond_budget_is_rejected_with_intact_scores(
     assert verdict(without_outputs(val))[0] != REJECT  # the label output alone hides the move
     assert "'box'" in rule["reason"] and "'landmarks'" not in rule["reason"]
     assert f"{100 * box['relative_error']:.3g} %" in rule["reason"]
-    assert render.worst_output_cell(val) == f"box {100 * box['relative_error']:.3g} %"
-    table = render.outputs_table(val)
+    assert worst_output_cell(val) == f"box {100 * box['relative_error']:.3g} %"
+    table = outputs_table(val)
     assert [line.split(" | ")[0] for line in table if line.startswith("| ")][1:] == [
         f"| {n}" for n in OUTPUTS_ORDER
     ]
@@ -214,7 +217,7 @@ def test_max_output_error_must_not_be_negative() -> None:
         Budget(max_output_error=-0.1)
 
 
-# --- a single-output model: the same evidence, the rule does not apply -----------------------------
+# --- a single-output model: the same evidence, the rule does not apply ----------------------------
 
 
 def test_a_single_output_model_has_one_output_and_the_rule_does_not_apply(
@@ -235,7 +238,7 @@ def test_a_single_output_model_has_one_output_and_the_rule_does_not_apply(
     assert rule["status"] == PASS and rule["reason"] == "does not apply: a single output"
     assert got == verdict(without_outputs(val))[0]
     assert verdict(val, Budget(max_output_error=0.0))[0] == got
-    assert render.worst_output_cell(val) == "—"
+    assert worst_output_cell(val) == "—"
 
 
 def test_evidence_without_per_output_figures_keeps_its_verdict() -> None:

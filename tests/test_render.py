@@ -1,10 +1,11 @@
-"""Tests for the review note's plain lines (stages.evidence.render) on fabricated evidence."""
+"""Tests for the review note's plain lines (stages.evidence.findings) on fabricated evidence."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from stages.evidence import render
+from stages.evidence.findings import movements, summary_sentence
+from stages.evidence.formats import confidence_label
 
 
 def _iv(estimate: float, low: float, high: float) -> dict[str, float]:
@@ -68,7 +69,7 @@ def test_the_p95_sentence_follows_the_p95_interval_not_the_p50() -> None:
     # p50 inside the noise, p95 measurably slower: the sentence must say P95 worsened
     c = _candidate(p50=(1.0, 0.98, 1.02), p95=(0.885, 0.814, 0.934))
 
-    sentence = render.summary_sentence(c)
+    sentence = summary_sentence(c)
 
     assert "P95 latency at batch 1 worsened (14.500 ms -> 16.384 ms)" in sentence
     assert "model size by -50%" in sentence
@@ -80,13 +81,13 @@ def test_the_p95_sentence_uses_the_p95_noise_floor() -> None:
     # 0.93 would be "slower" against a 3 % floor, but the A/A floor at p95 is 10 %
     c = _candidate(p50=(0.9, 0.88, 0.92), p95=(0.93, 0.92, 0.94), floor_p95=0.10)
 
-    assert "P95 latency at batch 1 did not measurably change" in render.summary_sentence(c)
+    assert "P95 latency at batch 1 did not measurably change" in summary_sentence(c)
 
 
 def test_movements_put_each_percentile_on_its_own_side() -> None:
     c = _candidate(p50=(1.5, 1.45, 1.55), p95=(0.8, 0.75, 0.85))
 
-    better, worse = render.movements(c)
+    better, worse = movements(c)
 
     assert any(line.startswith("p50 latency at batch 1") for line in better)
     assert any(line.startswith("p95 latency at batch 1") for line in worse)
@@ -97,4 +98,4 @@ def test_movements_put_each_percentile_on_its_own_side() -> None:
 def test_labels_carry_the_configured_confidence() -> None:
     c = _candidate(p50=(1.0, 0.98, 1.02), p95=(1.0, 0.98, 1.02))
 
-    assert render.confidence_label(c["benchmark"]) == "90 %"
+    assert confidence_label(c["benchmark"]) == "90 %"

@@ -11,20 +11,10 @@ from typing import Any
 
 import pytest
 
-from stages.evidence.render import dashboard, review
-from stages.evidence.verdict import (
-    FAIL,
-    FAILED,
-    HOLD,
-    NOT_APPLICABLE,
-    PASS,
-    REJECT,
-    RISK,
-    SHIP,
-    Rule,
-    as_dicts,
-    decide,
-)
+from stages.evidence.dashboard import dashboard
+from stages.evidence.review import review
+from stages.evidence.rule import FAIL, PASS, RISK, Rule, as_dicts
+from stages.evidence.verdict import FAILED, HOLD, NOT_APPLICABLE, REJECT, SHIP, decide
 from stages.params import Budget
 from stages.stats import mcnemar_exact
 

@@ -3,33 +3,23 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 from typing import Any
 
 from stages import stats
+from stages.evidence import accuracy_rules, output_rules
+from stages.evidence.rule import FAIL, PASS, RISK, Rule
 from stages.params import Budget
 from stages.stats import Interval
 
 SHIP, HOLD, REJECT, NOT_APPLICABLE = "SHIP", "HOLD", "REJECT", "NOT APPLICABLE"
 FAILED = "FAILED"  # the technique raised on this model: a defect to look at, not a trait of it
-PASS, RISK, FAIL = "pass", "risk", "fail"
-OUTPUTS = "other outputs"  # the rule on every output but the label one
-
-
-@dataclass(frozen=True)
-class Rule:
-    name: str
-    budget: str
-    measured: str
-    status: str  # pass | risk (-> HOLD) | fail (-> REJECT)
-    reason: str
 
 
 def rules(c: dict[str, Any], budget: Budget) -> list[Rule]:
     """Each budget rule against the evidence of one candidate (see report.collect)."""
     out = [_one_change(c)]
-    out += _accuracy(c["validation"], budget, _confidence(c))
-    out.append(_outputs(c["validation"], budget))
+    out += accuracy_rules.accuracy(c["validation"], budget, _confidence(c))
+    out.append(output_rules.outputs(c["validation"], budget))
     if c["benchmark"].get("primary") == "server":
         out += _server(c["benchmark"]["server"], budget)
     else:
@@ -47,10 +37,6 @@ def decide(c: dict[str, Any], budget: Budget) -> tuple[str, list[Rule]]:
     return verdict, checked
 
 
-def as_dicts(checked: list[Rule]) -> list[dict[str, str]]:
-    return [asdict(r) for r in checked]
-
-
 def _one_change(c: dict[str, Any]) -> Rule:
     bad = c["confounders"]
     if bad:
@@ -63,125 +49,6 @@ def _one_change(c: dict[str, Any]) -> Rule:
             "so no effect can be attributed to it; never shipped as is",
         )
     return Rule("one change", "only the declared fields differ", "only declared fields", PASS, "")
-
-
-def _accuracy(v: dict[str, Any], b: Budget, confidence: float) -> list[Rule]:
-    """The overall drop and every slice's, each judged by its paired interval: REJECT when the
-    drop is surely beyond budget, HOLD when it may be. For slices, "surely" holds across all of
-    them (Bonferroni over the slices looked at), so many small slices do not reject by chance."""
-    o = v["overall"]
-    drop = _drop(o, confidence)
-    measured = (
-        f"{drop.estimate:+.2f} points [{drop.low:+.2f}, {drop.high:+.2f}] "
-        f"({o['right_to_wrong']} right->wrong, {o['wrong_to_right']} wrong->right, "
-        f"McNemar p = {o['mcnemar_p']:.3g})"
-    )
-    limit = b.max_accuracy_drop
-    if drop.low > limit:
-        status, reason = (
-            FAIL,
-            f"accuracy fell {drop.estimate:.2f} points, surely over the {limit:g}-point budget",
-        )
-    elif drop.high > limit:
-        status, reason = (
-            RISK,
-            f"accuracy may have fallen more than {limit:g} points (up to {drop.high:.2f})",
-        )
-    elif drop.estimate > 0 and o["mcnemar_p"] < b.alpha:
-        status, reason = (
-            RISK,
-            f"a significant loss (McNemar p < {b.alpha:g}) even though within budget",
-        )
-    else:
-        status, reason = PASS, ""
-    out = [Rule("accuracy drop", f"<= {limit:g} points", measured, status, reason)]
-    slices = v.get("slices") or {}
-    if slices:
-        out.append(_slices(slices, b, confidence))
-    return out
-
-
-def _outputs(v: dict[str, Any], b: Budget) -> Rule:
-    """Every output but the label one, by its max abs error as a share of its range on the
-    baseline: accuracy sees only the label output's argmax, so a moved box is judged here."""
-    limit = b.max_output_error
-    budget = f"max abs error <= {_share(limit)} of each output's baseline range"
-    outputs = v.get("outputs") or {}
-    rest = other_outputs(outputs)
-    if not rest:
-        why = "a single output" if len(outputs) <= 1 else "no other numeric output"
-        return Rule(OUTPUTS, budget, "the label output only", PASS, f"does not apply: {why}")
-    worst = str(worst_output(outputs))
-    measured = f"{_moved(worst, rest[worst])}; the worst of {len(rest)} other output(s)"
-    beyond = [n for n, o in rest.items() if not o["relative_error"] <= limit]  # NaN is beyond
-    if not beyond:
-        return Rule(OUTPUTS, budget, measured, PASS, "")
-    moved = "; ".join(_moved(n, rest[n]) for n in beyond)
-    return Rule(OUTPUTS, budget, measured, FAIL, f"{moved}: beyond the {_share(limit)} budget")
-
-
-def other_outputs(outputs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The compared outputs (validation.json `outputs`) but the label one, in the model's order."""
-    kept = {n: o for n, o in outputs.items() if not o["label"] and "relative_error" in o}
-    return dict(sorted(kept.items(), key=lambda item: item[1]["index"]))
-
-
-def worst_output(outputs: dict[str, dict[str, Any]]) -> str | None:
-    """The other output with the largest error relative to its range (NaN the largest)."""
-    rest = other_outputs(outputs)
-    return max(rest, key=lambda n: (_rel(rest[n]), -rest[n]["index"])) if rest else None
-
-
-def _moved(name: str, o: dict[str, Any]) -> str:
-    err, span = o["max_abs_error"], o["baseline_range"]
-    if span == 0:
-        return f"output {name!r} moved by {err:.3g} where the baseline's is constant"
-    return (
-        f"output {name!r} moved by up to {_share(o['relative_error'])} of its baseline range "
-        f"(max abs error {err:.3g} over a range of {span:.3g})"
-    )
-
-
-def _rel(o: dict[str, Any]) -> float:
-    return math.inf if math.isnan(o["relative_error"]) else float(o["relative_error"])
-
-
-def _share(x: float) -> str:
-    return f"{100 * x:.3g} %"
-
-
-def _drop(s: dict[str, Any], confidence: float) -> Interval:
-    """A comparison's accuracy drop in points with its exact paired interval, from its counts."""
-    d = stats.paired_accuracy_difference(
-        s["right_to_wrong"], s["wrong_to_right"], s["n"], confidence
-    )
-    return Interval(-100 * d.estimate + 0.0, -100 * d.high + 0.0, -100 * d.low + 0.0)
-
-
-def _slices(slices: dict[str, Any], b: Budget, confidence: float) -> Rule:
-    k = len(slices)
-    limit = b.max_worst_slice_drop
-    each = {n: _drop(s, confidence) for n, s in slices.items()}
-    joint = {n: _drop(s, 1 - (1 - confidence) / k) for n, s in slices.items()}
-    worst = max(each, key=lambda n: (each[n].high, each[n].estimate, n))
-    d = each[worst]
-    measured = f"{d.estimate:+.2f} points [{d.low:+.2f}, {d.high:+.2f}] on {worst}, the worst of {k} slices"
-    beyond = sorted(n for n, i in joint.items() if i.low > limit)
-    maybe = sorted(n for n, i in each.items() if i.high > limit)
-    if beyond:
-        status = FAIL
-        reason = (
-            f"{', '.join(beyond)} fell surely over the {limit:g}-point budget (interval adjusted "
-            f"for the {k} slices looked at)"
-        )
-    elif maybe:
-        status = RISK
-        reason = f"{', '.join(maybe)} may have fallen more than {limit:g} points (of {k} slices)"
-    else:
-        status, reason = PASS, ""
-    return Rule(
-        "worst-slice drop", f"<= {limit:g} points, each of {k} slices", measured, status, reason
-    )
 
 
 def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
@@ -206,8 +73,8 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
     else:
         status = RISK
         reason = (
-            f"the interval still straddles a threshold (1 +- the noise floor, or {b.min_speedup:g}x) "
-            f"when {s['stopped_by']} ended the timing"
+            "the interval still straddles a threshold (1 +- the noise floor, or "
+            f"{b.min_speedup:g}x) when {s['stopped_by']} ended the timing"
         )
     max_floor = s.get("max_noise_floor")
     if status != FAIL and max_floor is not None and floor > max_floor:
