@@ -19,6 +19,7 @@ import numpy as np
 from stages import data as datasets
 from stages import params as config
 from stages.cli import run
+from stages.evidence.records import TimingEvidence
 from stages.export import MODEL_FILE
 from stages.measure import flops, memory, scenarios
 from stages.measure.blocks import Call
@@ -105,7 +106,7 @@ def time_sides(
 
 def measure(
     p: config.Params, base: Path, cand: Path, name: str, prepared: datasets.Prepared
-) -> dict[str, Any]:
+) -> TimingEvidence:
     """All speed evidence for one candidate: timings per batch size, memory, load time, size."""
     produced = {BASELINE: "baseline", CANDIDATE: f"optimize@{name}"}
     sessions = side_sessions(p, base, cand, name)
@@ -165,26 +166,26 @@ def measure(
             BASELINE: memory.measure(base, one, p.bench.memory_calls, settings),
             CANDIDATE: memory.measure(cand, one, p.bench.memory_calls, settings),
         }
-    return {
-        "batches": results,
-        "memory": mem,
-        "load_ms": {
+    return TimingEvidence(
+        batches=results,
+        memory=mem,
+        load_ms={
             BASELINE: load_ms(base, p, "baseline"),
             CANDIDATE: load_ms(cand, p, produced[CANDIDATE]),
         },
-        "size_bytes": {BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)},
-        "session": settings,
-        "sessions": readouts,  # as each live session reported itself, with how it was served
-        "server": server,
-        "primary": "server" if name == "batching" else "single_stream",  # what the verdict weighs
-        "_server_csv": server_csv,
-        "inputs": {
+        size_bytes={BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)},
+        session=settings,
+        sessions=readouts,
+        server=server,
+        primary="server" if name == "batching" else "single_stream",
+        inputs={
             "set": "validation",
             "sha256": datasets.input_hash(prepared, "validation"),
             "batch_sizes": p.bench.batch_sizes,
         },
-        "_raw": raw,
-    }
+        server_csv=server_csv,
+        raw=raw,
+    )
 
 
 def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
@@ -260,9 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         measured = measure(
             p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared
         )
-        raw = measured.pop("_raw")
-        server_csv = measured.pop("_server_csv")
-        evidence.update(status="ok", protocol=config.as_dict(p.bench), **measured)
+        raw, server_csv = measured.raw, measured.server_csv
+        evidence.update(status="ok", protocol=config.as_dict(p.bench), **measured.to_dict())
         metrics = flat_metrics(evidence)
     write_text(out / "latencies.csv", latencies_csv(raw) if raw else "")
     write_text(

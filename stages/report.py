@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from stages import params as config
 from stages import tracking
@@ -12,6 +12,7 @@ from stages.cli import run
 from stages.evidence import manifest
 from stages.evidence.dashboard import dashboard
 from stages.evidence.formats import largest_batch
+from stages.evidence.records import TimingEvidence, ValidationEvidence
 from stages.evidence.review import review
 from stages.evidence.rule import as_dicts
 from stages.evidence.tradeoff import tradeoff_png
@@ -36,9 +37,9 @@ def collect(p: config.Params, name: str, baseline_graph: dict[str, Any]) -> dict
     val = read_json(Path(p.paths.validation) / name / "validation.json", f"validate@{name}")
     index = Path(p.paths.failures) / name / "index.csv"
     failures = _csv_rows(index) if index.exists() else []
-    inputs = bench["inputs"]
+    timing = TimingEvidence.from_dict(bench)
     sides = {
-        side: manifest.side(graph, bench["sessions"][side], inputs)
+        side: manifest.side(graph, timing.sessions[side], timing.inputs)
         for side, graph in (("baseline", baseline_graph), ("candidate", man["graph"]))
     }
     changed = manifest.changes(sides["baseline"], sides["candidate"])
@@ -73,9 +74,7 @@ def main() -> None:
         "cpu": host["cpu_model"],
         "baseline_graph": base_man["graph"],
         "baseline_file": f"{p.paths.baseline}/model.onnx",
-        "baseline_accuracy": ok[0]["validation"]["overall"]["baseline_accuracy"]["estimate"]
-        if ok
-        else float("nan"),
+        "baseline_accuracy": _baseline_accuracy(ok[0]) if ok else float("nan"),
         "validation_dir": p.paths.validation,
         "candidates_dir": p.paths.candidates,
         "peak": read_json(Path(p.paths.peak), "peak"),
@@ -127,8 +126,9 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
         "options": c["manifest"]["options"],
     }
     if c["status"] == "ok":
-        b1 = c["benchmark"]["batches"][0]
-        v = c["validation"]["overall"]
+        timing = TimingEvidence.from_dict(c["benchmark"])
+        val = ValidationEvidence.from_dict(c["validation"])
+        b1, v, worst = timing.batches[0], val.overall, val.worst_slice
         out["metrics"] = {
             "speedup_p50_b1": b1["speedup"]["p50"]["estimate"],
             "speedup_p50_b1_low": b1["speedup"]["p50"]["low"],
@@ -137,22 +137,26 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
             "speedup_p99_b1": b1["speedup"]["p99"]["estimate"],
             "noise_floor_b1": b1["noise_floor"],
             "throughput_ratio_largest_batch": largest_batch(c["benchmark"])["throughput_ratio"],
-            "size_ratio": c["benchmark"]["size_bytes"]["candidate"]
-            / c["benchmark"]["size_bytes"]["baseline"],
+            "size_ratio": timing.size_bytes["candidate"] / timing.size_bytes["baseline"],
             "baseline_accuracy": v["baseline_accuracy"]["estimate"],
             "candidate_accuracy": v["candidate_accuracy"]["estimate"],
             "accuracy_drop_points": v["drop_points"],
-            "worst_slice_drop_points": c["validation"]["slices"][c["validation"]["worst_slice"]][
-                "drop_points"
-            ],
+            "worst_slice_drop_points": val.slices[cast(str, worst)]["drop_points"],
             "right_to_wrong": v["right_to_wrong"],
             "confounded": int(bool(c["confounders"])),
         }
-        out["worst_slice"] = c["validation"]["worst_slice"]
+        out["worst_slice"] = worst
     else:
         out["reason"] = c["reason"]
         out["metrics"] = {}
     return out
+
+
+def _baseline_accuracy(c: dict[str, Any]) -> float:
+    """The baseline's accuracy on the validation rows, as a candidate's evidence gives it."""
+    overall = ValidationEvidence.from_dict(c["validation"]).overall
+    estimate: float = overall["baseline_accuracy"]["estimate"]
+    return estimate
 
 
 def _csv_rows(path: Path) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ from stages import data as datasets
 from stages import fidelity, stats
 from stages import params as config
 from stages.cli import run
+from stages.evidence.records import ValidationEvidence
 from stages.export import MODEL_FILE
 from stages.failure_rows import failures, predictions_csv, write_failures
 from stages.predictions import eval_sets, read_reference, read_reference_outputs
@@ -97,7 +98,7 @@ def evaluate(
     same_model: bool = False,
     workers: list[Any] | None = None,
     reference_outputs: dict[str, np.ndarray] | None = None,
-) -> dict[str, Any]:
+) -> ValidationEvidence:
     """The candidate's predictions on every set the slices use, paired with the baseline's
     (`reference`: the label output's logits per set), the overall and per-slice comparisons,
     every output's fidelity on the validation rows (`reference_outputs`: the baseline's outputs
@@ -131,17 +132,17 @@ def evaluate(
     slices, worst = per_slice(prepared, ok, confidence)
     ref, test = logits["validation"]
     feeds, labels = prepared.feeds("validation"), prepared.labels("validation")
-    return {
-        "overall": compare(*ok["validation"], confidence),
-        "slices": slices,
-        "worst_slice": worst,
-        "fidelity": fidelity.fidelity(ref, test),
-        "label_output": names[label],
-        "outputs": fidelity.per_output(base_out, cand_out, names[label]),
-        "candidate_rows_alone": "the reference's (byte-identical model)" if same_model else how,
-        "batch_invariance": batch_invariance(cand_sess, feeds, test, labels, preset, label),
-        "_logits": logits,
-    }
+    return ValidationEvidence(
+        overall=compare(*ok["validation"], confidence),
+        slices=slices,
+        worst_slice=worst,
+        fidelity=fidelity.fidelity(ref, test),
+        label_output=names[label],
+        outputs=fidelity.per_output(base_out, cand_out, names[label]),
+        candidate_rows_alone="the reference's (byte-identical model)" if same_model else how,
+        batch_invariance=batch_invariance(cand_sess, feeds, test, labels, preset, label),
+        logits=logits,
+    )
 
 
 def per_slice(
@@ -205,10 +206,9 @@ def main(argv: list[str] | None = None) -> None:
         same = sha256_file(cand_dir / MODEL_FILE) == sha256_file(base)
         workers = [] if same else row_workers(cand_dir / MODEL_FILE, p.target)
         confidence = p.bench.confidence
-        result.update(
-            evaluate(reference, cand, prepared, confidence, p.preset, same, workers, outputs)
-        )
-        logits = result.pop("_logits")
+        evidence = evaluate(reference, cand, prepared, confidence, p.preset, same, workers, outputs)
+        result.update(evidence.to_dict())
+        logits = evidence.logits
         rows = failures(prepared, logits)
         result["failures"] = {
             "right_to_wrong": sum(r["kind"] == "right_to_wrong" for r in rows),

@@ -228,7 +228,7 @@ def test_a_single_output_model_has_one_output_and_the_rule_does_not_apply(
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
     ref = predictions.predict(sess, tiny_data.feeds("validation"))
 
-    val = validate.evaluate({"validation": ref}, sess, tiny_data, 0.95)
+    val = validate.evaluate({"validation": ref}, sess, tiny_data, 0.95).to_dict()
 
     (name,) = val["outputs"]
     assert val["label_output"] == name and val["outputs"][name]["label"]

@@ -103,8 +103,10 @@ def test_a_byte_identical_candidate_is_not_run_row_by_row_again(tiny_data, tiny_
     ref = predictions.predict(_Counting(tiny_onnx), tiny_data.feeds("validation"))
     same, run = _Counting(tiny_onnx), _Counting(tiny_onnx)
 
-    reused = validate.evaluate({"validation": ref}, same, tiny_data, 0.95, same_model=True)
-    ran = validate.evaluate({"validation": ref}, run, tiny_data, 0.95)
+    reused = validate.evaluate(
+        {"validation": ref}, same, tiny_data, 0.95, same_model=True
+    ).to_dict()
+    ran = validate.evaluate({"validation": ref}, run, tiny_data, 0.95).to_dict()
 
     assert same.rows == n  # the batch-invariance check only
     assert run.rows == 2 * n  # every row alone, then the batch-invariance check
