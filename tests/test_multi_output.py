@@ -14,8 +14,8 @@ import onnx
 import pytest
 import yaml
 from conftest import ROOT
+from factories import candidate
 from onnx import TensorProto, helper, numpy_helper
-from test_verdict import evidence
 
 from stages import params as config
 from stages import predictions, prepare, reference, validate
@@ -117,7 +117,7 @@ def validated(tmp_path: Path, name: str, w: dict[str, np.ndarray]) -> dict[str, 
 def verdict(val: dict[str, Any], budget: Budget | None = None) -> tuple[str, dict[str, Any]]:
     """The verdict on this validation with a benchmark that passes every speed rule, and the
     rule on the other outputs."""
-    got, rules = decide({**evidence(), "validation": val}, budget or Budget())
+    got, rules = decide({**candidate(), "validation": val}, budget or Budget())
     return got, next(vars(r) for r in rules if r.name == OUTPUTS)
 
 
@@ -242,7 +242,7 @@ def test_a_single_output_model_has_one_output_and_the_rule_does_not_apply(
 
 
 def test_evidence_without_per_output_figures_keeps_its_verdict() -> None:
-    e = evidence()  # the validation block as written before per-output figures
+    e = candidate()  # the validation block as written before per-output figures
 
     got, rules = decide(e, Budget())
 

@@ -4,65 +4,26 @@ from __future__ import annotations
 
 from typing import Any
 
+from factories import candidate
+
 from stages.evidence.findings import movements, summary_sentence
 from stages.evidence.formats import confidence_label
-
-
-def _iv(estimate: float, low: float, high: float) -> dict[str, float]:
-    return {"estimate": estimate, "low": low, "high": high}
 
 
 def _candidate(
     p50: tuple[float, float, float], p95: tuple[float, float, float], floor_p95: float = 0.05
 ) -> dict[str, Any]:
-    side = {q: _iv(10.0, 9.5, 10.5) for q in ("p50", "p95", "p99")}
-    cand = {q: _iv(10.0 / p50[0], 9.0, 11.0) for q in ("p50", "p99")}
-    cand["p95"] = _iv(14.5 / p95[0] * 1.0, 1.0, 20.0)
-    side["p95"] = _iv(14.5, 14.0, 15.0)
-    batch = {
-        "batch_size": 1,
-        "inputs": "validation",
-        "sides": {"baseline": side, "candidate": cand},
-        "speedup": {"p50": _iv(*p50), "p95": _iv(*p95), "p99": _iv(1.0, 0.9, 1.1)},
-        "noise_floor": 0.03,
-        "noise_floors": {"p50": 0.03, "p95": floor_p95, "p99": 0.08},
-        "stopped_by": "decided (no measurable change)",
-        "reliable": {"p99": True},
-        "calls_per_side": 2000,
-        "precise": True,
-    }
-    slices = {
-        "short": {"right_to_wrong": 3, "wrong_to_right": 0, "drop_points": 1.0, "n": 300},
-        "long": {"right_to_wrong": 1, "wrong_to_right": 1, "drop_points": 0.0, "n": 300},
-    }
-    for s in slices.values():
-        s["baseline_accuracy"] = s["candidate_accuracy"] = _iv(0.8, 0.75, 0.85)
-    return {
-        "name": "fp16",
-        "benchmark": {
-            "batches": [batch],
-            "size_bytes": {"baseline": 1000, "candidate": 500},
-            "memory": {
-                "baseline": {"peak_over_start_bytes": 1000},
-                "candidate": {"peak_over_start_bytes": 1000},
-            },
-            "protocol": {"confidence": 0.9},
-        },
-        "validation": {
-            "overall": {
-                "drop_points": 0.5,
-                "right_to_wrong": 4,
-                "wrong_to_right": 1,
-                "baseline_accuracy": _iv(0.8, 0.78, 0.82),
-                "candidate_accuracy": _iv(0.795, 0.77, 0.81),
-                "difference_points": _iv(-0.5, -1.2, 0.1),
-                "mcnemar_p": 0.375,
-            },
-            "slices": slices,
-            "fidelity": {"max_abs_error": 0.01, "cosine": 0.999, "sqnr_db": 40.0},
-        },
-        "rules": [],
-    }
+    """fp16 with 4 right->wrong and 1 wrong->right in 600 rows, 3 of them on slice short."""
+    return candidate(
+        name="fp16",
+        p50=p50,
+        p95=p95,
+        noise_floor_p95=floor_p95,
+        stopped_by="decided (no measurable change)",
+        overall=(600, 4, 1),
+        slices={"short": (300, 3, 0), "long": (300, 1, 1)},
+        confidence=0.9,
+    )
 
 
 def test_the_p95_sentence_follows_the_p95_interval_not_the_p50() -> None:

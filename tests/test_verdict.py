@@ -10,78 +10,15 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from factories import candidate
 
 from stages.evidence.dashboard import dashboard
 from stages.evidence.review import review
 from stages.evidence.rule import FAIL, PASS, RISK, Rule, as_dicts
 from stages.evidence.verdict import FAILED, HOLD, NOT_APPLICABLE, REJECT, SHIP, decide
 from stages.params import Budget
-from stages.stats import mcnemar_exact
 
 BUDGET = Budget()  # 1 point overall, 3 points worst slice, 1.10x speedup, 1.10x p99, alpha 0.05
-
-
-def _interval(estimate: float, low: float, high: float) -> dict[str, float]:
-    return {"estimate": estimate, "low": low, "high": high}
-
-
-def _counts(n: int, right_to_wrong: int, wrong_to_right: int) -> dict[str, Any]:
-    return {
-        "n": n,
-        "right_to_wrong": right_to_wrong,
-        "wrong_to_right": wrong_to_right,
-        "drop_points": 100 * (right_to_wrong - wrong_to_right) / n + 0.0,
-        "mcnemar_p": mcnemar_exact(right_to_wrong, wrong_to_right),
-    }
-
-
-def evidence(
-    *,
-    status: str = "ok",
-    confounders: tuple[str, ...] = (),
-    overall: tuple[int, int, int] = (3000, 12, 9),
-    slices: dict[str, tuple[int, int, int]] | None = None,
-    p50: tuple[float, float, float] = (1.6, 1.55, 1.66),
-    p99: tuple[float, float, float] = (1.7, 1.5, 1.9),
-    noise_floor: float = 0.03,
-    noise_floor_p99: float = 0.05,
-    stopped_by: str = "decided (faster)",
-    calls: int = 600,
-    tail_interval: str | None = "order statistic",
-    p99_reliable: bool = False,
-    max_noise_floor: float = 0.1,
-    server: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One candidate's evidence in the shape report.collect builds; every default passes."""
-    slices = slices if slices is not None else {"short": (300, 2, 1), "class_a": (1500, 6, 5)}
-    batch1 = {
-        "batch_size": 1,
-        "speedup": {"p50": _interval(*p50), "p99": _interval(*p99)},
-        "noise_floor": noise_floor,
-        "noise_floors": {"p50": noise_floor, "p99": noise_floor_p99},
-        "stopped_by": stopped_by,
-        "rounds": 30,
-        "reliable": {"p50": True, "p90": True, "p95": True, "p99": p99_reliable},
-        "calls_per_side": calls,
-        "confidence": 0.95,
-        "max_noise_floor": max_noise_floor,
-    }
-    if tail_interval:
-        batch1["tail_interval"] = tail_interval
-    batch8 = {**batch1, "batch_size": 8, "speedup": {"p50": _interval(0.5, 0.4, 0.6)}}
-    bench: dict[str, Any] = {"batches": [batch1, batch8], "protocol": {"confidence": 0.95}}
-    if server is not None:
-        bench.update(primary="server", server=server)
-    return {
-        "name": "int8_dynamic",
-        "status": status,
-        "confounders": list(confounders),
-        "validation": {
-            "overall": _counts(*overall),
-            "slices": {k: _counts(*v) for k, v in slices.items()},
-        },
-        "benchmark": bench,
-    }
 
 
 def _rule(rules: list[Rule], name: str) -> Rule:
@@ -89,7 +26,7 @@ def _rule(rules: list[Rule], name: str) -> Rule:
 
 
 def test_ship_when_every_rule_passes() -> None:
-    verdict, rules = decide(evidence(), BUDGET)
+    verdict, rules = decide(candidate(), BUDGET)
 
     assert verdict == SHIP
     assert [r.name for r in rules] == [
@@ -107,7 +44,7 @@ def test_ship_when_every_rule_passes() -> None:
 
 def test_a_decisive_win_ships_whatever_ended_the_timing() -> None:
     # precision is a cost control: a win that cleared the budget at the cap still ships
-    verdict, _ = decide(evidence(stopped_by="max_seconds"), BUDGET)
+    verdict, _ = decide(candidate(stopped_by="max_seconds"), BUDGET)
 
     assert verdict == SHIP
 
@@ -116,21 +53,21 @@ def test_a_decisive_win_ships_whatever_ended_the_timing() -> None:
 
 
 def test_reject_when_measurably_slower() -> None:
-    verdict, rules = decide(evidence(p50=(0.8, 0.76, 0.84)), BUDGET)
+    verdict, rules = decide(candidate(p50=(0.8, 0.76, 0.84)), BUDGET)
 
     assert verdict == REJECT
     assert _rule(rules, "p50 speedup, batch 1").status == FAIL
 
 
 def test_hold_inside_the_noise() -> None:
-    verdict, rules = decide(evidence(p50=(1.0, 0.98, 1.02)), BUDGET)
+    verdict, rules = decide(candidate(p50=(1.0, 0.98, 1.02)), BUDGET)
 
     assert verdict == HOLD
     assert "no measurable change" in _rule(rules, "p50 speedup, batch 1").reason
 
 
 def test_hold_when_straddling_a_threshold_at_the_cap() -> None:
-    verdict, rules = decide(evidence(p50=(1.12, 1.05, 1.19), stopped_by="max_seconds"), BUDGET)
+    verdict, rules = decide(candidate(p50=(1.12, 1.05, 1.19), stopped_by="max_seconds"), BUDGET)
 
     assert verdict == HOLD
     reason = _rule(rules, "p50 speedup, batch 1").reason
@@ -138,20 +75,20 @@ def test_hold_when_straddling_a_threshold_at_the_cap() -> None:
 
 
 def test_hold_when_surely_faster_but_short_of_the_budget() -> None:
-    verdict, rules = decide(evidence(p50=(1.06, 1.05, 1.07)), BUDGET)
+    verdict, rules = decide(candidate(p50=(1.06, 1.05, 1.07)), BUDGET)
 
     assert verdict == HOLD
     assert "short of the 1.1x budget" in _rule(rules, "p50 speedup, batch 1").reason
 
 
 def test_lower_bound_exactly_at_min_speedup_passes() -> None:
-    verdict, _ = decide(evidence(p50=(1.2, BUDGET.min_speedup, 1.3)), BUDGET)
+    verdict, _ = decide(candidate(p50=(1.2, BUDGET.min_speedup, 1.3)), BUDGET)
 
     assert verdict == SHIP
 
 
 def test_hold_when_the_aa_control_stayed_wide() -> None:
-    verdict, rules = decide(evidence(p50=(1.0, 0.9, 1.1), noise_floor=0.2), BUDGET)
+    verdict, rules = decide(candidate(p50=(1.0, 0.9, 1.1), noise_floor=0.2), BUDGET)
 
     assert verdict == HOLD
     assert "A/A control stayed wide" in _rule(rules, "p50 speedup, batch 1").reason
@@ -161,7 +98,7 @@ def test_hold_when_the_aa_control_stayed_wide() -> None:
 
 
 def test_reject_when_the_tail_surely_grew() -> None:
-    verdict, rules = decide(evidence(p99=(0.7, 0.65, 0.75)), BUDGET)
+    verdict, rules = decide(candidate(p99=(0.7, 0.65, 0.75)), BUDGET)
 
     assert verdict == REJECT
     assert "at least 1.33x" in _rule(rules, "p99 tail, batch 1").reason
@@ -169,7 +106,7 @@ def test_reject_when_the_tail_surely_grew() -> None:
 
 def test_a_bootstrap_p99_on_few_calls_cannot_reject() -> None:
     # a p99 of 0.8 [0.75, 0.85] from 60 calls, with no order-statistic widening: not a verdict
-    e = evidence(p99=(0.8, 0.75, 0.85), calls=60, tail_interval=None, p99_reliable=False)
+    e = candidate(p99=(0.8, 0.75, 0.85), calls=60, tail_interval=None, p99_reliable=False)
 
     verdict, rules = decide(e, BUDGET)
 
@@ -178,7 +115,7 @@ def test_a_bootstrap_p99_on_few_calls_cannot_reject() -> None:
 
 
 def test_an_improved_tail_on_few_calls_is_open_not_failed() -> None:
-    verdict, rules = decide(evidence(p99=(1.7, 0.0, float("inf")), calls=120), BUDGET)
+    verdict, rules = decide(candidate(p99=(1.7, 0.0, float("inf")), calls=120), BUDGET)
 
     assert verdict == HOLD
     assert "120 calls" in _rule(rules, "p99 tail, batch 1").reason
@@ -186,7 +123,7 @@ def test_an_improved_tail_on_few_calls_is_open_not_failed() -> None:
 
 def test_the_tail_rule_uses_the_aa_floor_at_p99() -> None:
     # slowdown at least 1/0.85 = 1.18x: beyond the 1.1x budget, but inside a 20 % A/A floor at p99
-    e = evidence(p99=(0.8, 0.75, 0.85), noise_floor=0.03, noise_floor_p99=0.2)
+    e = candidate(p99=(0.8, 0.75, 0.85), noise_floor=0.03, noise_floor_p99=0.2)
 
     verdict, rules = decide(e, BUDGET)
 
@@ -199,21 +136,21 @@ def test_the_tail_rule_uses_the_aa_floor_at_p99() -> None:
 
 
 def test_reject_when_the_drop_is_surely_beyond_budget() -> None:
-    verdict, rules = decide(evidence(overall=(3000, 120, 20)), BUDGET)  # -3.3 points
+    verdict, rules = decide(candidate(overall=(3000, 120, 20)), BUDGET)  # -3.3 points
 
     assert verdict == REJECT
     assert "surely over the 1-point budget" in _rule(rules, "accuracy drop").reason
 
 
 def test_hold_when_the_drop_may_be_beyond_budget() -> None:
-    verdict, rules = decide(evidence(overall=(1000, 14, 6)), BUDGET)  # -0.8, interval past -1
+    verdict, rules = decide(candidate(overall=(1000, 14, 6)), BUDGET)  # -0.8, interval past -1
 
     assert verdict == HOLD
     assert "may have fallen" in _rule(rules, "accuracy drop").reason
 
 
 def test_a_significant_loss_within_budget_is_a_risk() -> None:
-    verdict, rules = decide(evidence(overall=(20000, 60, 20)), BUDGET)  # -0.2, p < 0.001
+    verdict, rules = decide(candidate(overall=(20000, 60, 20)), BUDGET)  # -0.2, p < 0.001
 
     assert verdict == HOLD
     assert "significant loss" in _rule(rules, "accuracy drop").reason
@@ -221,7 +158,9 @@ def test_a_significant_loss_within_budget_is_a_risk() -> None:
 
 def test_two_flips_in_a_small_slice_hold_but_do_not_reject() -> None:
     # 2 right->wrong of 45 rows is a 4.4-point drop, but its interval reaches well below 3
-    verdict, rules = decide(evidence(slices={"low_light": (45, 2, 0), "big": (2000, 3, 3)}), BUDGET)
+    verdict, rules = decide(
+        candidate(slices={"low_light": (45, 2, 0), "big": (2000, 3, 3)}), BUDGET
+    )
 
     assert verdict == HOLD
     rule = _rule(rules, "worst-slice drop")
@@ -233,7 +172,7 @@ def test_reject_when_a_slice_surely_fell_beyond_budget_across_all_slices() -> No
     many = {f"s{i}": (500, 1, 1) for i in range(8)}
     many["low_light"] = (500, 60, 2)  # -11.6 points on 500 rows
 
-    verdict, rules = decide(evidence(slices=many), BUDGET)
+    verdict, rules = decide(candidate(slices=many), BUDGET)
 
     assert verdict == REJECT
     rule = _rule(rules, "worst-slice drop")
@@ -244,14 +183,14 @@ def test_reject_when_a_slice_surely_fell_beyond_budget_across_all_slices() -> No
 
 
 def test_hold_never_ship_when_confounded_even_if_all_else_passes() -> None:
-    verdict, rules = decide(evidence(confounders=("session.threads",)), BUDGET)
+    verdict, rules = decide(candidate(confounders=("session.threads",)), BUDGET)
 
     assert verdict == HOLD
     assert _rule(rules, "one change").status == RISK
 
 
 def test_confounded_and_failing_is_still_rejected() -> None:
-    verdict, _ = decide(evidence(confounders=("x",), p50=(0.5, 0.45, 0.55)), BUDGET)
+    verdict, _ = decide(candidate(confounders=("x",), p50=(0.5, 0.45, 0.55)), BUDGET)
 
     assert verdict == REJECT
 
@@ -269,7 +208,7 @@ def _server(base_qps: float, cand_qps: float | None) -> dict[str, Any]:
 
 @pytest.mark.parametrize("cand", [60.0, None], ids=["lowered", "none-met"])
 def test_one_unreplicated_sweep_holds_but_does_not_reject(cand: float | None) -> None:
-    verdict, rules = decide(evidence(server=_server(100.0, cand)), BUDGET)
+    verdict, rules = decide(candidate(server=_server(100.0, cand)), BUDGET)
 
     assert verdict == HOLD
     assert "not a rejection" in _rule(rules, "saturation throughput").reason
@@ -277,7 +216,7 @@ def test_one_unreplicated_sweep_holds_but_does_not_reject(cand: float | None) ->
 
 def test_a_gain_on_one_unreplicated_sweep_holds_and_does_not_ship() -> None:
     """Two runs of the same sweep on one machine saw 0.75x and 1.50x: one sweep decides nothing."""
-    verdict, rules = decide(evidence(server=_server(100.0, 150.0)), BUDGET)
+    verdict, rules = decide(candidate(server=_server(100.0, 150.0)), BUDGET)
 
     assert verdict == HOLD
     rule = _rule(rules, "saturation throughput")
@@ -285,11 +224,11 @@ def test_a_gain_on_one_unreplicated_sweep_holds_and_does_not_ship() -> None:
 
 
 def test_not_applicable_has_no_rules() -> None:
-    assert decide(evidence(status="not_applicable"), BUDGET) == (NOT_APPLICABLE, [])
+    assert decide(candidate(status="not_applicable"), BUDGET) == (NOT_APPLICABLE, [])
 
 
 def test_a_technique_that_broke_is_failed_not_not_applicable() -> None:
-    assert decide(evidence(status="failed"), BUDGET) == (FAILED, [])
+    assert decide(candidate(status="failed"), BUDGET) == (FAILED, [])
     c = {
         "name": "fuse",
         "status": "failed",
@@ -311,14 +250,14 @@ def test_a_technique_that_broke_is_failed_not_not_applicable() -> None:
 
 
 def test_a_stricter_budget_changes_the_verdict() -> None:
-    e = evidence()
+    e = candidate()
 
     assert decide(e, BUDGET)[0] == SHIP
     assert decide(e, Budget(min_speedup=1.6))[0] == HOLD
 
 
 def test_as_dicts_keeps_every_field() -> None:
-    _, rules = decide(evidence(), BUDGET)
+    _, rules = decide(candidate(), BUDGET)
 
     first = as_dicts(rules)[0]
     assert set(first) == {"name", "budget", "measured", "status", "reason"}
