@@ -92,13 +92,14 @@ def time_sides(
     """One interleaved run in `slots` (the pool's workers, fed the inputs) at batch size b and
     its summary; `weighed`: the run the verdict weighs (its tail judged too, capped at
     max_seconds); `again`: the workers' sessions are warm from an earlier run."""
-    timings = run_rounds(slots, Protocol.from_bench(p.bench, p.budget, weighed), again)
+    protocol = Protocol.from_bench(p.bench, p.budget, weighed)
+    timings = run_rounds(slots, protocol, again)
     s = summarize(
         timings,
         b,
-        precision=p.bench.precision,
-        confidence=p.bench.confidence,
-        resamples=p.bench.bootstrap_resamples,
+        precision=protocol.precision,
+        confidence=protocol.confidence,
+        resamples=protocol.bootstrap_resamples,
         seed=p.seed,
     )
     return s, timings

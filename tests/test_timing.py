@@ -33,6 +33,7 @@ from stages.measure.timing import (
     summarize,
 )
 from stages.measure.worker import InProcess, Pool, WorkerError
+from stages.params import Bench, Budget
 
 SIDES = (BASELINE, CANDIDATE, AGAIN)
 ONE_THREAD = {  # session settings for the worker tests (runtime.session_settings' keys)
@@ -599,14 +600,20 @@ def test_summarize_identical_sides_show_no_measurable_change() -> None:
 
 
 def test_only_the_weighed_run_gets_max_seconds_the_others_report_seconds() -> None:
-    from stages.params import Bench, Budget
-
     bench, budget = Bench(max_seconds=20.0, report_seconds=6.0), Budget()
 
     assert Protocol.from_bench(bench, budget, judge_tail=True).max_seconds == 20.0
     assert Protocol.from_bench(bench, budget, judge_tail=False).max_seconds == 6.0
     short = Bench(max_seconds=4.0, report_seconds=6.0)  # never longer than the weighed run
     assert Protocol.from_bench(short, budget, judge_tail=False).max_seconds == 4.0
+
+
+def test_the_protocol_carries_what_the_summary_reads_from_bench() -> None:
+    bench = Bench(precision=0.05, confidence=0.9, bootstrap_resamples=300)
+
+    p = Protocol.from_bench(bench, Budget(), judge_tail=True)
+
+    assert (p.precision, p.confidence, p.bootstrap_resamples) == (0.05, 0.9, 300)
 
 
 def test_report_seconds_must_be_positive() -> None:

@@ -45,11 +45,13 @@ class Protocol:
     # (rounds.py), so that looking again and again does not stop on a chance excursion
     # (optional stopping)
     check_resamples: int = 500  # a cheaper bootstrap for the stopping rule only
+    bootstrap_resamples: int = 2000  # the summary's intervals (bench.bootstrap_resamples)
 
     @classmethod
     def from_bench(cls, bench: Any, budget: Any, judge_tail: bool) -> Protocol:
-        """The protocol of the params' `bench` and `budget` sections. `judge_tail`: the run the
-        verdict weighs (capped at `max_seconds`); any other is capped at `report_seconds`."""
+        """The protocol of the params' `bench` and `budget` sections, the one place a timing run
+        and its summary read them from. `judge_tail`: the run the verdict weighs (capped at
+        `max_seconds`); any other is capped at `report_seconds`."""
         return cls(
             warmup_calls=bench.warmup_calls,
             calls_per_block=bench.calls_per_block,
@@ -64,6 +66,7 @@ class Protocol:
             max_noise_floor=bench.max_noise_floor,
             judge_tail=judge_tail,
             max_p99_slowdown=budget.max_p99_slowdown,
+            bootstrap_resamples=bench.bootstrap_resamples,
         )
 
 
