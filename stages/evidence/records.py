@@ -1,8 +1,8 @@
 """The timing and the validation evidence of one candidate, as typed records.
 
-`to_dict` gives what benchmark.json and validation.json hold, in their key order; a field marked
-`hidden` (the raw latencies, the server trace, the logits) stays in memory for the files written
-beside the JSON and is never in it. `from_dict` reads the JSON back."""
+`to_dict` gives what benchmark.json and validation.json hold, in their key order; a field with
+HIDDEN metadata (the raw latencies, the server trace, the logits) stays in memory for the files
+written beside the JSON and is never in it. `from_dict` reads the JSON back."""
 
 from __future__ import annotations
 
