@@ -12,7 +12,7 @@ from stages.cli import run
 from stages.evidence import manifest
 from stages.evidence.dashboard import dashboard
 from stages.evidence.formats import largest_batch
-from stages.evidence.records import TimingEvidence, ValidationEvidence
+from stages.evidence.records import TimingEvidence, ValidationEvidence, candidate_evidence
 from stages.evidence.review import review
 from stages.evidence.rule import as_dicts
 from stages.evidence.tradeoff import tradeoff_png
@@ -126,8 +126,7 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
         "options": c["manifest"]["options"],
     }
     if c["status"] == "ok":
-        timing = TimingEvidence.from_dict(c["benchmark"])
-        val = ValidationEvidence.from_dict(c["validation"])
+        timing, val = candidate_evidence(c)
         b1, v, worst = timing.batches[0], val.overall, val.worst_slice
         out["metrics"] = {
             "speedup_p50_b1": b1["speedup"]["p50"]["estimate"],

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.evidence.records import TimingEvidence
 from stages.validate import compare
 
 Triple = tuple[float, float, float]
@@ -93,7 +94,7 @@ def candidate(
     """A candidate timed at batch 1 (`batch1`: timing_run's arguments) and at batch 8 (a p50
     speedup of 0.5, which the verdict does not weigh), validated overall and per slice
     (n, right->wrong, wrong->right each). Its validation is the block as written before
-    per-output figures."""
+    per-output figures; its benchmark as benchmark.json holds it."""
     slices = slices if slices is not None else {"short": (300, 2, 1), "class_a": (1500, 6, 5)}
     first = timing_run(confidence=confidence, **batch1)
     eight = {
@@ -101,17 +102,22 @@ def candidate(
         "batch_size": 8,
         "speedup": {**first["speedup"], "p50": interval(0.5, 0.4, 0.6)},
     }
-    bench: dict[str, Any] = {
-        "batches": [first, eight],
-        "size_bytes": {"baseline": size_bytes[0], "candidate": size_bytes[1]},
-        "memory": {
+    timing = TimingEvidence(
+        batches=[first, eight],
+        memory={
             "baseline": {"peak_over_start_bytes": 1000},
             "candidate": {"peak_over_start_bytes": 1000},
         },
-        "protocol": {"confidence": confidence},
-    }
-    if server is not None:
-        bench.update(primary="server", server=server)
+        load_ms={"baseline": 50.0, "candidate": 40.0},
+        size_bytes={"baseline": size_bytes[0], "candidate": size_bytes[1]},
+        session={"provider": "CPUExecutionProvider", "intra_op_threads": 1},
+        sessions={},
+        server=server,
+        primary="single_stream" if server is None else "server",
+        inputs={"set": "validation", "sha256": "0" * 64, "batch_sizes": [1, 8]},
+    )
+    protocol = {"confidence": confidence}
+    bench = {"technique": name, "status": status, "protocol": protocol, **timing.to_dict()}
     by_slice = {k: comparison(*v, confidence=confidence) for k, v in slices.items()}
     return {
         "name": name,

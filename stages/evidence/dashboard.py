@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from stages.evidence.formats import B, C, ci, largest_batch, pct, peak_of
 from stages.evidence.output_rules import other_outputs, worst_output
+from stages.evidence.records import candidate_evidence
 from stages.evidence.rule import FAIL, RISK
 
 
@@ -16,11 +17,9 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             reason = c["reason"].replace("|", "\\|")  # a table cell
             rows.append(f"| {c['name']} | **{c['verdict']}** | | | | | | | | | | {reason} |")
             continue
-        b1 = c["benchmark"]["batches"][0]
-        big = largest_batch(c["benchmark"])
-        v = c["validation"]
-        size = c["benchmark"]["size_bytes"]
-        worst = v["worst_slice"]
+        timing, v = candidate_evidence(c)
+        b1, big, size = timing.batches[0], largest_batch(c["benchmark"]), timing.size_bytes
+        worst = cast(str, v.worst_slice)
         reasons = (
             "; ".join(r["reason"] for r in c["rules"] if r["status"] in (FAIL, RISK))
             or "every rule passed"
@@ -33,9 +32,10 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"| [{c['name']}](review/{c['name']}.md) | **{c['verdict']}** | "
             f"{ci(b1['speedup']['p50'])} | {ci(b1['speedup']['p95'])} | "
             f"{big['throughput_ratio']:.2f}x (b{big['batch_size']}) | {pct(size[C] / size[B])} | "
-            f"{ci(v['overall']['difference_points'], '{:+.2f}')} | "
-            f"{worst} {0 - v['slices'][worst]['drop_points']:+.2f} | {worst_output_cell(v)} | "
-            f"{v['overall']['right_to_wrong']} | {frac} | {reasons} |"
+            f"{ci(v.overall['difference_points'], '{:+.2f}')} | "
+            f"{worst} {0 - v.slices[worst]['drop_points']:+.2f} | "
+            f"{worst_output_cell(c['validation'])} | "
+            f"{v.overall['right_to_wrong']} | {frac} | {reasons} |"
         )
     loaded = [_under_load(c) for c in cands if c["status"] == "ok" and c["benchmark"].get("server")]
     noise = [

@@ -66,3 +66,8 @@ class ValidationEvidence(Record):
     batch_invariance: dict[str, Any] | None = None
     # (baseline, candidate) logits of the label output per set: predictions.csv and the failures
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, metadata=HIDDEN)
+
+
+def candidate_evidence(c: dict[str, Any]) -> tuple[TimingEvidence, ValidationEvidence]:
+    """A candidate's timing and validation evidence (report.collect's `benchmark`, `validation`)."""
+    return TimingEvidence.from_dict(c["benchmark"]), ValidationEvidence.from_dict(c["validation"])
