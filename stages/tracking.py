@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from stages import params as config
+from stages.git import git_commit
 from stages.storage import read_json, write_json, write_text
 
 if TYPE_CHECKING:
@@ -63,16 +63,6 @@ def public_uri(uri: str, root: Path | None = None) -> str:
     if path.is_relative_to(root):
         return prefix + path.relative_to(root).as_posix()
     return f"{prefix}<local>/{path.name}"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def evidence_key(
