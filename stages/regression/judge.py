@@ -7,13 +7,10 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any, NamedTuple
 
-import numpy as np
-
-from stages.regression.noise import MIN_HISTORY, Reference, gmean, reference, threshold
+from stages.regression.noise import Reference, gmean, reference, threshold
 
 OK, REGRESSION, IMPROVEMENT, NEW, NOISY = "ok", "REGRESSION", "improvement", "new", "NOISY"
 NOT_REPRODUCED = "ok (retest did not confirm the drop)"
-OUTLIER = "ok (committed value is an outlier)"
 COMMITTED = "committed"  # the comparison basis until the history holds MIN_HISTORY runs
 SCREEN = 0.5  # share of the threshold a first run's drop below the median must pass to be retested
 
@@ -176,21 +173,12 @@ def decide(row: Row, min_change: float, max_floor: float, confidence: float) -> 
 
 
 def judge_committed(row: Row, past: list[float]) -> Row:
-    """A retest re-measures only the new side. When the committed value of a regression against
-    it is far from the median of past runs (outside its interval and beyond the threshold), judge
-    the new value against that median instead, and say so. A row compared with the history's
-    median (`Reference`) is left as it is; in `main`, `past` is the runs since the last shift, so
-    a row compared with the committed value always has too few of them to check it."""
-    note = "committed side is one run"
+    """A retest re-measures only the new side: a regression against the committed value says so,
+    with the count of `past`, the series' runs since its last shift. Those are always fewer than
+    `MIN_HISTORY` here, since with as many `compare` compares the row with their median instead
+    (`Reference`); a row compared with the median is left as it is."""
     if row.status != REGRESSION or row.before is None or row.reference is not None:
         return row
-    if len(past) < MIN_HISTORY:
-        return replace(row, history=f"{note} ({len(past)} past runs: too few to check it)")
-    median = float(np.median(past))
-    b, a = row.before, row.after
-    if b["low"] <= median <= b["high"] or abs(b["estimate"] / median - 1) <= row.threshold:
-        return replace(row, history=f"{note}; median of {len(past)} runs {median:.3f}")
-    note = f"committed value is an outlier: median of {len(past)} runs {median:.3f}"
-    if a["high"] < median and 1 - a["estimate"] / median > row.threshold:
-        return replace(row, history=f"{note}, and now is below it too")
-    return replace(row, status=OUTLIER, history=note)
+    return replace(
+        row, history=f"committed side is one run ({len(past)} past runs: too few to check it)"
+    )
