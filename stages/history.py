@@ -2,10 +2,7 @@
 and a change-point analysis that finds persistent shifts in each series of p50 speedups.
 
 One comparison with the committed evidence sees two runs; the history sees all of them. The
-analysis is e-divisive (Matteson and James, 2014): the split of a segment that maximizes the
-energy distance between its two sides, kept when a permutation test says such a split is rare in
-the same values shuffled, then again inside each side. A shift must last `MIN_SIZE` runs and move
-the mean by `MIN_CHANGE` (3 %: two sessions of one model differ persistently by 1-2 % here).
+analysis is e-divisive (`stages.change_points`), on the last `WINDOW` runs of each series.
 
 `python -m stages.history [--csv PATH] [--out reports/history.md]` prints the report.
 """
@@ -17,13 +14,13 @@ import csv
 import datetime as dt
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from itertools import pairwise
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
+from stages.change_points import ALPHA, MIN_CHANGE, MIN_SIZE, Shift, change_points, describe
 from stages.cli import run
 from stages.measure.machine import fingerprint
 from stages.storage import EvidenceError, write_text
@@ -46,26 +43,25 @@ FIELDS = (
     "high",
     "noise_floor",  # A/A noise floor at p50, relative
 )
-ALPHA = 0.05  # permutation p-value at which a split is kept (Matteson and James's default)
-MIN_SIZE = 3  # runs: a shift must last this long (one outlier run is not a shift)
-MIN_CHANGE = 0.03  # relative change of the mean below which a shift is not reported
 WINDOW = 104  # runs analysed per series: two years of weekly runs (the test is O(n^2) per run)
-SERIES = ("model", "target", "machine", "protocol", "candidate", "inputs", "batch")
+
+
+class SeriesKey(NamedTuple):
+    """What keeps a series of runs apart: the setup, the timing protocol and the timing itself."""
+
+    model: str
+    target: str
+    machine: str  # machine class
+    protocol: str  # fingerprint of the timing protocol ("" in a history from before it)
+    candidate: str
+    inputs: str
+    batch: int
+
+
+SERIES = SeriesKey._fields
 SETUP = SERIES[:3]  # what a comparison with committed evidence must share (the protocol may move)
 BEFORE_PROTOCOL = tuple(f for f in FIELDS if f != "protocol")  # the header of older histories
 NUMBERS = ("estimate", "low", "high", "noise_floor")
-
-
-@dataclass(frozen=True)
-class Shift:
-    run: int  # 1-based position in its series of the first run after the shift
-    before: float  # mean p50 speedup of the segment before
-    after: float  # and after
-    pvalue: float  # permutation p-value when the split was accepted
-
-    @property
-    def change(self) -> float:
-        return self.after / self.before - 1
 
 
 def protocol(bench: dict[str, Any]) -> str:
@@ -174,99 +170,18 @@ def log_mlflow(rows: list[dict[str, Any]], where: dict[str, str], tags: dict[str
         return f"not logged to {uri} ({type(e).__name__}: {e})"
 
 
-def series(rows: Iterable[dict[str, Any]]) -> dict[tuple[Any, ...], list[dict[str, Any]]]:
+def series(rows: Iterable[dict[str, Any]]) -> dict[SeriesKey, list[dict[str, Any]]]:
     """Rows grouped by model, target, machine class, protocol, candidate, inputs and batch, in
     order."""
-    out: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    out: dict[SeriesKey, list[dict[str, Any]]] = {}
     for r in rows:
-        out.setdefault(tuple(r[k] for k in SERIES), []).append(r)
+        out.setdefault(SeriesKey(*(r[k] for k in SERIES)), []).append(r)
     return out
-
-
-def _best_split(x: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each row of `x` (k series of one segment), the split tau with the largest energy
-    statistic q = n m / (n + m) * (2 E|X-Y| - E|X-X'| - E|Y-Y'|) between X = x[:tau] and
-    Y = x[tau:kappa], over every end kappa as Matteson and James do (a dip in the middle of a
-    segment shows only so), U-statistics within each side: returns (tau, q), each of shape (k,)."""
-    k, n = x.shape
-    s = np.zeros((k, n + 1, n + 1))
-    s[:, 1:, 1:] = np.abs(x[:, :, None] - x[:, None, :]).cumsum(1).cumsum(2)  # sums of d[:i, :j]
-    tau = np.arange(min_size, n - min_size + 1)[:, None]
-    kappa = np.arange(2 * min_size, n + 1)[None, :]
-    ok = kappa - tau >= min_size
-    t, c = np.broadcast_arrays(tau, np.where(ok, kappa, n))  # masked pairs: any valid index
-    nx, ny = t, np.where(ok, c - t, min_size)
-    tt, tc = s[:, t, t], s[:, t, c]
-    e = (
-        2 * (tc - tt) / (nx * ny)
-        - tt / (nx * (nx - 1))
-        - (s[:, c, c] - 2 * tc + tt) / (ny * (ny - 1))
-    )
-    q = np.where(ok, nx * ny / (nx + ny) * e, -np.inf).reshape(k, -1)
-    best = np.argmax(q, axis=1)
-    return t.reshape(-1)[best], q[np.arange(k), best]
-
-
-def _segments(bounds: list[int], min_size: int) -> list[tuple[int, int]]:
-    return [(a, b) for a, b in pairwise(bounds) if b - a >= 2 * min_size]
-
-
-def change_points(
-    values: Iterable[float],
-    *,
-    alpha: float = ALPHA,
-    permutations: int = 499,
-    min_size: int = MIN_SIZE,
-    min_change: float = MIN_CHANGE,
-    seed: int = 0,
-) -> list[Shift]:
-    """Persistent shifts in a series, oldest first (e-divisive with a permutation test)."""
-    x = np.asarray(list(values), dtype=float)
-    rng = np.random.default_rng(seed)
-    bounds, pvalues = [0, len(x)], {}
-    while segments := _segments(bounds, min_size):
-        found = [
-            (a + int(t[0]), float(q[0]))
-            for a, b in segments
-            for t, q in [_best_split(x[None, a:b], min_size)]
-        ]
-        at, q_obs = max(found, key=lambda f: f[1])
-        # the same test on the values shuffled within each segment (the splits found stay)
-        q_perm = np.full(permutations, -np.inf)
-        for a, b in segments:
-            chunk = max(1, 500_000 // (b - a) ** 2)  # arrays of k n^2 floats, a few MB
-            for i in range(0, permutations, chunk):
-                rows = rng.permuted(np.tile(x[a:b], (min(chunk, permutations - i), 1)), axis=1)
-                q_perm[i : i + len(rows)] = np.maximum(
-                    q_perm[i : i + len(rows)], _best_split(rows, min_size)[1]
-                )
-        pvalues[at] = (int(np.sum(q_perm >= q_obs)) + 1) / (permutations + 1)
-        if pvalues[at] > alpha:
-            break
-        bounds = sorted([*bounds, at])
-    return _merge_small(x, bounds, min_change, pvalues)
-
-
-def _merge_small(
-    x: np.ndarray, bounds: list[int], min_change: float, pvalues: dict[int, float]
-) -> list[Shift]:
-    """Drop the smallest shift while any moves the mean by less than `min_change` (as Hunter's
-    merge step does), recomputing the means of the segments it joined."""
-    bounds = list(bounds)
-    while True:
-        means = [float(x[a:b].mean()) for a, b in pairwise(bounds)]
-        shifts = [
-            Shift(at + 1, means[i], means[i + 1], pvalues[at]) for i, at in enumerate(bounds[1:-1])
-        ]
-        small = [s for s in shifts if abs(s.change) < min_change]
-        if not small:
-            return shifts
-        bounds.remove(min(small, key=lambda s: abs(s.change)).run - 1)
 
 
 def analyse(
     rows: Iterable[dict[str, Any]], window: int = WINDOW, **options: Any
-) -> dict[tuple[Any, ...], list[Shift]]:
+) -> dict[SeriesKey, list[Shift]]:
     """The shifts in the last `window` runs of every series (options go to `change_points`)."""
     out = {}
     for key, runs in series(rows).items():
@@ -276,15 +191,7 @@ def analyse(
     return out
 
 
-def describe(shifts: list[Shift]) -> str:
-    """One table cell: "shift at run 11 (-7.2 %)", or "" when the series is stable."""
-    if not shifts:
-        return ""
-    runs = ", ".join(f"{s.run} ({s.change:+.1%})" for s in shifts).replace("%", " %")
-    return f"shift{'s' if len(shifts) > 1 else ''} at run{'s' if len(shifts) > 1 else ''} {runs}"
-
-
-def markdown(rows: list[dict[str, Any]], shifts: dict[tuple[Any, ...], list[Shift]]) -> str:
+def markdown(rows: list[dict[str, Any]], shifts: dict[SeriesKey, list[Shift]]) -> str:
     """The history report: one line per series, then each shift with its run and commit."""
     groups = series(rows)
     lines = [
@@ -296,18 +203,18 @@ def markdown(rows: list[dict[str, Any]], shifts: dict[tuple[Any, ...], list[Shif
     ]
     details = []
     for key, runs in groups.items():
-        model, target, machine, proto, cand, inputs, batch = key
         est = [r["estimate"] for r in runs]
-        where = f"{batch}{'' if inputs == 'validation' else f' ({inputs})'}"
+        where = f"{key.batch}{'' if key.inputs == 'validation' else f' ({key.inputs})'}"
         lines.append(
-            f"| {model} | {target} | {machine} | {proto or 'unknown'} | {cand} | {where} | "
+            f"| {key.model} | {key.target} | {key.machine} | {key.protocol or 'unknown'} | "
+            f"{key.candidate} | {where} | "
             f"{len(runs)} | "
             f"{np.median(est):.3f} | {est[-1]:.3f} | {describe(shifts.get(key, []))} |"
         )
         for s in shifts.get(key, []):
             first = runs[s.run - 1]
             details.append(
-                f"- {cand}, batch {where}: from run {s.run} ({first['utc']}, commit "
+                f"- {key.candidate}, batch {where}: from run {s.run} ({first['utc']}, commit "
                 f"{first['commit'][:10]}) the mean moved {s.before:.3f} -> {s.after:.3f} "
                 f"({s.change:+.1%}), permutation p = {s.pvalue:.3f}"
             )

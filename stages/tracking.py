@@ -10,16 +10,15 @@ and logging the same evidence again reuses that run instead of adding another.""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from stages import params as config
+from stages.evidence_key import evidence_key
+from stages.git import git_commit
 from stages.storage import read_json, write_json, write_text
 
 if TYPE_CHECKING:
@@ -63,28 +62,6 @@ def public_uri(uri: str, root: Path | None = None) -> str:
     if path.is_relative_to(root):
         return prefix + path.relative_to(root).as_posix()
     return f"{prefix}<local>/{path.name}"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def evidence_key(
-    summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: list[Path]
-) -> str:
-    """sha256 of the summary (params, verdicts, figures) and of each file logged, by the
-    artifact path it gets in MLflow: the same evidence gives the same key on any machine."""
-    h = hashlib.sha256(json.dumps(summary, sort_keys=True, default=_plain).encode())
-    files = [(f"{n}/{a}", p) for n, paths in artifacts.items() for a, p in _files(paths)]
-    for label, path in sorted([*files, *_files(extra)]):
-        h.update(f"\n{label}\n{hashlib.sha256(path.read_bytes()).hexdigest()}".encode())
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -248,18 +225,6 @@ def artifacts_of(paths: Any, names: list[str]) -> dict[str, list[Path]]:
     }
 
 
-def _files(paths: list[Path]) -> list[tuple[str, Path]]:
-    """(artifact path in MLflow, file) for each file that exists: a folder's files under its
-    name, a file by its name."""
-    out = []
-    for path in paths:
-        if path.is_dir():
-            out += [(f"{path.name}/{f.relative_to(path).as_posix()}", f) for f in path.rglob("*")]
-        elif path.exists():
-            out.append((path.name, path))
-    return [(a, f) for a, f in out if f.is_file()]
-
-
 def _read_note(name: str, paths: list[Path]) -> str | None:
     notes = [p for p in paths if p.name == f"{name}.md" and p.is_file()]
     return notes[0].read_text() if notes else None
@@ -283,12 +248,6 @@ def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def _number(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and v == v
-
-
-def _plain(obj: Any) -> Any:
-    """numpy scalars and arrays as the JSON file holds them, so that a summary in memory and
-    the same summary read back give one key."""
-    return obj.tolist() if hasattr(obj, "tolist") else str(obj)
 
 
 def main() -> None:

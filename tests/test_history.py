@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from stages import history as history_log
+from stages.change_points import ALPHA, change_points, describe
 from stages.storage import EvidenceError
 
 
@@ -45,33 +46,30 @@ def runs(
 def test_a_seven_percent_step_after_ten_stable_runs_is_found_at_its_run(seed: int) -> None:
     rng = np.random.default_rng(seed)
     values = np.r_[noisy(10, 1.6, rng), noisy(8, 1.6 * 0.93, rng)]
-    shifts = history_log.change_points(values)
+    shifts = change_points(values)
     assert [s.run for s in shifts] == [11]
-    assert (
-        shifts[0].change == pytest.approx(-0.07, abs=0.025)
-        and shifts[0].pvalue <= history_log.ALPHA
-    )
-    assert history_log.describe(shifts).startswith("shift at run 11 (-")
+    assert shifts[0].change == pytest.approx(-0.07, abs=0.025) and shifts[0].pvalue <= ALPHA
+    assert describe(shifts).startswith("shift at run 11 (-")
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_a_flat_noisy_history_has_no_shift(seed: int) -> None:
     rng = np.random.default_rng(100 + seed)
-    assert history_log.change_points(noisy(20, 1.6, rng)) == []
+    assert change_points(noisy(20, 1.6, rng)) == []
 
 
 def test_one_outlying_run_is_not_a_shift() -> None:
     values = noisy(15, 1.6, np.random.default_rng(7))
     values[9] *= 0.8
-    assert history_log.change_points(values) == []
+    assert change_points(values) == []
 
 
 def test_two_shifts_are_both_found() -> None:
     rng = np.random.default_rng(4)
     values = np.r_[noisy(10, 2.0, rng), noisy(10, 1.7, rng), noisy(10, 2.0, rng)]
-    shifts = history_log.change_points(values)
+    shifts = change_points(values)
     assert [s.run for s in shifts] == [11, 21]
-    assert history_log.describe(shifts).startswith("shifts at runs 11 (-")
+    assert describe(shifts).startswith("shifts at runs 11 (-")
 
 
 def test_append_then_read_keeps_the_rows_and_leaves_no_temp_file(tmp_path: Path) -> None:

@@ -17,6 +17,8 @@ from stages import history as history_log
 from stages import params as config
 from stages import rebenchmark
 from stages.measure.timing import Timings, summarize
+from stages.regression import evidence as gate_evidence
+from stages.regression import judge, noise
 from stages.storage import EvidenceError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,47 +35,46 @@ def iv(est: float, low: float, high: float) -> dict[str, float]:
 @pytest.mark.parametrize(
     ("before", "after", "limit", "status"),
     [
-        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.05, rebenchmark.REGRESSION),  # clearly slower now
-        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.05, rebenchmark.OK),  # 2.5 % down: inside
-        (iv(1.0, 0.995, 1.005), iv(0.94, 0.935, 0.945), 0.05, rebenchmark.REGRESSION),  # 6 % down
-        (iv(1.0, 0.995, 1.005), iv(0.96, 0.955, 0.965), 0.05, rebenchmark.OK),  # 4 % down
-        (iv(1.0, 0.95, 1.05), iv(1.06, 1.0, 1.1), 0.05, rebenchmark.IMPROVEMENT),
-        (iv(1.0, 0.95, 1.05), iv(1.05, 1.0, 1.1), 0.05, rebenchmark.OK),  # +5 % is -4.8 %: inside
+        (iv(2.0, 1.9, 2.1), iv(1.45, 1.4, 1.5), 0.05, judge.REGRESSION),  # clearly slower now
+        (iv(2.0, 1.9, 2.1), iv(1.95, 1.85, 2.05), 0.05, judge.OK),  # 2.5 % down: inside
+        (iv(1.0, 0.995, 1.005), iv(0.94, 0.935, 0.945), 0.05, judge.REGRESSION),  # 6 % down
+        (iv(1.0, 0.995, 1.005), iv(0.96, 0.955, 0.965), 0.05, judge.OK),  # 4 % down
+        (iv(1.0, 0.95, 1.05), iv(1.06, 1.0, 1.1), 0.05, judge.IMPROVEMENT),
+        (iv(1.0, 0.95, 1.05), iv(1.05, 1.0, 1.1), 0.05, judge.OK),  # +5 % is -4.8 %: inside
     ],
 )
 def test_classify(
     before: dict[str, float], after: dict[str, float], limit: float, status: str
 ) -> None:
-    assert rebenchmark.classify(before, after, limit) == status
+    assert judge.classify(before, after, limit) == status
 
 
 def test_threshold_from_the_intervals_until_the_history_is_long_enough() -> None:
     before, after = iv(2.0, 1.8, 2.2), iv(2.0, 1.8, 2.2)  # +-10 %: sd 0.051 each on the log scale
-    limit, basis = rebenchmark.threshold(before, after, [2.0] * 4, 0.05, 0.95)
+    limit, basis = noise.threshold(before, after, [2.0] * 4, 0.05, 0.95)
     # 1.645 * sqrt(2) * 0.0512 = 0.119 on the log scale: an 11.2 % drop
     assert basis == "both intervals" and limit == pytest.approx(0.112, abs=0.001)
     # five past runs 1 % apart: moving ranges 0.01, sd 0.01 / 0.954; sqrt(2) * 1.645 * 0.0105
     # = 2.4 %, below the minimum change
     past = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
-    assert rebenchmark.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
-    limit, basis = rebenchmark.threshold(before, after, past, 0.01, 0.95)
+    assert noise.threshold(before, after, past, 0.05, 0.95) == (0.05, "minimum change")
+    limit, basis = noise.threshold(before, after, past, 0.01, 0.95)
     assert basis == "spread of 5 past runs" and limit == pytest.approx(0.0241, abs=0.0005)
     # a noisier history raises it; a higher confidence too
     assert (
-        rebenchmark.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0]
-        > 0.1
+        noise.threshold(before, after, [2.0 * f for f in (0.9, 1.0, 1.1) * 2], 0.05, 0.95)[0] > 0.1
     )
-    assert rebenchmark.threshold(before, after, past, 0.01, 0.99)[0] > limit
+    assert noise.threshold(before, after, past, 0.01, 0.99)[0] > limit
     # one outlying run moves it little (a standard deviation would be ten times as wide)
-    assert rebenchmark.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.03
+    assert noise.threshold(before, after, [*past, 1.7], 0.01, 0.95)[0] < 0.03
 
 
 def test_a_shift_in_the_history_is_not_counted_as_noise() -> None:
     """Five runs at 2.0, then four at 1.86 (a real 7 % drop already in the history): one moving
     range holds the shift, the median of the ranges stays the noise."""
     runs = [2.0 * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)] + [1.86 * f for f in (0.99, 1.01) * 2]
-    assert rebenchmark.run_spread(runs) == pytest.approx(0.0151 / 0.954, abs=0.001)
-    assert rebenchmark.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), runs, 0.0, 0.95)[0] < 0.04
+    assert noise.run_spread(runs) == pytest.approx(0.0151 / 0.954, abs=0.001)
+    assert noise.threshold(iv(2, 1.8, 2.2), iv(2, 1.8, 2.2), runs, 0.0, 0.95)[0] < 0.04
     assert float(np.std(np.log(runs), ddof=1)) > 0.03  # a standard deviation would count it
 
 
@@ -110,12 +111,12 @@ def test_noise_between_two_real_runs_of_the_same_model_passes() -> None:
     flagged = 0
     for _ in range(20):
         first, second = run_once(), run_once()
-        assert [
-            r.status for r in rebenchmark.compare("x", first, second, rebenchmark.MIN_CHANGE)
-        ] == [rebenchmark.OK]
-        (row,) = rebenchmark.compare("x", first, second)  # no minimum: the intervals' noise alone
+        assert [r.status for r in judge.compare("x", first, second, rebenchmark.MIN_CHANGE)] == [
+            judge.OK
+        ]
+        (row,) = judge.compare("x", first, second)  # no minimum: the intervals' noise alone
         assert row.basis == "both intervals"
-        flagged += row.status != rebenchmark.OK
+        flagged += row.status != judge.OK
     assert flagged <= 5  # one-sided 5 % each way: about 2 of 20 expected
 
 
@@ -124,8 +125,8 @@ def test_compare_flags_a_new_batch_size() -> None:
     after["batches"].append(
         {"batch_size": 8, "noise_floor": 0.03, "speedup": {"p50": iv(1.3, 1.25, 1.35)}}
     )
-    rows = rebenchmark.compare("x", evidence(1.2, 0.02), after)
-    assert [r.status for r in rows] == [rebenchmark.OK, rebenchmark.NEW]
+    rows = judge.compare("x", evidence(1.2, 0.02), after)
+    assert [r.status for r in rows] == [judge.OK, judge.NEW]
 
 
 HOST = {
@@ -210,30 +211,20 @@ def test_a_drop_smaller_than_the_minimum_change_passes() -> None:
     """4 % down, beyond what two tight intervals allow (3.2 %), but below the 5 % minimum
     change: only --min-change 0 counts it."""
     before, after = evidence(1.544, 0.05), evidence(1.482, 0.03)
-    assert [r.status for r in rebenchmark.compare("x", before, after)] == [rebenchmark.REGRESSION]
-    rows = rebenchmark.compare("x", before, after, rebenchmark.MIN_CHANGE)
-    assert [r.status for r in rows] == [rebenchmark.OK] and rows[
-        0
-    ].threshold == rebenchmark.MIN_CHANGE
+    assert [r.status for r in judge.compare("x", before, after)] == [judge.REGRESSION]
+    rows = judge.compare("x", before, after, rebenchmark.MIN_CHANGE)
+    assert [r.status for r in rows] == [judge.OK] and rows[0].threshold == rebenchmark.MIN_CHANGE
     assert rows[0].basis == "minimum change"
 
 
 def test_confirm_keeps_only_regressions_the_retest_shows_again() -> None:
-    first = rebenchmark.compare(
-        "x", evidence(2.0, 0.05), evidence(1.5, 0.05), rebenchmark.MIN_CHANGE
-    )
-    assert [r.status for r in first] == [rebenchmark.REGRESSION]
-    gone = rebenchmark.confirm(
-        first, rebenchmark.compare("x", evidence(2.0, 0.05), evidence(1.98, 0.05))
-    )
-    assert [r.status for r in gone] == [rebenchmark.NOT_REPRODUCED]
+    first = judge.compare("x", evidence(2.0, 0.05), evidence(1.5, 0.05), rebenchmark.MIN_CHANGE)
+    assert [r.status for r in first] == [judge.REGRESSION]
+    gone = judge.confirm(first, judge.compare("x", evidence(2.0, 0.05), evidence(1.98, 0.05)))
+    assert [r.status for r in gone] == [judge.NOT_REPRODUCED]
     assert gone[0].retest == iv(1.98, 1.93, 2.03) and gone[0].after == first[0].after
-    kept = rebenchmark.confirm(
-        first, rebenchmark.compare("x", evidence(2.0, 0.05), evidence(1.52, 0.04))
-    )
-    assert [r.status for r in kept] == [rebenchmark.REGRESSION] and kept[0].retest == iv(
-        1.52, 1.48, 1.56
-    )
+    kept = judge.confirm(first, judge.compare("x", evidence(2.0, 0.05), evidence(1.52, 0.04)))
+    assert [r.status for r in kept] == [judge.REGRESSION] and kept[0].retest == iv(1.52, 1.48, 1.56)
 
 
 @pytest.mark.parametrize(("retest", "code"), [(1.99, None), (1.5, 1)])
@@ -262,7 +253,7 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
                     path.write_text(json.dumps(evidence(s, 0.05)))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(rebenchmark.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     logged: list[dict[str, str]] = []
 
     def log(rows: list[dict[str, Any]], where: dict[str, str], tags: dict[str, str]) -> str:
@@ -282,7 +273,7 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
     ]
     out = capsys.readouterr().out
     assert "re-timing int8_static" in out
-    status = rebenchmark.NOT_REPRODUCED if code is None else rebenchmark.REGRESSION
+    status = judge.NOT_REPRODUCED if code is None else judge.REGRESSION
     assert (
         "| int8_static | 1 | 2.000 [1.950, 2.050] | 1.500 [1.450, 1.550] | committed | "
         "5.0% (minimum change) |" in out
@@ -298,7 +289,7 @@ def test_gate_retimes_a_regressed_candidate_before_failing(
         ("int8_static", 1, 1.5),
         ("int8_static", 1, retest),
     ]
-    assert {r["machine"] for r in runs} == {rebenchmark.machine(HOST)}
+    assert {r["machine"] for r in runs} == {gate_evidence.machine(HOST)}
     assert {r["protocol"] for r in runs} == {PROTOCOL}
     assert [t["exit_code"] for t in logged] == [str(code or 0)]  # one MLflow run per re-benchmark
 
@@ -341,24 +332,22 @@ def test_gate_exit_code_2_without_committed_evidence(
 def test_a_wide_threshold_reads_noisy_unless_the_drop_clears_it() -> None:
     """The A/A floor no longer sets the threshold: a wide one is no license to pass, and the
     noise a comparison must allow decides whether it can judge at all."""
-    rows = rebenchmark.compare(
+    rows = judge.compare(
         "x", evidence(2.0, 0.05), evidence(1.97, 0.3), rebenchmark.MIN_CHANGE, 0.10
     )
     assert rows[0].status == f"NOISY: threshold {rows[0].threshold:.1%} > 10.0%"
     assert rows[0].threshold > 0.10 and rows[0].basis == "both intervals"
-    rows = rebenchmark.compare(
+    rows = judge.compare(
         "x", evidence(2.0, 0.3, 0.2), evidence(1.2, 0.05), rebenchmark.MIN_CHANGE, 0.10
     )
-    assert rows[0].status == rebenchmark.REGRESSION  # 40 % down: beyond even that threshold
-    wide_aa = rebenchmark.compare(
+    assert rows[0].status == judge.REGRESSION  # 40 % down: beyond even that threshold
+    wide_aa = judge.compare(
         "x", evidence(2.0, 0.05, 0.5), evidence(1.7, 0.05, 0.5), rebenchmark.MIN_CHANGE
     )
-    assert (
-        wide_aa[0].status == rebenchmark.REGRESSION
-    )  # 15 % down: a 50 % A/A floor does not hide it
+    assert wide_aa[0].status == judge.REGRESSION  # 15 % down: a 50 % A/A floor does not hide it
     # a retest too noisy to judge leaves the row noisy, not "not reproduced"
-    again = rebenchmark.compare("x", evidence(2.0, 0.3), evidence(1.9, 0.3), 0.1, 0.1)
-    assert rebenchmark.confirm(rows, again)[0].status.startswith(rebenchmark.NOISY)
+    again = judge.compare("x", evidence(2.0, 0.3), evidence(1.9, 0.3), 0.1, 0.1)
+    assert judge.confirm(rows, again)[0].status.startswith(judge.NOISY)
 
 
 def test_max_floor_defaults_to_the_params_and_the_flag_overrides_it(
@@ -444,7 +433,7 @@ def past_runs(n: int, speedup: float, technique: str = "int8_static") -> list[di
             "utc": f"2025-01-{i + 1:02d}T03:00:00+00:00",
             "commit": f"{i:040x}",
             "host": HOST["fingerprint"],
-            "machine": rebenchmark.machine(HOST),
+            "machine": gate_evidence.machine(HOST),
             "protocol": PROTOCOL,
             "model": "minilm_sentiment",
             "target": "cpu",
@@ -460,7 +449,7 @@ def past_runs(n: int, speedup: float, technique: str = "int8_static") -> list[di
     ]
 
 
-@pytest.mark.parametrize(("now", "status"), [(2.0, rebenchmark.OK), (1.5, rebenchmark.REGRESSION)])
+@pytest.mark.parametrize(("now", "status"), [(2.0, judge.OK), (1.5, judge.REGRESSION)])
 def test_a_committed_outlier_no_longer_matters_against_the_median(
     git_repo: Path, capsys: pytest.CaptureFixture[str], now: float, status: str
 ) -> None:
@@ -471,13 +460,12 @@ def test_a_committed_outlier_no_longer_matters_against_the_median(
     write_now(git_repo, both(now, 0.05))
     code = run_cli(["--no-run", "--table", "t.md", "--history", "h.csv"])
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
-    assert code == (rebenchmark.PASSED if status == rebenchmark.OK else rebenchmark.REGRESSED)
+    assert code == (rebenchmark.PASSED if status == judge.OK else rebenchmark.REGRESSED)
     assert row.endswith(f"| {status} |") and "| 2.600 [2.550, 2.650] |" in row
     assert "| median of 8 past runs, 2.010 |" in row
     # against the committed value alone, 2.0 would have read as a 23 % drop
     assert (
-        rebenchmark.compare("x", evidence(2.6, 0.05), evidence(2.0, 0.05))[0].status
-        == rebenchmark.REGRESSION
+        judge.compare("x", evidence(2.6, 0.05), evidence(2.0, 0.05))[0].status == judge.REGRESSION
     )
 
 
@@ -507,11 +495,8 @@ def test_committed_evidence_of_another_timing_protocol_is_still_compared(
 
 
 def test_a_flagged_drop_says_the_committed_side_is_one_run() -> None:
-    row = rebenchmark.compare(
-        "x", evidence(2.0, 0.05), evidence(1.5, 0.05), rebenchmark.MIN_CHANGE
-    )[0]
-    assert rebenchmark.judge_committed(row, []).history.startswith("committed side is one run")
-    assert "median of 6 runs" in rebenchmark.judge_committed(row, [2.0] * 6).history
+    row = judge.compare("x", evidence(2.0, 0.05), evidence(1.5, 0.05), rebenchmark.MIN_CHANGE)[0]
+    assert judge.judge_committed(row, []).history.startswith("committed side is one run")
 
 
 def test_log_mlflow_names_one_metric_per_candidate_and_batch(
@@ -561,10 +546,10 @@ def test_the_spread_is_taken_since_the_last_shift(git_repo: Path) -> None:
     assert "(minimum change)" in text and "median of 6 runs since the last shift" in text
     # the median of all sixteen runs (1.0) would read the same drop as a rise
     runs = {("validation", 1): [1.0] * 10 + [2.0] * 6}
-    row = rebenchmark.compare(
+    row = judge.compare(
         "x", evidence(2.0, 0.03), evidence(1.86, 0.03), rebenchmark.MIN_CHANGE, past=runs
     )[0]
-    assert row.status == rebenchmark.IMPROVEMENT and row.reference and row.reference.median == 1.0
+    assert row.status == judge.IMPROVEMENT and row.reference and row.reference.median == 1.0
 
 
 def steady(n: int, step: float, speedup: float = 2.0) -> list[float]:
@@ -581,11 +566,11 @@ def test_the_threshold_of_a_mean_against_a_median_by_hand() -> None:
     runs against their median varies 0.05242^2 * (1/2 + pi/18): sd 0.05242 * 0.8213 = 0.04305;
     1.6449 * 0.04305 = 0.07081 on the log scale, a 6.84 % drop."""
     runs = steady(9, 0.05)
-    assert rebenchmark.run_spread(runs) == pytest.approx(0.05242, abs=1e-5)
-    assert rebenchmark.mean_threshold(
-        rebenchmark.run_spread(runs), 2, 9, 0.0, 0.95
-    ) == pytest.approx(0.0684, abs=1e-4)
-    ref = rebenchmark.reference(runs, runs)
+    assert noise.run_spread(runs) == pytest.approx(0.05242, abs=1e-5)
+    assert noise.mean_threshold(noise.run_spread(runs), 2, 9, 0.0, 0.95) == pytest.approx(
+        0.0684, abs=1e-4
+    )
+    ref = noise.reference(runs, runs)
     assert ref is not None and (ref.median, ref.runs, ref.shifted) == (2.0, 9, False)
     limit, basis = ref.threshold(2, rebenchmark.MIN_CHANGE, 0.95)
     assert limit == pytest.approx(0.0684, abs=1e-4) and basis == "spread of 9 past runs"
@@ -593,9 +578,7 @@ def test_the_threshold_of_a_mean_against_a_median_by_hand() -> None:
         0.0892, abs=1e-4
     )  # m = 1
     assert ref.threshold(2, 0.08, 0.95) == (0.08, "minimum change")
-    assert (
-        rebenchmark.reference(runs, runs[:4]) is None
-    )  # four runs since a shift: too few for a median
+    assert noise.reference(runs, runs[:4]) is None  # four runs since a shift: too few for a median
 
 
 def test_a_seven_percent_drop_is_confirmed_on_the_mean_of_run_and_retest() -> None:
@@ -604,55 +587,45 @@ def test_a_seven_percent_drop_is_confirmed_on_the_mean_of_run_and_retest() -> No
     its own, but is past half the threshold: the retest, 9 % down, makes the mean 7 % down, a
     regression. (Against the committed value, two runs' noise would set 7.8 %: no retest.)"""
     past = {B1: steady(10, 0.0335)}
-    (first,) = rebenchmark.compare(
+    (first,) = judge.compare(
         "x", evidence(2.0, 0.05), evidence(1.90, 0.05), rebenchmark.MIN_CHANGE, past=past
     )
     assert first.reference and first.reference.median == 2.0
     assert first.threshold == pytest.approx(0.0602, abs=1e-4)
-    assert (
-        first.status == rebenchmark.OK and first.screened
-    )  # --retests 0: judged on the first run alone
-    again = rebenchmark.compare(
+    assert first.status == judge.OK and first.screened  # --retests 0: judged on the first run alone
+    again = judge.compare(
         "x", evidence(2.0, 0.05), evidence(1.82, 0.05), rebenchmark.MIN_CHANGE, past=past
     )
-    (row,) = rebenchmark.confirm([first], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
-    assert row.status == rebenchmark.REGRESSION and row.threshold == rebenchmark.MIN_CHANGE
+    (row,) = judge.confirm([first], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
+    assert row.status == judge.REGRESSION and row.threshold == rebenchmark.MIN_CHANGE
     assert row.retests == (iv(1.82, 1.77, 1.87),) and row.after == first.after
     assert row.compared_with() == "median of 10 past runs, 2.000; mean of 2 runs 1.860"
     # a second retest at 2.0 brings the mean of three to 4.7 % down: within 5 %
-    again = rebenchmark.compare(
+    again = judge.compare(
         "x", evidence(2.0, 0.05), evidence(2.0, 0.05), rebenchmark.MIN_CHANGE, past=past
     )
-    (row,) = rebenchmark.confirm([row], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
-    assert row.status == rebenchmark.NOT_REPRODUCED and len(row.retests) == 2
+    (row,) = judge.confirm([row], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
+    assert row.status == judge.NOT_REPRODUCED and len(row.retests) == 2
 
 
 def test_an_unchanged_series_is_not_flagged_by_a_low_first_run() -> None:
     """A quiet history (2 % apart): the first run 3 % below its median is past half the 5 %
     threshold and is retested; the retest 1 % above makes the mean 1 % down: no regression."""
     past = {B1: steady(10, 0.019)}
-    (first,) = rebenchmark.compare(
+    (first,) = judge.compare(
         "x", evidence(2.0, 0.05), evidence(1.94, 0.05), rebenchmark.MIN_CHANGE, past=past
     )
-    assert (
-        first.status == rebenchmark.OK
-        and first.screened
-        and first.threshold == rebenchmark.MIN_CHANGE
-    )
-    again = rebenchmark.compare(
+    assert first.status == judge.OK and first.screened and first.threshold == rebenchmark.MIN_CHANGE
+    again = judge.compare(
         "x", evidence(2.0, 0.05), evidence(2.02, 0.05), rebenchmark.MIN_CHANGE, past=past
     )
-    (row,) = rebenchmark.confirm([first], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
-    assert (
-        row.status == rebenchmark.NOT_REPRODUCED and rebenchmark.gate([row]) == rebenchmark.PASSED
-    )
+    (row,) = judge.confirm([first], again, rebenchmark.MIN_CHANGE, 0.10, 0.95)
+    assert row.status == judge.NOT_REPRODUCED and rebenchmark.gate([row]) == rebenchmark.PASSED
     # a first run 2 % down is not even retested
-    (calm,) = rebenchmark.compare(
+    (calm,) = judge.compare(
         "x", evidence(2.0, 0.05), evidence(1.96, 0.05), rebenchmark.MIN_CHANGE, past=past
     )
-    assert (
-        not calm.screened and rebenchmark.confirm([calm], again, rebenchmark.MIN_CHANGE)[0] == calm
-    )
+    assert not calm.screened and judge.confirm([calm], again, rebenchmark.MIN_CHANGE)[0] == calm
 
 
 def test_with_too_few_runs_since_the_shift_the_committed_value_and_both_runs_decide() -> None:
@@ -662,19 +635,15 @@ def test_with_too_few_runs_since_the_shift_the_committed_value_and_both_runs_dec
     history = steady(10, 0.01, 1.0) + steady(4, 0.01)
     past, since = {B1: history}, {B1: history[10:]}
     committed, args = evidence(2.0, 0.05), (rebenchmark.MIN_CHANGE, 0.10, 0.95, past, since)
-    (first,) = rebenchmark.compare("x", committed, evidence(1.82, 0.05), *args)
-    assert first.reference is None and first.compared_with() == rebenchmark.COMMITTED
-    assert first.status == rebenchmark.REGRESSION and first.basis == "minimum change"
-    (row,) = rebenchmark.confirm(
-        [first], rebenchmark.compare("x", committed, evidence(1.91, 0.05), *args)
-    )
-    assert row.status == rebenchmark.NOT_REPRODUCED
-    (row,) = rebenchmark.confirm(
-        [first], rebenchmark.compare("x", committed, evidence(1.84, 0.05), *args)
-    )
-    assert row.status == rebenchmark.REGRESSION  # both beyond the threshold
-    (small,) = rebenchmark.compare("x", committed, evidence(1.92, 0.05), *args)
-    assert small.status == rebenchmark.OK and not small.screened
+    (first,) = judge.compare("x", committed, evidence(1.82, 0.05), *args)
+    assert first.reference is None and first.compared_with() == judge.COMMITTED
+    assert first.status == judge.REGRESSION and first.basis == "minimum change"
+    (row,) = judge.confirm([first], judge.compare("x", committed, evidence(1.91, 0.05), *args))
+    assert row.status == judge.NOT_REPRODUCED
+    (row,) = judge.confirm([first], judge.compare("x", committed, evidence(1.84, 0.05), *args))
+    assert row.status == judge.REGRESSION  # both beyond the threshold
+    (small,) = judge.compare("x", committed, evidence(1.92, 0.05), *args)
+    assert small.status == judge.OK and not small.screened
 
 
 def test_the_gate_reads_the_runs_since_the_shift_from_the_history(
@@ -712,7 +681,7 @@ def fake_timings(
                 path.write_text(json.dumps(evidence(speedups[t].pop(0), 0.05)))
         return subprocess.CompletedProcess(cmd, 0)
 
-    monkeypatch.setattr(rebenchmark.subprocess, "run", fake_run)
+    monkeypatch.setattr(subprocess, "run", fake_run)
     return forced
 
 
@@ -744,10 +713,10 @@ def test_gate_confirms_a_drop_on_the_mean_of_the_run_and_its_retest(
     row = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("| int8_static"))
     if code == rebenchmark.REGRESSED:
         assert "| median of 10 past runs, 2.000; mean of 2 runs 1.860 | 5.0% (minimum" in row
-        assert "| 1.820 [1.770, 1.870] |" in row and row.endswith(f"| {rebenchmark.REGRESSION} |")
+        assert "| 1.820 [1.770, 1.870] |" in row and row.endswith(f"| {judge.REGRESSION} |")
     else:
         assert "| median of 10 past runs, 2.000 | 6.0% (spread of 10 past runs) |" in row
-        assert row.endswith(f"| {rebenchmark.OK} |")
+        assert row.endswith(f"| {judge.OK} |")
     new = [(r["candidate"], r["estimate"]) for r in history_log.read(git_repo / "h.csv")[20:]]
     assert (
         new

@@ -22,9 +22,9 @@ from onnx import TensorProto, helper
 from scipy import stats
 
 from stages.measure import serving
+from stages.measure.server_result import ServerResult
 from stages.measure.serving import (
     Feed,
-    ServerResult,
     collate,
     offline,
     poisson_arrivals,

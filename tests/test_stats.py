@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 from statsmodels.stats.proportion import proportion_confint
 
-from stages import stats
 from stages.stats import (
     FASTER,
     NO_CHANGE,
@@ -35,11 +34,13 @@ from stages.stats import (
     percentile_ratio_order_ci,
     quantile_order_ci,
     rerun_interval,
+    rounds,
     session_spread,
     sqnr_db,
     tail_is_reliable,
     wilson_interval,
 )
+from stages.stats import sessions as session_bootstrap
 
 
 def _interleaved(
@@ -244,7 +245,7 @@ def test_one_session_keeps_the_round_bootstrap() -> None:
 def test_two_stage_rows_draw_whole_sessions_then_their_rounds() -> None:
     groups = [np.array([0, 4, 5]), np.array([2]), np.array([1, 3])]  # unequal, interleaved
 
-    rows, mask, lengths = stats._two_stage_rows(groups, 500, np.random.default_rng(0))
+    rows, mask, lengths = session_bootstrap._two_stage_rows(groups, 500, np.random.default_rng(0))
 
     assert rows.shape == mask.shape == (500, 3, 3)
     drawn_sizes = []
@@ -268,12 +269,12 @@ def test_session_interval_is_the_widened_percentile_of_the_pooled_ratio(
     a = [rng.lognormal(0.0, 0.2, int(n)) * 1.3 for n in sizes]
     b = [rng.lognormal(0.0, 0.2, int(n)) for n in sizes]
     sessions = [7, 7, 2, 2, 2, 9, 7, 9, 2, 9, 7, 2, 7, 2]
-    monkeypatch.setattr(stats, "_MAX_BATCH_ELEMENTS", 2000)  # many small batches
+    monkeypatch.setattr(rounds, "MAX_BATCH_ELEMENTS", 2000)  # many small batches
 
     ci = percentile_ratio_ci(a, b, 50, n_resamples=300, seed=5, sessions=sessions)
 
     groups = [np.flatnonzero(np.array(sessions) == s) for s in (2, 7, 9)]
-    rows, mask, _ = stats._two_stage_rows(groups, 300, np.random.default_rng(5))
+    rows, mask, _ = session_bootstrap._two_stage_rows(groups, 300, np.random.default_rng(5))
     boot = [
         np.median(np.concatenate([a[i] for i in r[m]]))
         / np.median(np.concatenate([b[i] for i in r[m]]))

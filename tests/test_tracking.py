@@ -13,6 +13,7 @@ from conftest import TRACKING_NOTE as NOTE
 from conftest import tracking_evidence as _evidence
 
 from stages import tracking
+from stages.evidence_key import evidence_key
 
 
 @pytest.fixture()
@@ -68,7 +69,7 @@ def test_an_unfinished_run_is_not_reused_and_each_dvc_experiment_gets_its_own(
     repo: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     evidence = _evidence(repo)
-    key = tracking.evidence_key(*evidence)
+    key = evidence_key(*evidence)
     mlflow.set_tracking_uri(tracking.tracking_uri())
     experiment_id = tracking.ensure_experiment("workbench-tiny", tracking.tracking_uri())
     killed = mlflow.MlflowClient().create_run(experiment_id, tags={"evidence": key})
@@ -168,9 +169,9 @@ def test_the_key_depends_on_content_not_on_where_the_files_are(tmp_path: Path) -
     read_back = json.loads(json.dumps({**summary, "bench": {"batch_sizes": [1, 8], "n": 3}}))
     elsewhere = _evidence(tmp_path / "b")
 
-    key = tracking.evidence_key(in_memory, artifacts, extra)
+    key = evidence_key(in_memory, artifacts, extra)
 
-    assert key == tracking.evidence_key(read_back, artifacts, extra)
-    assert key == tracking.evidence_key(read_back, elsewhere[1], elsewhere[2])
+    assert key == evidence_key(read_back, artifacts, extra)
+    assert key == evidence_key(read_back, elsewhere[1], elsewhere[2])
     (tmp_path / "b" / "tradeoff.png").write_bytes(b"another png")
-    assert key != tracking.evidence_key(read_back, elsewhere[1], elsewhere[2])
+    assert key != evidence_key(read_back, elsewhere[1], elsewhere[2])

@@ -23,13 +23,15 @@ from __future__ import annotations
 
 import gc
 import math
-import numbers
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from stages.measure.server_result import ServerResult
+from stages.measure.serving_checks import check_batching, check_feeds, positive
+from stages.stats.checks import require
 
 Feed = dict[str, np.ndarray]  # one request: arrays with a leading batch axis of 1
 Call = Callable[[Feed], Any]  # runs the model on a (possibly batched) feed
@@ -37,44 +39,14 @@ Call = Callable[[Feed], Any]  # runs the model on a (possibly batched) feed
 SPIN_S = 0.0005  # s: the last stretch before a target time is spun on the clock, not slept
 MAX_ARRIVALS = 10_000_000  # expected arrivals above this are not a schedule one thread can serve
 SATURATION_OVERRUN = 1.5  # x duration_s (+ the bound): a sweep run still busy then cannot keep up
-PERCENTILES = (50, 95, 99)
-
-
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise ValueError(message)
-
-
-def _positive(name: str, value: float) -> None:
-    _require(
-        isinstance(value, numbers.Real) and math.isfinite(value) and value > 0,
-        f"{name} must be a finite number > 0, got {value!r}",
-    )
-
-
-def _check_feeds(feeds: Sequence[Feed]) -> None:
-    _require(len(feeds) >= 1, "feeds is empty; at least 1 request feed is needed")
-
-
-def _check_batching(max_batch_size: int, max_queue_delay_ms: float) -> None:
-    _require(
-        isinstance(max_batch_size, int | np.integer) and max_batch_size >= 1,
-        f"max_batch_size must be an integer >= 1, got {max_batch_size!r}",
-    )
-    _require(
-        isinstance(max_queue_delay_ms, numbers.Real)
-        and math.isfinite(max_queue_delay_ms)
-        and max_queue_delay_ms >= 0,
-        f"max_queue_delay_ms must be a finite number >= 0, got {max_queue_delay_ms!r}",
-    )
 
 
 def poisson_arrivals(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
     """Arrival times in s from 0 of a seeded Poisson process at rate_qps, all < duration_s."""
-    _positive("rate_qps", rate_qps)
-    _positive("duration_s", duration_s)
+    positive("rate_qps", rate_qps)
+    positive("duration_s", duration_s)
     expected = rate_qps * duration_s
-    _require(
+    require(
         expected <= MAX_ARRIVALS,
         f"rate_qps * duration_s = {expected:g} expected arrivals; at most {MAX_ARRIVALS:,} allowed",
     )
@@ -96,12 +68,12 @@ def poisson_arrivals(rate_qps: float, duration_s: float, seed: int) -> np.ndarra
 def _stack(name: str, arrays: list[np.ndarray], pad_value: int) -> np.ndarray:
     a0 = arrays[0]
     for a in arrays[1:]:
-        _require(a.dtype == a0.dtype, f"input {name!r}: dtypes differ ({a0.dtype} and {a.dtype})")
-        _require(a.ndim == a0.ndim, f"input {name!r}: ranks differ ({a0.ndim} and {a.ndim})")
-    _require(a0.ndim >= 1, f"input {name!r} has no leading batch axis (a 0-d array)")
+        require(a.dtype == a0.dtype, f"input {name!r}: dtypes differ ({a0.dtype} and {a.dtype})")
+        require(a.ndim == a0.ndim, f"input {name!r}: ranks differ ({a0.ndim} and {a.ndim})")
+    require(a0.ndim >= 1, f"input {name!r} has no leading batch axis (a 0-d array)")
     tails = {a.shape[1:] for a in arrays}
     if len(tails) > 1:
-        _require(
+        require(
             a0.ndim == 2 and np.issubdtype(a0.dtype, np.integer),
             f"input {name!r}: shapes beyond the batch axis differ {sorted(tails)}; only 2-D "
             f"integer inputs (token ids, attention masks) are padded, this one is "
@@ -116,69 +88,16 @@ def _stack(name: str, arrays: list[np.ndarray], pad_value: int) -> np.ndarray:
 
 def collate(feeds: Sequence[Feed], pad_value: int = 0) -> Feed:
     """Concatenate requests along axis 0, right-padding 2-D integer inputs to the longest first."""
-    _check_feeds(feeds)
+    check_feeds(feeds)
     first = feeds[0]
     if len(feeds) == 1:
         return dict(first)  # the unbatched server pays no copy
     for k, f in enumerate(feeds[1:], start=1):
-        _require(
+        require(
             f.keys() == first.keys(),
             f"feeds[{k}] has inputs {sorted(f)} but feeds[0] has {sorted(first)}",
         )
     return {name: _stack(name, [np.asarray(f[name]) for f in feeds], pad_value) for name in first}
-
-
-@dataclass
-class ServerResult:
-    """Per-request times of one server run (served requests only) and the batches that ran."""
-
-    arrival_s: np.ndarray  # s from the schedule start, per served request
-    start_s: np.ndarray  # s: when the batch holding it started (collation included)
-    end_s: np.ndarray  # s: when that batch returned
-    batch_of: np.ndarray  # batch index per served request
-    batch_sizes: np.ndarray  # requests in each batch, in order
-    duration_s: float  # s: from the first arrival slot to the last completion
-    dropped: int = 0  # requests never started because max_seconds stopped the run
-
-    @property
-    def queue_delay_ms(self) -> np.ndarray:
-        """Time each request waited before its batch started, in ms."""
-        return (self.start_s - self.arrival_s) * 1e3
-
-    @property
-    def service_ms(self) -> np.ndarray:
-        """Time the batch holding each request took to run, in ms."""
-        return (self.end_s - self.start_s) * 1e3
-
-    @property
-    def latency_ms(self) -> np.ndarray:
-        """Time from each request's arrival to its batch's return, in ms."""
-        return (self.end_s - self.arrival_s) * 1e3
-
-    def summary(self, latency_bound_ms: float) -> dict[str, Any]:
-        """Percentiles in ms, batch sizes, throughput, and the requests that missed the bound."""
-        _positive("latency_bound_ms", latency_bound_ms)
-        served = int(self.arrival_s.size)
-        requests = served + self.dropped
-        out: dict[str, Any] = {"requests": requests, "served": served, "dropped": self.dropped}
-        for key, values in (
-            ("latency", self.latency_ms),
-            ("queue_delay", self.queue_delay_ms),
-            ("service", self.service_ms),
-        ):
-            for q in PERCENTILES:
-                out[f"{key}_p{q}_ms"] = float(np.percentile(values, q)) if served else None
-            out[f"{key}_max_ms"] = float(values.max()) if served else None
-        late = int(np.count_nonzero(self.latency_ms > latency_bound_ms))
-        out["batches"] = int(self.batch_sizes.size)
-        out["mean_batch_size"] = float(self.batch_sizes.mean()) if served else None
-        out["duration_s"] = self.duration_s
-        out["throughput_qps"] = served / self.duration_s if self.duration_s > 0 else 0.0
-        out["latency_bound_ms"] = latency_bound_ms
-        out["late"] = late  # served, but after the bound
-        out["missed_bound"] = late + self.dropped  # a dropped request never met it
-        out["missed_share"] = (late + self.dropped) / requests if requests else 0.0
-        return out
 
 
 def _wait_until(target: float) -> float:
@@ -195,12 +114,10 @@ def _wait_until(target: float) -> float:
 
 def _check_arrivals(arrivals_s: np.ndarray) -> np.ndarray:
     a = np.asarray(arrivals_s, dtype=np.float64)
-    _require(
-        a.ndim == 1 and a.size >= 1, f"arrivals_s must be a non-empty 1-D array, got {a.shape}"
-    )
-    _require(bool(np.all(np.isfinite(a))), "arrivals_s has non-finite values")
-    _require(bool(a[0] >= 0), f"arrivals_s must be >= 0, got {a[0]}")
-    _require(bool(np.all(np.diff(a) >= 0)), "arrivals_s must be sorted ascending")
+    require(a.ndim == 1 and a.size >= 1, f"arrivals_s must be a non-empty 1-D array, got {a.shape}")
+    require(bool(np.all(np.isfinite(a))), "arrivals_s has non-finite values")
+    require(bool(a[0] >= 0), f"arrivals_s must be >= 0, got {a[0]}")
+    require(bool(np.all(np.diff(a) >= 0)), "arrivals_s must be sorted ascending")
     return a
 
 
@@ -215,10 +132,10 @@ def serve(
 ) -> ServerResult:
     """Replay the arrival schedule in real time through a dynamic batcher in this one thread."""
     arrivals = _check_arrivals(arrivals_s)
-    _check_feeds(feeds)
-    _check_batching(max_batch_size, max_queue_delay_ms)
+    check_feeds(feeds)
+    check_batching(max_batch_size, max_queue_delay_ms)
     if max_seconds is not None:
-        _positive("max_seconds", max_seconds)
+        positive("max_seconds", max_seconds)
     n, m, size = arrivals.size, len(feeds), int(max_batch_size)
     delay = max_queue_delay_ms / 1e3  # s
     starts: list[float] = []  # per batch, absolute perf_counter s
@@ -278,9 +195,9 @@ def serve(
 
 def offline(call: Call, feeds: Sequence[Feed], n: int, max_batch_size: int) -> dict[str, Any]:
     """All n requests available at once, run in batches of max_batch_size: throughput and time."""
-    _check_feeds(feeds)
-    _require(isinstance(n, int | np.integer) and n >= 1, f"n must be an integer >= 1, got {n!r}")
-    _check_batching(max_batch_size, 0.0)
+    check_feeds(feeds)
+    require(isinstance(n, int | np.integer) and n >= 1, f"n must be an integer >= 1, got {n!r}")
+    check_batching(max_batch_size, 0.0)
     m, size = len(feeds), int(max_batch_size)
     per_batch = []
     clock = time.perf_counter
@@ -320,17 +237,17 @@ def saturation(
     max_queue_delay_ms: float = 0.0,
 ) -> dict[str, Any]:
     """Sweep the server rate upwards; the highest rate whose p99 meets the bound, none dropped."""
-    _require(len(rates_qps) >= 1, "rates_qps is empty; give at least 1 rate")
+    require(len(rates_qps) >= 1, "rates_qps is empty; give at least 1 rate")
     for r in rates_qps:
-        _positive("rates_qps", r)
-    _positive("duration_s", duration_s)
-    _positive("p99_bound_ms", p99_bound_ms)
-    _check_feeds(feeds)
-    _check_batching(max_batch_size, max_queue_delay_ms)
+        positive("rates_qps", r)
+    positive("duration_s", duration_s)
+    positive("p99_bound_ms", p99_bound_ms)
+    check_feeds(feeds)
+    check_batching(max_batch_size, max_queue_delay_ms)
     rates = sorted(set(rates_qps))
     schedules = [poisson_arrivals(r, duration_s, seed) for r in rates]
     for r, a in zip(rates, schedules, strict=True):
-        _require(a.size > 0, f"rates_qps {r} gives no arrival in duration_s {duration_s}")
+        require(a.size > 0, f"rates_qps {r} gives no arrival in duration_s {duration_s}")
     # A run still busy at this point cannot keep up: stop it, the rest counts as dropped.
     max_seconds = SATURATION_OVERRUN * duration_s + p99_bound_ms / 1e3
     rows: list[dict[str, Any]] = []
