@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from stages.onnx_graph import subgraphs
 from stages.stats import max_abs_error
 
 MODEL_FILE = "model.onnx"
@@ -71,11 +72,8 @@ def strip_provenance(path: Path) -> None:
         for node in graph.node:
             node.doc_string = ""
             del node.metadata_props[:]
-            for attr in node.attribute:
-                if attr.type == onnx.AttributeProto.GRAPH:
-                    clean(attr.g)
-                for sub in attr.graphs:
-                    clean(sub)
+            for sub in subgraphs(node):
+                clean(sub)
         for value in (*graph.input, *graph.output, *graph.value_info, *graph.initializer):
             value.doc_string = ""
             del value.metadata_props[:]

@@ -17,7 +17,8 @@ from stages.evidence.manifest import changes, graph_summary
 from stages.export import MANIFEST_FILE, MODEL_FILE
 from stages.runtime import check_model
 from stages.storage import atomic_dir, read_json, write_json
-from stages.techniques import TECHNIQUES, Context, NotApplicable, Technique
+from stages.techniques.base import Context, NotApplicable
+from stages.techniques.catalog import TECHNIQUES, Technique
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,7 +14,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from stages.errors import ParamsError, closest, one_of, require
 from stages.models import MODELS
-from stages.techniques import TECHNIQUES
+from stages.techniques.options import OPTIONS
 
 PARAMS_FILE = Path("params.yaml")
 GRAPH_LEVELS = ("disable", "basic", "extended", "all")
@@ -203,22 +203,14 @@ def validate(raw: dict[str, Any]) -> Params:
     model = _structured(MODELS[name].Params, model_raw, "model.")
     if not top.technique:
         raise ParamsError(
-            f"technique: no technique selected; pick one or more of {sorted(TECHNIQUES)}, "
+            f"technique: no technique selected; pick one or more of {sorted(OPTIONS)}, "
             "e.g. dvc exp run -S 'technique=[int8_dynamic]'"
         )
     techniques = {}
     for tname, options in top.technique.items():
-        one_of("technique", tname, sorted(TECHNIQUES))
+        one_of("technique", tname, sorted(OPTIONS))
         _check_calibration(f"technique.{tname}", dict(options or {}), model)
-        techniques[tname] = _structured(
-            TECHNIQUES[tname].options, dict(options or {}), f"technique.{tname}."
-        )
-        cross_check = TECHNIQUES[tname].check_options
-        if cross_check is not None:
-            try:
-                cross_check(techniques[tname], model)
-            except ParamsError as e:
-                raise ParamsError(f"technique.{tname}.{e}") from None
+        techniques[tname] = _structured(OPTIONS[tname], dict(options or {}), f"technique.{tname}.")
     return Params(top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget)
 
 

@@ -19,7 +19,7 @@ from stages.evidence.tradeoff import tradeoff_png
 from stages.evidence.verdict import decide
 from stages.export import MANIFEST_FILE
 from stages.storage import atomic_dir, read_json, write_bytes, write_json, write_text
-from stages.techniques import TECHNIQUES
+from stages.techniques.catalog import TECHNIQUES
 
 
 def collect(p: config.Params, name: str, baseline_graph: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import onnx
 import psutil
 
 from stages.errors import EvidenceError, TargetUnavailable
+from stages.onnx_graph import add_model, model_files, optimization_level
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -43,7 +44,7 @@ def check_target_runs(target: Target) -> None:
     so.log_severity_level = 3  # errors only
     x = np.arange(4, dtype=np.float32).reshape(1, 4)
     try:
-        sess = ort.InferenceSession(_tiny_model(), so, providers=[target.provider])
+        sess = ort.InferenceSession(add_model(), so, providers=[target.provider])
         used = sess.get_providers()
         (y,) = sess.run(None, {"x": x})
     except Exception as e:  # ORT raises its own exception types
@@ -81,21 +82,6 @@ def _hint(target: Target, listed: bool) -> str:
         "install onnxruntime-gpu with a matching CUDA runtime on a machine with an NVIDIA GPU, "
         "or choose another target (e.g. -S target=cpu)"
     )
-
-
-def _tiny_model() -> bytes:
-    """y = x + x over a float [1, 4]: small enough to build on any provider in milliseconds."""
-    from onnx import TensorProto, helper
-
-    def value(name: str) -> onnx.ValueInfoProto:
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 4])
-
-    graph = helper.make_graph(
-        [helper.make_node("Add", ["x", "x"], ["y"])], "target_check", [value("x")], [value("y")]
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8  # readable by every onnxruntime this project supports
-    return bytes(model.SerializeToString())
 
 
 def threads(target: Target) -> int:
@@ -140,17 +126,11 @@ def open_session(path: Path, settings: dict[str, Any]) -> ort.InferenceSession:
     """A session from recorded settings (see session_settings); the provider must be the one used."""
     import onnxruntime as ort
 
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
     so = ort.SessionOptions()
     so.intra_op_num_threads = settings["intra_op_threads"]
     so.inter_op_num_threads = settings["inter_op_threads"]
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = levels[settings["graph_optimization_level"]]
+    so.graph_optimization_level = optimization_level(settings["graph_optimization_level"])
     spinning = "1" if settings["allow_spinning"] else "0"
     so.add_session_config_entry("session.intra_op.allow_spinning", spinning)
     so.log_severity_level = 3  # errors only
@@ -307,17 +287,6 @@ def readout(sess: ort.InferenceSession) -> dict[str, Any]:
         "execution_mode": str(so.execution_mode).rsplit(".", 1)[-1],
         "graph_optimization_level": str(so.graph_optimization_level).rsplit(".", 1)[-1],
     }
-
-
-def model_files(path: Path) -> list[Path]:
-    """The ONNX file plus any external-data files it references (they travel together)."""
-    model = onnx.load(str(path), load_external_data=False)
-    extra = set()
-    for init in model.graph.initializer:
-        for entry in init.external_data:
-            if entry.key == "location":
-                extra.add(path.parent / entry.value)
-    return [path, *sorted(extra)]
 
 
 def size_on_disk(path: Path) -> int:

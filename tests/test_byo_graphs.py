@@ -18,11 +18,21 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stages import optimize
 from stages.data import LABELS, Prepared
-from stages.evidence.manifest import changes, confounders, graph_summary
+from stages.evidence.manifest import changes, confounders
+from stages.onnx_graph import graph_summary
 from stages.params import ParamsError
 from stages.runtime import check_model
 from stages.stats import cosine_similarity
-from stages.techniques import TECHNIQUES, Context, NotApplicable, Technique, fuse, graph_prep, int8
+from stages.techniques import (
+    fold_batchnorm,
+    graph_prep,
+    int8_dynamic,
+    int8_fallback,
+    int8_static,
+    ort_quantizer,
+)
+from stages.techniques.base import Context, NotApplicable
+from stages.techniques.catalog import TECHNIQUES, Technique
 
 FEATURES, HIDDEN, CLASSES = 3, 8, 3
 INT8_MIN_COSINE, INT8_MIN_AGREEMENT = 0.99, 0.9  # logits vs float; rows keeping their class
@@ -141,7 +151,9 @@ def test_prepare_returns_a_plain_model_as_it_is(
     before = tiny_onnx.read_bytes()
     ctx = Context(tiny_onnx, None, tiny_data, tmp_path, seed=0)
 
-    path, details = graph_prep.prepare(ctx, tmp_path, int8.PER_AXIS_OPSET, "per-channel QDQ")
+    path, details = graph_prep.prepare(
+        ctx, tmp_path, ort_quantizer.PER_AXIS_OPSET, "per-channel QDQ"
+    )
 
     assert path == tiny_onnx and details == {}
     assert path.read_bytes() == before
@@ -155,8 +167,8 @@ def test_a_plain_int8_dynamic_candidate_is_what_quantizing_the_baseline_gives(
 
     plain = _classifier(tmp_path / "plain.onnx", 13)
     ctx = _ctx(plain, "int8_dynamic", data, tmp_path / "cand")
-    details = int8.apply_dynamic(ctx)
-    pre = int8._preprocess(plain, tmp_path)
+    details = int8_dynamic.apply(ctx)
+    pre = ort_quantizer.preprocess(plain, tmp_path)
     direct = tmp_path / "direct.onnx"
     quantize_dynamic(pre, direct, per_channel=True, weight_type=QuantType.QInt8)
 
@@ -172,7 +184,7 @@ def test_opset11_int8_static_per_channel_is_upgraded_checked_and_declared(
 ) -> None:
     ctx = _ctx(opset11, "int8_static", data, tmp_path, **_static(per_channel=True))
 
-    details = int8.apply_static(ctx)
+    details = int8_static.apply(ctx)
 
     up = details["opset_upgrade"]
     assert (up["from"], up["to"]) == (11, 13)
@@ -228,7 +240,7 @@ def test_opset11_fuse_runs_or_says_there_is_nothing_to_fold(
     assert graph_summary(ctx.model_out)["opset"] == 11
 
     ctx = _ctx(opset11, "fuse", data, tmp_path / "bn", method="fold_batchnorm")
-    with pytest.raises(NotApplicable, match=re.escape(fuse.NO_PAIR)):
+    with pytest.raises(NotApplicable, match=re.escape(fold_batchnorm.NO_PAIR)):
         TECHNIQUES["fuse"].apply(ctx)
 
 
@@ -242,7 +254,7 @@ def test_a_failed_upgrade_is_not_applicable_naming_the_opset(
     ctx = _ctx(opset11, "int8_static", data, tmp_path, **_static(per_channel=True))
 
     with pytest.raises(NotApplicable) as caught:
-        int8.apply_static(ctx)
+        int8_static.apply(ctx)
 
     reason = str(caught.value)
     assert "needs opset >= 13 and this model is opset 11" in reason
@@ -267,7 +279,7 @@ def test_an_upgrade_that_changes_outputs_is_not_used(
     ctx = _ctx(opset11, "int8_static", data, tmp_path, **_static(per_channel=True))
 
     with pytest.raises(NotApplicable, match=r"opset 11; upgraded .* computes different outputs"):
-        int8.apply_static(ctx)
+        int8_static.apply(ctx)
 
 
 def test_the_optimize_stage_records_not_applicable_and_failures(
@@ -398,7 +410,7 @@ def test_ranking_without_node_names_is_empty(data: Prepared, tmp_path: Path) -> 
     unnamed = _classifier(tmp_path / "unnamed.onnx", 13, named=False)
     rows = data.feeds("calibration")
     quantized = tmp_path / "q.onnx"
-    quantize_static(unnamed, quantized, int8._Reader(rows, batch=32))
+    quantize_static(unnamed, quantized, ort_quantizer.Reader(rows, batch=32))
     ctx = _ctx(unnamed, "int8_static", data, tmp_path / "cand", **_static())
 
-    assert int8._rank(unnamed, quantized, rows, ctx) == []
+    assert int8_fallback._rank(unnamed, quantized, rows, ctx) == []

@@ -86,7 +86,7 @@ def test_host_stage_stops_before_writing(
     params = SimpleNamespace(
         target=Target(name="cuda", provider=CUDA), paths=SimpleNamespace(host=str(out))
     )
-    monkeypatch.setattr(host.P, "load", lambda: params)
+    monkeypatch.setattr(host.config, "load", lambda: params)
     monkeypatch.setattr(ort, "InferenceSession", _session_on_cpu)
 
     with pytest.raises(TargetUnavailable, match="fell back"):

@@ -17,8 +17,9 @@ import torch
 from stages.export import MODEL_FILE
 from stages.models import minilm
 from stages.params import ParamsError
-from stages.techniques import distill
+from stages.techniques import distill, distill_training
 from stages.techniques.base import Context
+from stages.techniques.options import distill as distill_options
 
 if TYPE_CHECKING:
     from conftest import MiniLMBaseline as Baseline
@@ -29,7 +30,9 @@ BASELINE_IO = {
     "inputs": [("input_ids", ["batch", "sequence"]), ("attention_mask", ["batch", "sequence"])],
     "outputs": [("logits", ["batch", 2])],
 }
-OPTIONS = distill.Options(student={"layers": 1}, epochs=1, batch_size=16, learning_rate=1e-4)
+OPTIONS = distill_options.Options(
+    student={"layers": 1}, epochs=1, batch_size=16, learning_rate=1e-4
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def base(minilm_baseline: Callable[[dict[str, Any]], Baseline]) -> Baseline:
     return minilm_baseline(TEACHER)
 
 
-def _apply(b: Baseline, out: Path, options: distill.Options = OPTIONS) -> dict[str, Any]:
+def _apply(b: Baseline, out: Path, options: distill_options.Options = OPTIONS) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     return distill.apply(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
 
@@ -129,8 +132,8 @@ def test_a_student_as_deep_as_the_teacher_is_refused(base: Baseline, tmp_path: P
 
 
 def test_preset_settings_fill_options_left_at_zero() -> None:
-    assert distill.training(distill.Options(), minilm) == minilm.DISTILL
-    assert distill.training(distill.Options(epochs=1), minilm)["epochs"] == 1
+    assert distill.training(distill_options.Options(), minilm) == minilm.DISTILL
+    assert distill.training(distill_options.Options(epochs=1), minilm)["epochs"] == 1
 
 
 def test_report_gives_the_training_speed_and_new_failures(applied: tuple[Path, dict]) -> None:
@@ -170,7 +173,8 @@ def test_report_gives_the_training_speed_and_new_failures(applied: tuple[Path, d
 def test_a_shallower_student_changes_only_what_distill_declares(
     applied: tuple[Path, dict], base: Baseline
 ) -> None:
-    from stages.evidence.manifest import changes, confounders, graph_summary
+    from stages.evidence.manifest import changes, confounders
+    from stages.onnx_graph import graph_summary
 
     changed = changes({"graph": graph_summary(base.onnx)}, {"graph": graph_summary(applied[0])})
 
@@ -185,7 +189,9 @@ def test_the_kept_train_logits_are_the_teachers_own(base: Baseline) -> None:
     kept = np.load(base.onnx.parent / TRAIN_LOGITS_FILE)
     feeds = base.data.feeds("train")
     with torch.no_grad():
-        ran = distill._teacher_logits(base.module, feeds, minilm.lengths(feeds), minilm.trim)
+        ran = distill_training.compute_teacher_logits(
+            base.module, feeds, minilm.lengths(feeds), minilm.trim
+        )
 
     assert kept.shape == (268, 2)
     np.testing.assert_allclose(kept, ran.numpy(), atol=1e-4)
@@ -205,4 +211,4 @@ def test_stale_kept_logits_are_refused(base: Baseline, tmp_path: Path) -> None:
     with pytest.raises(
         EvidenceError, match=r"not one row per train row \(268\).*dvc repro baseline"
     ):
-        distill._cached_logits(tmp_path, 268)
+        distill_training.cached_logits(tmp_path, 268)

@@ -7,14 +7,18 @@ from typing import Any
 
 from stages import params as config
 from stages.data import Prepared
-from stages.evidence.manifest import changes, confounders, graph_summary
-from stages.techniques import TECHNIQUES, Context, identity
+from stages.evidence.manifest import changes, confounders
+from stages.onnx_graph import graph_summary
+from stages.techniques import identity
+from stages.techniques.base import Context
+from stages.techniques.catalog import TECHNIQUES
+from stages.techniques.options import identity as identity_options
 
 
 def test_identity_copies_the_baseline_and_changes_nothing(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = Context(tiny_onnx, identity.Options(), tiny_data, tmp_path, 0)
+    ctx = Context(tiny_onnx, identity_options.Options(), tiny_data, tmp_path, 0)
 
     details = identity.apply(ctx)
 
@@ -32,4 +36,4 @@ def test_identity_is_selectable_like_any_technique(cfg: dict[str, Any]) -> None:
     p = config.validate(composed)
 
     assert list(p.technique) == ["identity"]
-    assert isinstance(p.technique["identity"], identity.Options)
+    assert isinstance(p.technique["identity"], identity_options.Options)

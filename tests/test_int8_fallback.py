@@ -14,7 +14,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stages import params as config
 from stages.data import LABELS, Prepared
-from stages.techniques import TECHNIQUES, Context
+from stages.techniques.base import Context
+from stages.techniques.catalog import TECHNIQUES
 
 SENSITIVE = "matmul_outlier"  # reads an input whose range one huge channel sets
 

@@ -11,7 +11,8 @@ from typing import Any
 import onnx
 import pytest
 
-from stages.evidence.manifest import changes, confounders, flatten, graph_summary, side
+from stages.evidence.manifest import changes, confounders, flatten, side
+from stages.onnx_graph import graph_summary
 
 # The weights of conftest's tiny model: conv 4x1x3x3 + bias 4, linear 4x256 + bias 4.
 TINY_WEIGHTS = 4 * 9 + 4 + 4 * 256 + 4
@@ -183,7 +184,7 @@ def test_declaring_a_parent_covers_its_children() -> None:
 def test_an_unknown_axis_reads_the_same_however_it_is_spelt(dim: int | str, seen: Any) -> None:
     from onnx import TensorProto, helper
 
-    from stages.evidence.manifest import _value_info
+    from stages.onnx_graph import _value_info
 
     info = helper.make_tensor_value_info("x", TensorProto.FLOAT, [dim, 3])
     assert _value_info(info)["shape"] == [seen, 3]

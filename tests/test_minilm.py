@@ -22,8 +22,9 @@ from stages.export import MODEL_FILE, WEIGHTS_FILE, export, parity
 from stages.failure_rows import write_failures
 from stages.models import MODELS, minilm
 from stages.storage import sha256_arrays
-from stages.techniques import prune as PR
+from stages.techniques import channel_surgery, prune_channels
 from stages.techniques.base import Context
+from stages.techniques.options import prune as prune_options
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL: dict[str, Any] = {"layers": 1, "max_rows": 400, "calibration_size": 32, "epochs": 5}
@@ -290,14 +291,14 @@ def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
     import copy
 
     module = copy.deepcopy(trained[0])
-    blocks = PR._ffn_blocks(module)
+    blocks = channel_surgery.ffn_blocks(module)
     assert [name for name, _ in blocks] == ["encoder.encoder.layer.0"]
     up = blocks[0][1].intermediate.dense
     dead = torch.randperm(1536, generator=torch.Generator().manual_seed(0))[:384]
     with torch.no_grad():  # GELU(0) = 0: these neurons add nothing to the block's output
         up.weight[dead] = 0
         up.bias[dead] = 0
-    smaller, layers = PR._shrink_ffn(module, blocks, 0.25, "l2")
+    smaller, layers = channel_surgery.shrink_ffn(module, blocks, 0.25, "l2")
     assert layers == [
         {"layer": "encoder.encoder.layer.0", "type": "FFN neurons", "before": 1536, "after": 1152}
     ]
@@ -328,8 +329,8 @@ def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     torch.save(trained[0].state_dict(), base / WEIGHTS_FILE)
     out = tmp_path / "candidate"
     out.mkdir()
-    options = PR.ChannelOptions(amount=0.25, finetune_epochs=1)
-    d = PR.apply_channels(Context(base / MODEL_FILE, options, data, out, 0, minilm, small))
+    options = prune_options.ChannelOptions(amount=0.25, finetune_epochs=1)
+    d = prune_channels.apply(Context(base / MODEL_FILE, options, data, out, 0, minilm, small))
     assert d["structure"] == "transformer FFN neurons"
     assert d["layers"][0]["after"] == 1152
     assert d["parameters"]["before"] - d["parameters"]["after"] == 2 * 384 * 384 + 384
@@ -339,7 +340,7 @@ def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     feeds = data.feeds("validation")
     logits = sess.run(None, minilm.trim(feeds))[0]
     assert logits.shape == (len(data.labels("validation")), 2)
-    lines = PR.report_channels({"manifest": {"details": d}})
+    lines = prune_channels.report({"manifest": {"details": d}})
     assert any(
         line.startswith("- Hidden neurons per FFN block: encoder.encoder.layer.0") for line in lines
     )

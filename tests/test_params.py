@@ -11,7 +11,7 @@ from hydra.errors import MissingConfigException
 
 from stages import params as config
 from stages.compose import main as compose_main
-from stages.techniques import TECHNIQUES
+from stages.techniques.catalog import TECHNIQUES
 
 ROOT = Path(__file__).resolve().parents[1]
 

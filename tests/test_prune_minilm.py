@@ -18,14 +18,15 @@ from onnx import numpy_helper
 
 from stages.export import MODEL_FILE
 from stages.models import minilm
-from stages.techniques import prune as PR
+from stages.techniques import prune_magnitude
 from stages.techniques.base import Context, NotApplicable
+from stages.techniques.options import prune as prune_options
 
 if TYPE_CHECKING:
     from conftest import MiniLMBaseline as Baseline
 
 SMALL: dict[str, Any] = {"layers": 1, "max_rows": 400, "calibration_size": 32, "epochs": 5}
-OPTIONS = PR.MagnitudeOptions(sparsity=0.4, finetune_epochs=1)
+OPTIONS = prune_options.MagnitudeOptions(sparsity=0.4, finetune_epochs=1)
 # the six Linear layers of the kept encoder layer, and the head; the pooler's output is unused
 LINEAR = 4 * 384 * 384 + 2 * 384 * 1536 + 2 * 384
 
@@ -35,9 +36,11 @@ def base(minilm_baseline: Callable[[dict[str, Any]], Baseline]) -> Baseline:
     return minilm_baseline(SMALL)
 
 
-def _apply(b: Baseline, out: Path, options: PR.MagnitudeOptions = OPTIONS) -> dict[str, Any]:
+def _apply(
+    b: Baseline, out: Path, options: prune_options.MagnitudeOptions = OPTIONS
+) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    return PR.apply_magnitude(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
+    return prune_magnitude.apply(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +102,7 @@ def test_the_head_is_refit_on_the_frozen_pruned_encoder(
     assert d["finetune"]["trained"] == "head only; encoder frozen"
     assert len(d["finetune"]["epochs"]) == 1
     assert d["finetune"]["train_rows"] == len(base.data.labels("train"))
-    lines = PR.report_magnitude({"manifest": {"details": d}})
+    lines = prune_magnitude.report({"manifest": {"details": d}})
     assert any(
         line.startswith("- Fine-tune (head only; encoder frozen): 1 epoch") for line in lines
     )
@@ -125,7 +128,9 @@ def test_a_heavy_preset_without_its_own_finetune_is_not_applicable(
     heavy.build = minilm.build  # type: ignore[attr-defined]
 
     with pytest.raises(NotApplicable, match="finetune_epochs=0"):
-        PR.apply_magnitude(Context(base.onnx, OPTIONS, base.data, tmp_path, 0, heavy, base.params))
+        prune_magnitude.apply(
+            Context(base.onnx, OPTIONS, base.data, tmp_path, 0, heavy, base.params)
+        )
 
 
 def test_pruned_model_stays_close_to_the_baseline(

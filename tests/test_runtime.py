@@ -10,12 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from stages.onnx_graph import model_files
 from stages.params import Target
 from stages.runtime import (
     TargetUnavailable,
     check_model,
     check_target,
-    model_files,
     readout,
     session,
     session_settings,

@@ -11,9 +11,13 @@ import onnxruntime as ort
 import pytest
 
 from stages.data import Prepared
-from stages.evidence.manifest import changes, confounders, graph_summary
+from stages.evidence.manifest import changes, confounders
+from stages.onnx_graph import graph_summary
 from stages.params import ParamsError
-from stages.techniques import TECHNIQUES, Context, slowdown
+from stages.techniques import slowdown
+from stages.techniques.base import Context
+from stages.techniques.catalog import TECHNIQUES
+from stages.techniques.options import slowdown as slowdown_options
 
 
 def _run(path: Path, x: np.ndarray) -> np.ndarray:
@@ -24,7 +28,7 @@ def _run(path: Path, x: np.ndarray) -> np.ndarray:
 def test_zero_matmuls_is_the_baseline_file(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = Context(tiny_onnx, slowdown.Options(matmuls=0), tiny_data, tmp_path, 0)
+    ctx = Context(tiny_onnx, slowdown_options.Options(matmuls=0), tiny_data, tmp_path, 0)
 
     details = slowdown.apply(ctx)
 
@@ -35,7 +39,7 @@ def test_zero_matmuls_is_the_baseline_file(
 def test_the_chain_keeps_every_output_and_costs_time(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = Context(tiny_onnx, slowdown.Options(matmuls=3, size=64), tiny_data, tmp_path, 0)
+    ctx = Context(tiny_onnx, slowdown_options.Options(matmuls=3, size=64), tiny_data, tmp_path, 0)
     x = tiny_data.sets["validation"]["image"][:16]
 
     details = slowdown.apply(ctx)
@@ -56,7 +60,7 @@ def test_onnx_runtime_does_not_fold_the_chain_away(
 ) -> None:
     """With every graph optimization on, the chain still runs: many large MatMuls take far
     longer than none (a ratio of two runs side by side, not a timing threshold)."""
-    ctx = Context(tiny_onnx, slowdown.Options(matmuls=8, size=256), tiny_data, tmp_path, 0)
+    ctx = Context(tiny_onnx, slowdown_options.Options(matmuls=8, size=256), tiny_data, tmp_path, 0)
     slowdown.apply(ctx)
     x = tiny_data.sets["validation"]["image"][:1]
 
@@ -78,6 +82,6 @@ def test_onnx_runtime_does_not_fold_the_chain_away(
 
 def test_options_are_checked() -> None:
     with pytest.raises(ParamsError, match="matmuls"):
-        slowdown.Options(matmuls=-1)
+        slowdown_options.Options(matmuls=-1)
     with pytest.raises(ParamsError, match="size"):
-        slowdown.Options(size=0)
+        slowdown_options.Options(size=0)

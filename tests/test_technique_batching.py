@@ -15,14 +15,16 @@ from stages.data import Prepared
 from stages.evidence.verdict import HOLD, PASS, RISK, decide
 from stages.measure import scenarios
 from stages.params import Bench, Budget, ParamsError, _structured
-from stages.techniques import Context, NotApplicable, batching
+from stages.techniques import batching
+from stages.techniques.base import Context, NotApplicable
+from stages.techniques.options import batching as batching_options
 
 
 def test_candidate_is_the_same_file_and_batch_invariant(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
     details = batching.apply(
-        Context(tiny_onnx, batching.Options(max_batch_size=4), tiny_data, tmp_path, 0)
+        Context(tiny_onnx, batching_options.Options(max_batch_size=4), tiny_data, tmp_path, 0)
     )
 
     assert (tmp_path / "model.onnx").read_bytes() == tiny_onnx.read_bytes()
@@ -41,7 +43,7 @@ def test_a_fixed_batch_axis_is_not_applicable(tiny_data: Prepared, tmp_path: Pat
     out.mkdir()
 
     with pytest.raises(NotApplicable, match=r"dynamic batch axis.*image.*re-export"):
-        batching.apply(Context(path, batching.Options(), tiny_data, out, 0))
+        batching.apply(Context(path, batching_options.Options(), tiny_data, out, 0))
     assert not (out / "model.onnx").exists()
 
 
@@ -55,7 +57,7 @@ def test_an_unknown_or_symbolic_batch_axis_is_dynamic(batch: int | str) -> None:
 @pytest.mark.parametrize(("key", "value"), [("max_batch_size", 0), ("max_queue_delay_ms", -1.0)])
 def test_bad_options_are_refused(key: str, value: Any) -> None:
     with pytest.raises(ParamsError, match=f"technique.batching.{key}"):
-        _structured(batching.Options, {key: value}, "technique.batching.")
+        _structured(batching_options.Options, {key: value}, "technique.batching.")
 
 
 def test_server_scenario_on_a_fake_model_both_sides_face_the_same_arrivals() -> None:
@@ -71,7 +73,9 @@ def test_server_scenario_on_a_fake_model_both_sides_face_the_same_arrivals() -> 
         server_sweep_factors=[0.5, 1.0, 4.0],
         offline_requests=200,
     )
-    modes = scenarios.serving_modes(batching.Options(max_batch_size=8, max_queue_delay_ms=1.0))
+    modes = scenarios.serving_modes(
+        batching_options.Options(max_batch_size=8, max_queue_delay_ms=1.0)
+    )
     evidence, table = scenarios.run(
         {"baseline": call, "candidate": call}, feeds, modes, capacity_qps=4000, bench=bench, seed=1
     )

@@ -16,11 +16,14 @@ from onnx import helper, numpy_helper
 
 from stages import params as config
 from stages.data import Prepared
-from stages.evidence.manifest import changes, confounders, graph_summary
+from stages.evidence.manifest import changes, confounders
+from stages.onnx_graph import graph_summary
 from stages.runtime import check_model
 from stages.stats import cosine_similarity, max_abs_error
 from stages.techniques import fp16, fuse
 from stages.techniques.base import Context, NotApplicable
+from stages.techniques.options import fp16 as fp16_options
+from stages.techniques.options import fuse as fuse_options
 
 ROOT = Path(__file__).resolve().parents[1]
 FP16_MIN_COSINE, FP16_MAX_ABS = 0.999, 1e-2
@@ -103,7 +106,7 @@ def _with_batchnorm(tiny_onnx: Path, out: Path, conv_bias: bool) -> Path:
 def test_fp16_loads_keeps_io_and_stays_close(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = _ctx(tiny_onnx, fp16.Options(), tiny_data, tmp_path)
+    ctx = _ctx(tiny_onnx, fp16_options.Options(), tiny_data, tmp_path)
     details = fp16.apply(ctx)
 
     _same_io(tiny_onnx, ctx.model_out)
@@ -122,7 +125,7 @@ def test_fp16_loads_keeps_io_and_stays_close(
 def test_fp16_changes_stay_within_declares(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = _ctx(tiny_onnx, fp16.Options(), tiny_data, tmp_path)
+    ctx = _ctx(tiny_onnx, fp16_options.Options(), tiny_data, tmp_path)
     fp16.apply(ctx)
 
     assert _undeclared(tiny_onnx, ctx.model_out, fp16.DECLARES) == []
@@ -132,7 +135,7 @@ def test_fp16_changes_stay_within_declares(
 def test_fp16_op_block_list_keeps_those_ops_in_float32(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = _ctx(tiny_onnx, fp16.Options(op_block_list=["Gemm"]), tiny_data, tmp_path)
+    ctx = _ctx(tiny_onnx, fp16_options.Options(op_block_list=["Gemm"]), tiny_data, tmp_path)
     details = fp16.apply(ctx)
 
     _same_io(tiny_onnx, ctx.model_out)
@@ -143,11 +146,11 @@ def test_fp16_op_block_list_keeps_those_ops_in_float32(
 # --- fuse ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("level", fuse.LEVELS)
+@pytest.mark.parametrize("level", fuse_options.LEVELS)
 def test_fuse_ort_offline_loads_keeps_io_and_matches(
     level: str, tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = _ctx(tiny_onnx, fuse.Options(level=level), tiny_data, tmp_path)
+    ctx = _ctx(tiny_onnx, fuse_options.Options(level=level), tiny_data, tmp_path)
     details = fuse.apply(ctx)
 
     _same_io(tiny_onnx, ctx.model_out)
@@ -175,7 +178,7 @@ def test_fold_batchnorm_folds_the_pair_and_matches(
     conv_bias: bool, tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
     base = _with_batchnorm(tiny_onnx, tmp_path, conv_bias)
-    ctx = _ctx(base, fuse.Options(method="fold_batchnorm"), tiny_data, tmp_path / "out")
+    ctx = _ctx(base, fuse_options.Options(method="fold_batchnorm"), tiny_data, tmp_path / "out")
     details = fuse.apply(ctx)
 
     _same_io(base, ctx.model_out)
@@ -195,7 +198,7 @@ def test_fold_batchnorm_folds_the_pair_and_matches(
 def test_fold_batchnorm_without_batchnorm_is_not_applicable(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    ctx = _ctx(tiny_onnx, fuse.Options(method="fold_batchnorm"), tiny_data, tmp_path)
+    ctx = _ctx(tiny_onnx, fuse_options.Options(method="fold_batchnorm"), tiny_data, tmp_path)
 
     with pytest.raises(NotApplicable, match=r"no Conv\+BatchNormalization pair to fold"):
         fuse.apply(ctx)
@@ -220,7 +223,7 @@ def test_pipeline_export_already_folds_batchnorm(tiny_data: Prepared, tmp_path: 
     export(module, {"image": tiny_data.sets["validation"]["image"][:2]}, path)
     assert "BatchNormalization" not in graph_summary(path)["op_types"]
 
-    ctx = _ctx(path, fuse.Options(method="fold_batchnorm"), tiny_data, tmp_path / "out")
+    ctx = _ctx(path, fuse_options.Options(method="fold_batchnorm"), tiny_data, tmp_path / "out")
     with pytest.raises(NotApplicable, match="no Conv"):
         fuse.apply(ctx)
 
@@ -229,7 +232,7 @@ def test_fuse_fails_when_outputs_leave_the_bound(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
     base = _with_batchnorm(tiny_onnx, tmp_path, conv_bias=True)
-    options = fuse.Options(method="fold_batchnorm", tolerance=1e-30)
+    options = fuse_options.Options(method="fold_batchnorm", tolerance=1e-30)
     ctx = _ctx(base, options, tiny_data, tmp_path / "out")
 
     with pytest.raises(fuse.FusionError, match=r"above technique\.fuse\.tolerance = 1e-30"):
@@ -303,7 +306,7 @@ def _evidence(details: dict[str, Any], effect: str, p50: float) -> dict[str, Any
 def test_fp16_report_states_casts_kernels_and_speed(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    details = fp16.apply(_ctx(tiny_onnx, fp16.Options(), tiny_data, tmp_path))
+    details = fp16.apply(_ctx(tiny_onnx, fp16_options.Options(), tiny_data, tmp_path))
     details["kernels"] = {
         "provider": "CPUExecutionProvider",
         "runtime_casts": 7,
@@ -326,7 +329,7 @@ def test_fp16_report_states_casts_kernels_and_speed(
 def test_fuse_report_states_support_counts_bound_and_load_times(
     tiny_onnx: Path, tiny_data: Prepared, tmp_path: Path
 ) -> None:
-    details = fuse.apply(_ctx(tiny_onnx, fuse.Options(level="all"), tiny_data, tmp_path))
+    details = fuse.apply(_ctx(tiny_onnx, fuse_options.Options(level="all"), tiny_data, tmp_path))
     text = "\n".join(fuse.report(_evidence(details, "no measurable change", 1.004)))
 
     assert "ort_offline at level all" in text

@@ -27,13 +27,16 @@ import yaml
 from torch import nn
 
 from stages.data import Prepared
-from stages.evidence.manifest import changes, confounders, graph_summary
+from stages.evidence.manifest import changes, confounders
 from stages.export import MODEL_FILE, WEIGHTS_FILE, export
 from stages.models import digits
+from stages.onnx_graph import graph_summary
 from stages.params import ParamsError
-from stages.techniques import distill
-from stages.techniques import prune as PR
+from stages.techniques import distill, prune_channels, prune_magnitude
 from stages.techniques.base import Context, NotApplicable
+from stages.techniques.options import distill as distill_options
+from stages.techniques.options import prune as prune_options
+from stages.techniques.torch_tools import count
 from stages.training import sample_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,16 +46,20 @@ STUDENT: dict[str, Any] = {"channels": [2, 6], "hidden": 12}
 # name -> (options, apply, declares)
 TECHNIQUES: dict[str, tuple[Any, Callable[[Context], dict[str, Any]], tuple[str, ...]]] = {
     "prune_magnitude": (
-        PR.MagnitudeOptions(sparsity=0.3, finetune_epochs=0),
-        PR.apply_magnitude,
-        PR.MAGNITUDE_DECLARES,
+        prune_options.MagnitudeOptions(sparsity=0.3, finetune_epochs=0),
+        prune_magnitude.apply,
+        prune_magnitude.DECLARES,
     ),
     "prune_channels": (
-        PR.ChannelOptions(amount=0.25, finetune_epochs=0),
-        PR.apply_channels,
-        PR.CHANNEL_DECLARES,
+        prune_options.ChannelOptions(amount=0.25, finetune_epochs=0),
+        prune_channels.apply,
+        prune_channels.DECLARES,
     ),
-    "distill": (distill.Options(student=dict(STUDENT), epochs=20), distill.apply, distill.DECLARES),
+    "distill": (
+        distill_options.Options(student=dict(STUDENT), epochs=20),
+        distill.apply,
+        distill.DECLARES,
+    ),
 }
 
 
@@ -166,8 +173,8 @@ def test_candidate_changes_only_declared_fields(
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("prune_magnitude", PR.MagnitudeOptions(sparsity=0.3, finetune_epochs=1)),
-        ("prune_channels", PR.ChannelOptions(amount=0.25, finetune_epochs=1)),
+        ("prune_magnitude", prune_options.MagnitudeOptions(sparsity=0.3, finetune_epochs=1)),
+        ("prune_channels", prune_options.ChannelOptions(amount=0.25, finetune_epochs=1)),
         ("distill", None),  # the candidate of the other tests, applied once more
     ],
     ids=["prune_magnitude-finetune", "prune_channels-finetune", "distill"],
@@ -198,7 +205,7 @@ def test_finetune_rows_is_a_seeded_sample_of_the_train_split(
 ) -> None:
     n = len(base.data.labels("train"))
     few = n // 3
-    options = PR.MagnitudeOptions(sparsity=0.3, finetune_epochs=1, finetune_rows=few)
+    options = prune_options.MagnitudeOptions(sparsity=0.3, finetune_epochs=1, finetune_rows=few)
 
     details = TECHNIQUES["prune_magnitude"][1](_ctx(base, options, tmp_path / "few"))
     every = TECHNIQUES["prune_magnitude"][1](
@@ -208,7 +215,7 @@ def test_finetune_rows_is_a_seeded_sample_of_the_train_split(
     assert (details["finetune"]["train_rows"], details["finetune"]["of_train_rows"]) == (few, n)
     assert every["finetune"]["train_rows"] == n
     assert details["finetune"]["epochs"] != every["finetune"]["epochs"]  # other rows, other loss
-    lines = PR.report_magnitude(_evidence(details, "faster"))
+    lines = prune_magnitude.report(_evidence(details, "faster"))
     assert any(f"on {few:,} of {n:,} train rows" in line for line in lines)
     picked = sample_rows(n, few, seed=0)
     assert len(set(picked)) == few and list(picked) == sorted(picked)
@@ -329,11 +336,17 @@ def test_channels_refuses_architectures_it_cannot_rewire(
     preset: Any = ModuleType("unsupported_preset")
     preset.build = lambda _p, _n: module()
     ctx = Context(
-        tmp_path / "b" / MODEL_FILE, PR.ChannelOptions(), base.data, tmp_path, 0, preset, None
+        tmp_path / "b" / MODEL_FILE,
+        prune_options.ChannelOptions(),
+        base.data,
+        tmp_path,
+        0,
+        preset,
+        None,
     )
 
     with pytest.raises(NotApplicable, match=reason):
-        PR.apply_channels(ctx)
+        prune_channels.apply(ctx)
 
 
 class _Residual(nn.Module):
@@ -363,7 +376,7 @@ def test_distill_details_name_the_student_and_its_loss(applied: Applied, base: B
 def test_distill_apply_refuses_a_student_that_is_not_smaller(
     base: Baseline, tmp_path: Path
 ) -> None:
-    options = distill.Options(student={"channels": [4, 8]})  # the teacher's own widths
+    options = distill_options.Options(student={"channels": [4, 8]})  # the teacher's own widths
 
     with pytest.raises(ParamsError, match=r"^student = .*not fewer than the teacher's"):
         distill.apply(_ctx(base, options, tmp_path))
@@ -377,15 +390,18 @@ def test_distill_apply_refuses_a_student_that_is_not_smaller(
 @pytest.mark.parametrize(
     ("make", "match"),
     [
-        (lambda: PR.MagnitudeOptions(sparsity=1.0), r"^sparsity = 1\.0 .*\[0, 1\)"),
-        (lambda: PR.MagnitudeOptions(sparsity=-0.1), r"^sparsity = -0\.1 .*\[0, 1\)"),
-        (lambda: PR.MagnitudeOptions(finetune_epochs=-1), r"^finetune_epochs = -1 .*>= 0"),
-        (lambda: PR.ChannelOptions(amount=1.0), r"^amount = 1\.0 .*\[0, 1\)"),
-        (lambda: PR.ChannelOptions(norm="l3"), r"^norm = 'l3' .*l1, l2"),
-        (lambda: PR.ChannelOptions(learning_rate=0), r"^learning_rate = 0 .*> 0"),
-        (lambda: distill.Options(temperature=0), r"^temperature = 0 .*> 0"),
-        (lambda: distill.Options(alpha=1.5), r"^alpha = 1\.5 .*\[0, 1\]"),
-        (lambda: distill.Options(epochs=-1), r"^epochs = -1 .*>= 1, or 0"),
+        (lambda: prune_options.MagnitudeOptions(sparsity=1.0), r"^sparsity = 1\.0 .*\[0, 1\)"),
+        (lambda: prune_options.MagnitudeOptions(sparsity=-0.1), r"^sparsity = -0\.1 .*\[0, 1\)"),
+        (
+            lambda: prune_options.MagnitudeOptions(finetune_epochs=-1),
+            r"^finetune_epochs = -1 .*>= 0",
+        ),
+        (lambda: prune_options.ChannelOptions(amount=1.0), r"^amount = 1\.0 .*\[0, 1\)"),
+        (lambda: prune_options.ChannelOptions(norm="l3"), r"^norm = 'l3' .*l1, l2"),
+        (lambda: prune_options.ChannelOptions(learning_rate=0), r"^learning_rate = 0 .*> 0"),
+        (lambda: distill_options.Options(temperature=0), r"^temperature = 0 .*> 0"),
+        (lambda: distill_options.Options(alpha=1.5), r"^alpha = 1\.5 .*\[0, 1\]"),
+        (lambda: distill_options.Options(epochs=-1), r"^epochs = -1 .*>= 1, or 0"),
     ],
     ids=[
         "sparsity-1",
@@ -415,23 +431,29 @@ def test_bad_options_are_refused_naming_the_allowed_values(
     ],
     ids=["larger", "unknown-key", "bad-value"],
 )
-def test_distill_check_options_refuses_bad_students(student: dict[str, Any], match: str) -> None:
-    teacher = digits.Params(**TEACHER)
-
+def test_distill_apply_refuses_bad_students(
+    base: Baseline, student: dict[str, Any], match: str, tmp_path: Path
+) -> None:
+    """Checked where distill applies (params validation builds no model)."""
     with pytest.raises(ParamsError, match=match):
-        distill.check_options(distill.Options(student=student), teacher)
+        distill.apply(_ctx(base, distill_options.Options(student=student), tmp_path))
+
+    assert not (tmp_path / MODEL_FILE).exists()
 
 
-def test_distill_check_options_accepts_a_smaller_student() -> None:
-    distill.check_options(distill.Options(), digits.Params())  # the conf/ defaults
+def test_distill_default_student_is_smaller() -> None:
+    teacher = digits.Params()  # the conf/ defaults
+    student = distill.student_params(distill_options.Options(), teacher)
+
+    assert count(digits.build(student, 10)) < count(digits.build(teacher, 10))
 
 
 @pytest.mark.parametrize(
     ("name", "options"),
     [
-        ("prune_magnitude", PR.MagnitudeOptions),
-        ("prune_channels", PR.ChannelOptions),
-        ("distill", distill.Options),
+        ("prune_magnitude", prune_options.MagnitudeOptions),
+        ("prune_channels", prune_options.ChannelOptions),
+        ("distill", distill_options.Options),
     ],
 )
 def test_conf_defaults_match_the_options_dataclasses(name: str, options: type) -> None:
@@ -508,21 +530,21 @@ def _evidence(details: dict[str, Any], effect: str) -> dict[str, Any]:
 def test_magnitude_report_puts_the_sparsity_beside_the_speedup(applied: Applied) -> None:
     _, d = applied("prune_magnitude")
 
-    lines = PR.report_magnitude(_evidence(d, "no measurable change"))
+    lines = prune_magnitude.report(_evidence(d, "no measurable change"))
     text = "\n".join(lines)
 
     assert f"{d['sparsity_reached'] * 100:.1f} %" in text
     assert "p50 1.01x [0.99, 1.03]" in text and "no measurable change" in text
     assert "sparse but not faster: dense kernels do the same work on zeros" in text.lower()
     assert "Overall: accuracy down 0.4 points, 3 right->wrong, 1 wrong->right" in text
-    faster = "\n".join(PR.report_magnitude(_evidence(d, "faster"))).lower()
+    faster = "\n".join(prune_magnitude.report(_evidence(d, "faster"))).lower()
     assert "sparse but not faster" not in faster
 
 
 def test_channels_report_gives_parameters_speed_and_slices(applied: Applied) -> None:
     _, d = applied("prune_channels")
 
-    text = "\n".join(PR.report_channels(_evidence(d, "slower")))
+    text = "\n".join(prune_channels.report(_evidence(d, "slower")))
 
     p = d["parameters"]
     assert f"{p['before']:,} -> {p['after']:,}" in text

@@ -18,9 +18,11 @@ import pytest
 
 from stages import params as config
 from stages.data import Prepared
-from stages.evidence.manifest import changes, confounders, graph_summary
+from stages.evidence.manifest import changes, confounders
+from stages.onnx_graph import graph_summary
 from stages.stats import cosine_similarity
-from stages.techniques import TECHNIQUES, Context, get
+from stages.techniques.base import Context
+from stages.techniques.catalog import TECHNIQUES, get
 
 MIN_COSINE = 0.98
 MIN_AGREEMENT = 0.9  # share of rows whose predicted class the candidate keeps

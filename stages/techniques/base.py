@@ -9,8 +9,8 @@ from typing import Any
 
 from stages.data import Prepared
 from stages.errors import NotApplicable
-from stages.evidence.manifest import graph_summary
 from stages.export import MODEL_FILE, WEIGHTS_FILE, load_torch
+from stages.onnx_graph import graph_summary
 
 # What a graph edit (fusion) may change: its ops, dtypes and bytes; never the model's inputs and
 # outputs. The parameter count changes where weights held in Constant nodes become initializers.

@@ -4,15 +4,14 @@ requests meet the model (measured under load by the benchmark's server and offli
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from stages.errors import require
 from stages.measure import serving
 from stages.techniques.base import Context, NotApplicable
+from stages.techniques.options.batching import Options
 
 DECLARES = ("session.max_batch_size", "session.max_queue_delay_ms")  # how it is served
 CHECK = (
@@ -20,18 +19,6 @@ CHECK = (
     "point, the throughput gained, and batch invariance"
 )
 INVARIANCE_BOUND = 1e-4  # max abs logit difference, batched against one request per call
-
-
-@dataclass
-class Options:
-    max_batch_size: int = 8
-    max_queue_delay_ms: float = 2.0
-
-    def __post_init__(self) -> None:
-        require(self.max_batch_size >= 1, "max_batch_size", self.max_batch_size, ">= 1")
-        require(
-            self.max_queue_delay_ms >= 0, "max_queue_delay_ms", self.max_queue_delay_ms, ">= 0 ms"
-        )
 
 
 def _free_batch(value: onnx.ValueInfoProto) -> bool:

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import tempfile
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from stages.errors import require
+from stages.evidence.lines import interval
+from stages.onnx_graph import node_reads, save_optimized
 from stages.techniques.base import Context, NotApplicable, check_io
 from stages.techniques.graph_prep import prepare
+from stages.techniques.options.fp16 import Options
 
 # Half precision changes the ops (Cast nodes), the initializers' dtypes and the bytes. It keeps the
 # opset and, above all, the inputs and outputs. The parameter count (of the initializers) changes
@@ -34,24 +35,6 @@ PROBED_PROVIDER = "CPUExecutionProvider"  # where apply() looks for native float
 
 _FP16_MAX = float(np.finfo(np.float16).max)
 _FP16_MIN_POSITIVE = 5.96e-08  # the converter's min_positive_val (smallest float16 subnormal)
-
-
-@dataclass
-class Options:
-    keep_io_types: bool = True  # must stay true: a technique may not change the inputs / outputs
-    op_block_list: list[str] = field(default_factory=list)  # op types kept in float32
-
-    def __post_init__(self) -> None:
-        require(
-            self.keep_io_types is True,
-            "keep_io_types",
-            self.keep_io_types,
-            "true (the inputs and outputs stay float32; a technique may not change graph.io)",
-        )
-        for op in self.op_block_list:
-            require(
-                isinstance(op, str) and op != "", "op_block_list", self.op_block_list, "op types"
-            )
 
 
 def apply(ctx: Context) -> dict[str, Any]:
@@ -135,7 +118,7 @@ def report(c: dict[str, Any]) -> list[str]:
                 "initializer(s): ONNX Runtime folds the weight casts into float32 weights"
             )
     lines.append(
-        f"- speedup at batch 1 on {provider}: p50 {_ci(p50)}, p95 {_ci(b1['speedup']['p95'])}: "
+        f"- speedup at batch 1 on {provider}: p50 {interval(p50)}, p95 {interval(b1['speedup']['p95'])}: "
         f"**{b1['effect']}** (noise floor {b1['noise_floor']:.1%})"
     )
     if provider == probed and cast:
@@ -179,7 +162,7 @@ def _toposort(g: Any) -> None:
     children: list[list[int]] = [[] for _ in nodes]
     waiting = [0] * len(nodes)
     for k, n in enumerate(nodes):
-        for p in {producer[i] for i in _reads(n) if i in producer} - {k}:
+        for p in {producer[i] for i in node_reads(n) if i in producer} - {k}:
             children[p].append(k)
             waiting[k] += 1
     ready = [k for k, w in enumerate(waiting) if w == 0]
@@ -199,20 +182,6 @@ def _toposort(g: Any) -> None:
         c.CopyFrom(nodes[k])
     del g.node[:]
     g.node.extend(copies)
-
-
-def _reads(node: Any) -> list[str]:
-    """Tensor names a node reads, including outer-scope names its subgraphs read."""
-    import onnx
-
-    names = list(node.input)
-    for a in node.attribute:
-        subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-        for sub in subs:
-            inner = {v.name for v in sub.input} | {i.name for i in sub.initializer}
-            inner |= {o for n in sub.node for o in n.output}
-            names += [x for n in sub.node for x in _reads(n) if x not in inner]
-    return names
 
 
 def _casts(model: Any) -> int:
@@ -265,19 +234,10 @@ def _probe_kernels(path: Path) -> dict[str, Any]:
 def _runtime_graph(path: Path, level: str) -> Any:
     """The graph a CPU session runs after its transformers, as saved by ONNX Runtime."""
     import onnx
-    import onnxruntime as ort
 
-    levels = {
-        "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }
     with tempfile.TemporaryDirectory() as tmp:
         runtime = Path(tmp) / "runtime.onnx"
-        so = ort.SessionOptions()
-        so.graph_optimization_level = levels[level]
-        so.optimized_model_filepath = str(runtime)
-        so.log_severity_level = 3  # level `all` warns that the saved graph is hardware-specific
-        ort.InferenceSession(str(path), so, providers=[PROBED_PROVIDER])
+        save_optimized(path, runtime, level, PROBED_PROVIDER)
         return onnx.load(str(runtime))
 
 
@@ -305,7 +265,3 @@ def _float_ops(model: Any) -> dict[int, Counter[str]]:
             )
             out[key][n.op_type] += 1
     return out
-
-
-def _ci(x: dict[str, float]) -> str:
-    return f"{x['estimate']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"

@@ -8,16 +8,10 @@ machine and model. Its verdict should read "no measurable change" (HOLD), never 
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
 from typing import Any
 
+from stages.evidence.lines import interval
 from stages.techniques.base import Context
-
-
-@dataclass
-class Options:
-    """No options: the candidate is the baseline file itself."""
-
 
 DECLARES: tuple[str, ...] = ()  # nothing may differ; any difference confounds it
 
@@ -39,7 +33,7 @@ def report(c: dict[str, Any]) -> list[str]:
     o = c["validation"]["overall"]
     return [
         f"- The candidate is the baseline's own file: p50 speedup at batch 1 "
-        f"{sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}] reads **{b1['effect']}** "
+        f"{interval(sp)} reads **{b1['effect']}** "
         f"against a noise floor of {b1['noise_floor']:.1%}; anything else would be a fault of "
         "the protocol, not of the model.",
         f"- Predictions: {o['right_to_wrong']} right->wrong and {o['wrong_to_right']} "

@@ -11,12 +11,11 @@ size you want to catch, and `make rebenchmark` must flag it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from stages.errors import require
+from stages.evidence.lines import interval
 from stages.techniques import identity
 from stages.techniques.base import GRAPH_EDIT, Context, check_io
 
@@ -25,21 +24,6 @@ DECLARES: tuple[str, ...] = GRAPH_EDIT  # added nodes and one constant; inputs a
 CHECK = "that the re-benchmark gate flags the known slowdown and nothing else changed"
 
 PREFIX = "slowdown_"  # names of the added nodes, values and initializer
-
-
-@dataclass
-class Options:
-    matmuls: int = 0  # MatMuls in the no-op chain; 0 copies the baseline's graph unchanged
-    size: int = 256  # the chain's square matrix side: each MatMul costs 2 * size**3 flops
-
-    def __post_init__(self) -> None:
-        for name, value, low in (("matmuls", self.matmuls, 0), ("size", self.size, 1)):
-            require(
-                isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                name,
-                value,
-                f"an integer >= {low}",
-            )
 
 
 def apply(ctx: Context) -> dict[str, Any]:
@@ -115,7 +99,7 @@ def report(c: dict[str, Any]) -> list[str]:
     return [
         f"- A deliberate regression: {d['matmuls']} no-op MatMul(s) of {d['size']} x "
         f"{d['size']} ({d['added_flops_per_call']:,} flops a call) added to the baseline. "
-        f"p50 speedup at batch 1 {sp['estimate']:.3f} [{sp['low']:.3f}, {sp['high']:.3f}] "
+        f"p50 speedup at batch 1 {interval(sp)} "
         f"reads **{b1['effect']}**; the re-benchmark gate must flag it against evidence "
         "committed at `matmuls: 0`.",
     ]
