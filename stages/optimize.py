@@ -13,8 +13,9 @@ from stages import data as datasets
 from stages import params as config
 from stages.cli import run
 from stages.errors import SETUP_ERRORS
-from stages.evidence.manifest import changes, graph_summary
+from stages.evidence.manifest import changes
 from stages.export import MANIFEST_FILE, MODEL_FILE
+from stages.onnx_graph import graph_summary
 from stages.runtime import check_model
 from stages.storage import atomic_dir, read_json, write_json
 from stages.techniques.base import Context, NotApplicable

@@ -608,19 +608,32 @@ def test_the_params_rule_follows_every_use_of_the_params_object() -> None:
 
 def test_editing_a_techniques_review_text_reruns_report() -> None:
     """`report` renders each technique's `report` lines (int8_static's calibration sensitivity,
-    say) and its `declares` from the catalog stages.techniques: its imports reach the catalog and
-    every technique module, and its deps cover each of them."""
+    say) and its `declares` from the catalog stages.techniques.catalog: its imports reach the
+    catalog and every technique module the catalog names, and its deps cover each of them. No other
+    stage than `optimize` reaches a technique's module: validating params needs only the options."""
     project = Project(ROOT)
-    (report,) = (s for s in dvc_stages(ROOT) if s.name == "report")
+    stages = dvc_stages(ROOT)
+    (report,) = (s for s in stages if s.name == "report")
     assert report.module is not None
-    catalog = f"{PACKAGE}.techniques"
+    catalog = f"{PACKAGE}.techniques.catalog"
     reached = project.closure(report.module)
     assert catalog in reached, "report no longer imports the technique catalog"
-    techniques = {m for m in project.imports(catalog) if m.startswith(f"{catalog}.")}
-    assert f"{catalog}.int8" in techniques and techniques <= reached.keys()
+    package = f"{PACKAGE}.techniques."
+    techniques = {
+        m for m in project.imports(catalog) if m.startswith(package) and ".options" not in m
+    }
+    assert f"{package}int8_static" in techniques and techniques <= reached.keys()
     files = sorted(project.modules[m].rel for m in {catalog, *techniques})
     uncovered = [f for f in files if not _covered(f, report.deps)]
     assert not uncovered, f"report does not re-run when these change: {uncovered}"
+    reaching = sorted(
+        {
+            s.base
+            for s in stages
+            if s.module and f"{package}int8_static" in project.closure(s.module)
+        }
+    )
+    assert reaching == ["optimize", "report"], reaching
 
 
 def test_the_allowed_exceptions_are_real() -> None:

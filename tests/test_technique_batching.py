@@ -12,7 +12,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from stages.data import Prepared
-from stages.evidence.verdict import HOLD, PASS, RISK, decide
+from stages.evidence.rule import PASS, RISK
+from stages.evidence.verdict import HOLD, decide
 from stages.measure import scenarios
 from stages.params import Bench, Budget, ParamsError, _structured
 from stages.techniques import batching

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from stages.onnx_graph import graph_summary
-
-__all__ = ["changes", "confounders", "flatten", "graph_summary", "side"]
-
 
 def side(graph: dict[str, Any], session: dict[str, Any], inputs: dict[str, Any]) -> dict[str, Any]:
     """One side of a comparison: its graph, the session it ran in, the inputs it saw."""
