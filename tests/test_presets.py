@@ -23,7 +23,8 @@ from PIL import Image
 
 from stages.data import LABELS, MASK_PREFIX, Prepared
 from stages.export import export, parity
-from stages.models import fashion, onnx_file
+from stages.models import fashion, onnx_file, onnx_file_render
+from stages.models.options import OnnxFileParams
 from stages.params import ParamsError
 from stages.storage import EvidenceError, save_arrays, sha256_arrays
 from stages.techniques.base import NotApplicable
@@ -196,10 +197,10 @@ def _arrays() -> dict[str, np.ndarray]:
     }
 
 
-def _byo(tmp_path: Path, model: Path, arrays: dict[str, np.ndarray], **kw: Any) -> onnx_file.Params:
+def _byo(tmp_path: Path, model: Path, arrays: dict[str, np.ndarray], **kw: Any) -> OnnxFileParams:
     data = tmp_path / "data.npz"
     save_arrays(data, arrays)
-    return onnx_file.Params(path=str(model), data=str(data), **{"calibration_share": 0.25, **kw})
+    return OnnxFileParams(path=str(model), data=str(data), **{"calibration_share": 0.25, **kw})
 
 
 def test_onnx_file_prepare_and_provide(byo_model: Path, tmp_path: Path) -> None:
@@ -230,7 +231,7 @@ def test_onnx_file_prepare_and_provide(byo_model: Path, tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(None, data.feeds("validation"))[0].shape == (45, CLASSES)
 
-    suffix, png = onnx_file.render_failure({k: v[:1] for k, v in val.items()})
+    suffix, png = onnx_file_render.render_failure({k: v[:1] for k, v in val.items()})
     assert suffix == ".png"  # a (1, 8, 8) input is an image: scaled up, its row kept as text
     img = Image.open(io.BytesIO(png))
     assert img.size == (112, 112) and img.text[onnx_file.ROW] == str(rows[0])
@@ -372,9 +373,9 @@ def test_onnx_file_bad_files_and_params(byo_model: Path, tmp_path: Path) -> None
     with pytest.raises(CLEAR, match=r"calibration_share = 0\.001 of 60 rows leaves 0"):
         onnx_file.prepare(dataclasses.replace(p, calibration_share=0.001), seed=0)
     with pytest.raises(ParamsError, match=r"calibration_share = 1\.5"):
-        onnx_file.Params(path="m.onnx", data="d.npz", calibration_share=1.5)
+        OnnxFileParams(path="m.onnx", data="d.npz", calibration_share=1.5)
     with pytest.raises(ParamsError, match=r"path = ''.*your \.onnx model"):
-        onnx_file.Params(data="d.npz")
+        OnnxFileParams(data="d.npz")
 
 
 def test_onnx_file_refuses_a_fixed_batch_axis(byo_model: Path, tmp_path: Path) -> None:
