@@ -48,7 +48,7 @@ def time_once(p: config.Params, name: str) -> dict[str, Any]:
     check_model(base, "baseline")
     check_model(cand_dir / MODEL_FILE, f"optimize@{name}")
     prepared = datasets.read(Path(p.paths.data))
-    inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
+    inputs = batches(prepared.feeds("validation"), 1, p.preset.trim)
     with timing_pool(p, base, cand_dir / MODEL_FILE) as pool:
         s, _ = time_sides(p, pool.feed(inputs), 1, weighed=True)
     return {

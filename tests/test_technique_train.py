@@ -68,7 +68,7 @@ class Baseline:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     params = digits.Params(**TEACHER)
     data = digits.prepare(params, seed=0)
-    module, _ = digits.train(params, data, seed=0)
+    module, _ = digits.PRESET.train(params, data, seed=0)
     folder = tmp_path_factory.mktemp("baseline")
     export(module, {"image": data.feeds("validation")["image"][:2]}, folder / MODEL_FILE)
     torch.save(module.state_dict(), folder / WEIGHTS_FILE)

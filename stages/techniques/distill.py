@@ -23,7 +23,7 @@ import numpy as np
 
 from stages.errors import ParamsError, require
 from stages.export import TRAIN_LOGITS_FILE, export
-from stages.models import MODELS
+from stages.models.catalog import MODELS
 from stages.storage import EvidenceError
 from stages.techniques.base import Context
 from stages.techniques.prune import _count, _example, _pc, _points, slice_lines, speed_lines
