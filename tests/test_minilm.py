@@ -227,7 +227,7 @@ def test_whole_sets_run_shortest_first_and_come_back_in_row_order(
             return real_run(names, feed)
 
     monkeypatch.setattr(runtime, "ROWS_PER_CALL", 16)
-    got = runtime.run_rows(Spy(), feeds, minilm)[0]  # type: ignore[arg-type]
+    got = runtime.run_rows(Spy(), feeds, minilm.PRESET)[0]  # type: ignore[arg-type]
     one_by_one = np.concatenate(
         [
             real_run(None, minilm_tokens.trim({k: v[i : i + 1] for k, v in feeds.items()}))[0]
@@ -253,34 +253,37 @@ def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
 
     feeds, labels = data.feeds("validation"), data.labels("validation")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    alone = predictions.predict(sess, feeds, minilm)
-    inv = validate.batch_invariance(sess, feeds, alone, labels, minilm)
+    alone = predictions.predict(sess, feeds, minilm.PRESET)
+    inv = validate.batch_invariance(sess, feeds, alone, labels, minilm.PRESET)
     assert inv["rows"] == len(labels) and inv["argmax_changed"] == 0
     assert inv["max_abs_difference"] < 1e-4
     assert inv["accuracy_alone"] == inv["accuracy_batched"]
     quantized = tmp_path / "int8.onnx"
     quantize_dynamic(onnx_path, quantized, weight_type=QuantType.QInt8)
     q = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-    q_alone = predictions.predict(q, feeds, minilm)
+    q_alone = predictions.predict(q, feeds, minilm.PRESET)
     row = minilm_tokens.trim({k: v[7:8] for k, v in feeds.items()})
     assert np.array_equal(q_alone[7], q.run(None, row)[0][0])  # "alone" is one call on one row
     # activation ranges are taken per call: the same row gives other logits among other rows
-    assert validate.batch_invariance(q, feeds, q_alone, labels, minilm)["max_abs_difference"] > 1e-3
+    assert (
+        validate.batch_invariance(q, feeds, q_alone, labels, minilm.PRESET)["max_abs_difference"]
+        > 1e-3
+    )
     # on a sample spread over the lengths: the longest row is in it, the set's size is named,
     # and the sample's rows are compared with their own rows alone (a shifted pairing would not
     # agree bit for bit)
-    few = validate.batch_invariance(sess, feeds, alone, labels, minilm, rows=5)
+    few = validate.batch_invariance(sess, feeds, alone, labels, minilm.PRESET, rows=5)
     assert few["rows"] == 5 and few["of_rows"] == len(labels)
     assert few["argmax_changed"] == 0 and few["max_abs_difference"] < 1e-4
     longest = int(np.argmax(minilm_tokens.lengths(feeds)))
     shifted = np.roll(alone, 1, axis=0)
     assert (
-        validate.batch_invariance(sess, feeds, shifted, labels, minilm, rows=5)[
+        validate.batch_invariance(sess, feeds, shifted, labels, minilm.PRESET, rows=5)[
             "max_abs_difference"
         ]
         > 1e-3
     )
-    assert longest in validate.spread_rows(feeds, minilm, 5)
+    assert longest in validate.spread_rows(feeds, minilm.PRESET, 5)
 
 
 def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
@@ -328,7 +331,7 @@ def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     out = tmp_path / "candidate"
     out.mkdir()
     options = PR.ChannelOptions(amount=0.25, finetune_epochs=1)
-    d = PR.apply_channels(Context(base / MODEL_FILE, options, data, out, 0, minilm, small))
+    d = PR.apply_channels(Context(base / MODEL_FILE, options, data, out, 0, minilm.PRESET, small))
     assert d["structure"] == "transformer FFN neurons"
     assert d["layers"][0]["after"] == 1152
     assert d["parameters"]["before"] - d["parameters"]["after"] == 2 * 384 * 384 + 384

@@ -37,7 +37,7 @@ def base(minilm_baseline: Callable[[dict[str, Any]], Baseline]) -> Baseline:
 
 def _apply(b: Baseline, out: Path, options: PR.MagnitudeOptions = OPTIONS) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    return PR.apply_magnitude(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
+    return PR.apply_magnitude(Context(b.onnx, options, b.data, out, 0, minilm.PRESET, b.params))
 
 
 @pytest.fixture(scope="module")

@@ -77,7 +77,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
 
 def _ctx(b: Baseline, options: Any, out: Path, baseline: Path | None = None) -> Context:
     out.mkdir(parents=True, exist_ok=True)
-    return Context(baseline or b.onnx, options, b.data, out, 0, digits, b.params)
+    return Context(baseline or b.onnx, options, b.data, out, 0, digits.PRESET, b.params)
 
 
 def _session(path: Path) -> ort.InferenceSession:
