@@ -10,7 +10,6 @@ import numpy as np
 from stages import data as datasets
 from stages import params as config
 from stages.cli import run
-from stages.evidence.manifest import graph_summary
 from stages.export import (
     MANIFEST_FILE,
     MODEL_FILE,
@@ -21,6 +20,8 @@ from stages.export import (
     export,
     parity,
 )
+from stages.models.catalog import MODELS
+from stages.onnx_graph import graph_summary
 from stages.storage import atomic_dir, write_json
 
 
@@ -30,22 +31,25 @@ def main() -> None:
     p = config.load()
     prepared = datasets.read(Path(p.paths.data))
     feeds = prepared.feeds("validation")
+    preset = MODELS[p.model_name]
     with atomic_dir(Path(p.paths.baseline)) as out:
-        if hasattr(p.preset, "provide_onnx"):  # a model that arrives as ONNX: nothing to train
-            log = p.preset.provide_onnx(p.model, prepared, out / MODEL_FILE)
+        provide_onnx = preset.provide_onnx
+        if provide_onnx is not None:  # a model that arrives as ONNX: nothing to train
+            log = provide_onnx(p.model, prepared, out / MODEL_FILE)
             check: dict[str, Any] = {
                 "skipped": "the model arrived as ONNX: there is no framework model to compare"
             }
             print(f"baseline: {log}")
         else:
-            module, log = p.preset.train(p.model, prepared, p.seed)
+            module, log = preset.train(p.model, prepared, p.seed)
             example = {k: v[:2] for k, v in feeds.items()}
-            export(module, example, out / MODEL_FILE, getattr(p.preset, "DYNAMIC_AXES", None))
-            trim = getattr(p.preset, "trim", None)
+            export(module, example, out / MODEL_FILE, preset.DYNAMIC_AXES)
+            trim = preset.trim
             err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance, trim)
             torch.save(module.state_dict(), out / WEIGHTS_FILE)
-            if getattr(module, "train_logits", None) is not None:  # kept for distill's teacher
-                np.save(out / TRAIN_LOGITS_FILE, module.train_logits.numpy())
+            logits = getattr(module, "train_logits", None)  # set by a preset's finetune
+            if logits is not None:  # kept for distill's teacher
+                np.save(out / TRAIN_LOGITS_FILE, logits.numpy())
             check = {
                 "max_abs_error": err,
                 "tolerance": p.model.parity_tolerance,

@@ -26,6 +26,7 @@ from stages.measure.blocks import Call
 from stages.measure.rounds import Slot, run_rounds
 from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Protocol, summarize
 from stages.measure.worker import Pool
+from stages.models.catalog import MODELS
 from stages.runtime import readout, session, session_settings, size_on_disk
 from stages.storage import read_json, save_arrays, write_json, write_text
 
@@ -112,7 +113,7 @@ def measure(
     produced = {BASELINE: "baseline", CANDIDATE: f"optimize@{name}"}
     sessions = side_sessions(p, base, cand, name)
     calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
-    trim = getattr(p.preset, "trim", None)
+    trim = MODELS[p.model_name].trim
     runs = [("validation", b) for b in p.bench.batch_sizes]
     if FIXED in prepared.sets:  # a preset's fixed-shape case, e.g. text padded to 128 tokens
         runs.append((FIXED, 1))

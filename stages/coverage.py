@@ -28,6 +28,7 @@ from stages import params as config
 from stages.benchmark import batches, time_sides, timing_pool
 from stages.cli import run
 from stages.export import MODEL_FILE
+from stages.models.catalog import MODELS
 from stages.runtime import check_model, check_target
 from stages.storage import read_json
 
@@ -48,7 +49,7 @@ def time_once(p: config.Params, name: str) -> dict[str, Any]:
     check_model(base, "baseline")
     check_model(cand_dir / MODEL_FILE, f"optimize@{name}")
     prepared = datasets.read(Path(p.paths.data))
-    inputs = batches(prepared.feeds("validation"), 1, getattr(p.preset, "trim", None))
+    inputs = batches(prepared.feeds("validation"), 1, MODELS[p.model_name].trim)
     with timing_pool(p, base, cand_dir / MODEL_FILE) as pool:
         s, _ = time_sides(p, pool.feed(inputs), 1, weighed=True)
     return {

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from stages.errors import require
 from stages.storage import read_arrays, read_json, save_arrays, sha256_arrays, write_json
 
 LABELS = "labels"
@@ -23,43 +22,6 @@ class Slice:
     set: str
     mask: str | None = None
     description: str = ""
-
-
-def low_light(
-    images: np.ndarray, labels: np.ndarray, input_name: str, scale: float, gamma: float
-) -> tuple[Slice, dict[str, np.ndarray]]:
-    """The `low_light` slice and its set: every validation image darkened to scale * x ** gamma."""
-    darkened = (scale * images**gamma).astype(np.float32)
-    description = f"every validation image darkened to {scale} * x ** {gamma}"
-    return Slice("low_light", "low_light", None, description), {
-        input_name: darkened,
-        LABELS: labels,
-    }
-
-
-def grayscale_png(image: np.ndarray, side: int, scale: int) -> tuple[str, bytes]:
-    """A failure file for an image in [0, 1]: side x side pixels, scaled up `scale` times."""
-    import io
-
-    from PIL import Image
-
-    img = np.clip(image.reshape(side, side) * 255.0, 0, 255).astype(np.uint8)
-    buf = io.BytesIO()
-    size = (scale * side, scale * side)
-    Image.fromarray(img).resize(size, Image.Resampling.NEAREST).save(buf, format="PNG")
-    return ".png", buf.getvalue()
-
-
-def check_low_light(scale: float, gamma: float) -> None:
-    """The image presets' low_light parameters (ParamsError naming the field)."""
-    require(0 < scale <= 1, "low_light_scale", scale, "in (0, 1]")
-    require(gamma > 0, "low_light_gamma", gamma, "> 0")
-
-
-def check_split(validation_share: float, calibration_size: int) -> None:
-    """A validation share of all rows and a calibration count (ParamsError naming the field)."""
-    require(0 < validation_share < 0.9, "validation_share", validation_share, "in (0, 0.9)")
-    require(calibration_size >= 1, "calibration_size", calibration_size, ">= 1")
 
 
 @dataclass

@@ -6,13 +6,15 @@ import logging
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from stages.onnx_graph import subgraphs
 from stages.stats import max_abs_error
+
+if TYPE_CHECKING:
+    from stages.models.preset import Preset
 
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "model.pt"
@@ -119,7 +121,7 @@ def parity(
     return err
 
 
-def load_torch(preset: ModuleType, model_params: Any, num_classes: int, weights: Path) -> Any:
+def load_torch(preset: Preset, model_params: Any, num_classes: int, weights: Path) -> Any:
     """The baseline's torch module, rebuilt from its preset and saved weights (for training
     techniques: fine-tuning, pruning, distillation)."""
     import torch

@@ -15,6 +15,7 @@ from stages.cli import run
 from stages.errors import SETUP_ERRORS
 from stages.evidence.manifest import changes
 from stages.export import MANIFEST_FILE, MODEL_FILE
+from stages.models.catalog import MODELS
 from stages.onnx_graph import graph_summary
 from stages.runtime import check_model
 from stages.storage import atomic_dir, read_json, write_json
@@ -38,7 +39,13 @@ def main(argv: list[str] | None = None) -> None:
     prepared = datasets.read(Path(p.paths.data))
     with atomic_dir(Path(p.paths.candidates) / name) as out:
         ctx = Context(
-            base_dir / MODEL_FILE, p.technique[name], prepared, out, p.seed, p.preset, p.model
+            base_dir / MODEL_FILE,
+            p.technique[name],
+            prepared,
+            out,
+            p.seed,
+            MODELS[p.model_name],
+            p.model,
         )
         manifest = {
             "technique": name,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import yaml
@@ -13,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from stages.errors import ParamsError, closest, one_of, require
-from stages.models import MODELS
+from stages.models.options import PARAMS
 from stages.techniques.options import OPTIONS
 
 PARAMS_FILE = Path("params.yaml")
@@ -182,16 +181,11 @@ class Params:
     seed: int
     paths: Paths
     model_name: str
-    model: Any  # the preset's own dataclass, e.g. stages.models.digits.Params
+    model: Any  # the preset's own dataclass, e.g. stages.models.options.DigitsParams
     target: Target
     technique: dict[str, Any]  # technique name -> its options dataclass
     bench: Bench
     budget: Budget
-
-    @property
-    def preset(self) -> ModuleType:
-        """The model preset module (data, training, rendering of failures)."""
-        return MODELS[self.model_name]
 
 
 def validate(raw: dict[str, Any]) -> Params:
@@ -199,8 +193,8 @@ def validate(raw: dict[str, Any]) -> Params:
     top = _structured(_Raw, raw, "")
     model_raw = dict(top.model)
     name = model_raw.pop("name", None)
-    one_of("model.name", name, sorted(MODELS))
-    model = _structured(MODELS[name].Params, model_raw, "model.")
+    one_of("model.name", name, sorted(PARAMS))
+    model = _structured(PARAMS[name], model_raw, "model.")
     if not top.technique:
         raise ParamsError(
             f"technique: no technique selected; pick one or more of {sorted(OPTIONS)}, "

@@ -16,6 +16,7 @@ from stages import fidelity
 from stages import params as config
 from stages.cli import run
 from stages.export import MODEL_FILE
+from stages.models.catalog import MODELS
 from stages.predictions import REFERENCE_FILE, REFERENCE_LOGITS, REFERENCE_OUTPUTS, eval_sets
 from stages.runtime import row_workers, run_alone, session, session_settings
 from stages.storage import atomic_dir, save_arrays, sha256_file, write_json
@@ -31,7 +32,7 @@ def main() -> None:
     how: dict[str, dict[str, Any]] = {name: {} for name in eval_sets(prepared)}
     runs = {
         name: run_alone(
-            sess, prepared.feeds(name), p.preset, f"baseline {name}", workers, how[name]
+            sess, prepared.feeds(name), MODELS[p.model_name], f"baseline {name}", workers, how[name]
         )
         for name in eval_sets(prepared)
     }

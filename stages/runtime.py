@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -16,7 +15,13 @@ from stages.onnx_graph import add_model, model_files, optimization_level
 if TYPE_CHECKING:
     import onnxruntime as ort
 
+    from stages.models.preset import Feeds, Preset
     from stages.params import Target
+
+
+def _whole(feed: Feeds) -> Feeds:
+    """No preset, no trimming: a batch as it is."""
+    return feed
 
 
 def check_target(target: Target) -> None:
@@ -148,7 +153,7 @@ ROWS_PER_CALL = 64  # rows per call when a whole set is run: bounded memory, lit
 
 
 def run_rows(
-    sess: ort.InferenceSession, feeds: dict[str, np.ndarray], preset: ModuleType | None = None
+    sess: ort.InferenceSession, feeds: dict[str, np.ndarray], preset: Preset | None = None
 ) -> list[np.ndarray]:
     """Every output of the session for every row of `feeds`, in the rows' order.
 
@@ -157,7 +162,7 @@ def run_rows(
     its longest real row: the padding a chunk carries is small. The order is fixed by the data,
     so reruns compute the same sums."""
     n = len(next(iter(feeds.values())))
-    cut = getattr(preset, "trim", None) or (lambda f: f)
+    cut = preset.trim if preset is not None else _whole
     order = length_order(feeds, preset)
     parts = [
         sess.run(None, cut({k: v[order[i : i + ROWS_PER_CALL]] for k, v in feeds.items()}))
@@ -197,7 +202,7 @@ def row_workers(path: Path, target: Target | None = None) -> list[ort.InferenceS
 def run_alone(
     sess: ort.InferenceSession,
     feeds: dict[str, np.ndarray],
-    preset: ModuleType | None = None,
+    preset: Preset | None = None,
     desc: str = "predict",
     workers: list[ort.InferenceSession] | None = None,
     record: dict[str, Any] | None = None,
@@ -213,7 +218,7 @@ def run_alone(
     from tqdm import tqdm
 
     n = len(next(iter(feeds.values())))
-    cut = getattr(preset, "trim", None) or (lambda f: f)
+    cut = preset.trim if preset is not None else _whole
 
     def one(s: ort.InferenceSession, i: int) -> list[np.ndarray]:
         return s.run(None, cut({k: v[i : i + 1] for k, v in feeds.items()}))
@@ -263,14 +268,14 @@ def _shared(
     return out
 
 
-def length_order(feeds: dict[str, np.ndarray], preset: ModuleType | None) -> np.ndarray:
+def length_order(feeds: dict[str, np.ndarray], preset: Preset | None) -> np.ndarray:
     """Row indices, shortest first by the preset's `lengths` hook (rows in order without it)."""
-    lengths = getattr(preset, "lengths", None)
+    lengths = preset.lengths if preset is not None else None
     n = len(next(iter(feeds.values())))
     return np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
 
 
-def spread_rows(feeds: dict[str, np.ndarray], preset: ModuleType | None, k: int) -> np.ndarray:
+def spread_rows(feeds: dict[str, np.ndarray], preset: Preset | None, k: int) -> np.ndarray:
     """k row indices at evenly spaced ranks of the preset's lengths (the longest included)."""
     order = length_order(feeds, preset)
     return order[np.unique(np.linspace(0, len(order) - 1, k).round().astype(int))]

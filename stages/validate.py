@@ -20,6 +20,7 @@ from stages.cli import run
 from stages.evidence.records import ValidationEvidence
 from stages.export import MODEL_FILE
 from stages.failure_rows import failures, predictions_csv, write_failures
+from stages.models.catalog import MODELS
 from stages.predictions import eval_sets, read_reference, read_reference_outputs
 from stages.runtime import (
     ROWS_PER_CALL,
@@ -206,7 +207,9 @@ def main(argv: list[str] | None = None) -> None:
         same = sha256_file(cand_dir / MODEL_FILE) == sha256_file(base)
         workers = [] if same else row_workers(cand_dir / MODEL_FILE, p.target)
         confidence = p.bench.confidence
-        evidence = evaluate(reference, cand, prepared, confidence, p.preset, same, workers, outputs)
+        evidence = evaluate(
+            reference, cand, prepared, confidence, MODELS[p.model_name], same, workers, outputs
+        )
         result.update(evidence.to_dict())
         logits = evidence.logits
         rows = failures(prepared, logits)
@@ -218,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         result["reason"] = manifest.get("reason", "")
     with atomic_dir(Path(p.paths.failures) / name) as folder:
-        write_failures(folder, rows, prepared, p.preset.render_failure)
+        write_failures(folder, rows, prepared, MODELS[p.model_name].render_failure)
     write_text(out / "predictions.csv", predictions_csv(prepared, logits))
     slices_rows = ["slice,baseline_accuracy,candidate_accuracy"] + [
         f"{k},{v['baseline_accuracy']['estimate']:.6f},{v['candidate_accuracy']['estimate']:.6f}"

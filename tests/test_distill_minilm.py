@@ -42,7 +42,7 @@ def base(minilm_baseline: Callable[[dict[str, Any]], Baseline]) -> Baseline:
 
 def _apply(b: Baseline, out: Path, options: distill_options.Options = OPTIONS) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    return distill.apply(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
+    return distill.apply(Context(b.onnx, options, b.data, out, 0, minilm.PRESET, b.params))
 
 
 @pytest.fixture(scope="module")
@@ -132,8 +132,8 @@ def test_a_student_as_deep_as_the_teacher_is_refused(base: Baseline, tmp_path: P
 
 
 def test_preset_settings_fill_options_left_at_zero() -> None:
-    assert distill.training(distill_options.Options(), minilm) == minilm.DISTILL
-    assert distill.training(distill_options.Options(epochs=1), minilm)["epochs"] == 1
+    assert distill.training(distill_options.Options(), minilm.PRESET) == minilm.DISTILL
+    assert distill.training(distill_options.Options(epochs=1), minilm.PRESET)["epochs"] == 1
 
 
 def test_report_gives_the_training_speed_and_new_failures(applied: tuple[Path, dict]) -> None:

@@ -30,7 +30,7 @@ function parameter annotated `config.Params`. On such a name `p`:
 - `p.<section>` passed as an argument to a project function that only ever reads fields of that
   parameter (`Protocol.from_bench(p.bench, p.budget, ...)`) reads `<section>.<each field>`;
 - `p.<section>` used in any other way (passed on, `config.as_dict(p.bench)`) reads the whole section;
-- `p.preset` and `p.model_name` read `model.name` (ALIASES); `p.paths` reads no params entry
+- `p.model_name` reads `model.name` (ALIASES); `p.paths` reads no params entry
   (UNTRACKED), since dvc.yaml interpolates the same paths into the stage's deps and outs;
 - `p` passed to a project function whose parameter is annotated `config.Params` is followed there (that
   module is reached too); any other use of `p` cannot be followed and fails the test.
@@ -59,7 +59,7 @@ ALLOWED: dict[str, str] = {
     "stages/cli.py": "wraps each stage's main: a known error prints one line, exits 1; writes nothing",
 }
 # Attributes of stages.params.Params that are not sections of params.yaml: the key each reads.
-ALIASES = {"model_name": "model.name", "preset": "model.name"}
+ALIASES = {"model_name": "model.name"}
 # Sections read without a params entry, and why that is safe.
 UNTRACKED = {"paths": "dvc.yaml interpolates the same paths into every stage's deps and outs"}
 

@@ -20,7 +20,8 @@ from stages import data as datasets
 from stages import params as config
 from stages.export import MODEL_FILE, WEIGHTS_FILE, export, parity
 from stages.failure_rows import write_failures
-from stages.models import MODELS, minilm
+from stages.models import minilm, minilm_corpus, minilm_encoder, minilm_model_dir, minilm_tokens
+from stages.models.options import PARAMS, MiniLMParams
 from stages.storage import sha256_arrays
 from stages.techniques import channel_surgery, prune_channels
 from stages.techniques.base import Context
@@ -33,19 +34,17 @@ SLICES = ["short", "long", "negation", "class_rotten", "class_fresh"]
 
 
 @pytest.fixture(scope="module")
-def small() -> minilm.Params:
-    return minilm.Params(**SMALL)
+def small() -> MiniLMParams:
+    return MiniLMParams(**SMALL)
 
 
 @pytest.fixture(scope="module")
-def data(small: minilm.Params) -> datasets.Prepared:
+def data(small: MiniLMParams) -> datasets.Prepared:
     return minilm.prepare(small, seed=0)
 
 
 @pytest.fixture(scope="module")
-def trained(
-    small: minilm.Params, data: datasets.Prepared
-) -> tuple[torch.nn.Module, dict[str, Any]]:
+def trained(small: MiniLMParams, data: datasets.Prepared) -> tuple[torch.nn.Module, dict[str, Any]]:
     return minilm.train(small, data, seed=0)
 
 
@@ -65,11 +64,11 @@ def onnx_path(
 def test_yaml_defaults_equal_the_dataclass() -> None:
     conf = yaml.safe_load((ROOT / "conf" / "model" / "minilm_sentiment.yaml").read_text())
     assert conf.pop("name") == "minilm_sentiment"
-    assert conf == dataclasses.asdict(minilm.Params())
+    assert conf == dataclasses.asdict(MiniLMParams())
 
 
 def test_prepare_gives_the_sets_slices_and_length_info(
-    small: minilm.Params, data: datasets.Prepared, tmp_path: Path
+    small: MiniLMParams, data: datasets.Prepared, tmp_path: Path
 ) -> None:
     assert data.inputs == ["input_ids", "attention_mask"]
     assert data.class_names == ["rotten", "fresh"]
@@ -109,7 +108,7 @@ def test_prepare_gives_the_sets_slices_and_length_info(
     assert np.array_equal(again.sets["validation"][minilm.TEXT], v[minilm.TEXT])
 
 
-def test_prepare_is_deterministic(small: minilm.Params, data: datasets.Prepared) -> None:
+def test_prepare_is_deterministic(small: MiniLMParams, data: datasets.Prepared) -> None:
     again = minilm.prepare(small, seed=0)
     assert {k: sha256_arrays(v) for k, v in again.sets.items()} == {
         k: sha256_arrays(v) for k, v in data.sets.items()
@@ -120,7 +119,7 @@ def test_prepare_is_deterministic(small: minilm.Params, data: datasets.Prepared)
 
 
 def test_corpus_drops_plot_rows_and_duplicates() -> None:
-    texts, labels, counts = minilm.read_corpus(minilm.corpus_path())
+    texts, labels, counts = minilm_corpus.read_corpus(minilm_corpus.corpus_path())
     assert len(texts) == len(set(texts)) > 12_000
     assert counts["plot"] > 1000 and counts["duplicates"] > 0
     assert 0.55 < labels.mean() < 0.6  # about 7,400 fresh of 12,800
@@ -143,7 +142,7 @@ def test_negation_words(text: str, negated: bool) -> None:
 
 
 def test_train_is_deterministic_and_logs_the_loss(
-    small: minilm.Params, data: datasets.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
+    small: MiniLMParams, data: datasets.Prepared, trained: tuple[torch.nn.Module, dict[str, Any]]
 ) -> None:
     module, log = trained
     assert not module.training
@@ -154,12 +153,12 @@ def test_train_is_deterministic_and_logs_the_loss(
     a, b = module.state_dict(), again.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert len(module.encoder.encoder.layer) == 1
-    fresh = minilm.build(small, 2)  # the encoder is frozen: only the head moved
+    fresh = minilm_encoder.build(small, 2)  # the encoder is frozen: only the head moved
     assert all(torch.equal(v, fresh.state_dict()[k]) for k, v in a.items() if k.startswith("enc"))
 
 
 def test_export_matches_torch_within_tolerance(
-    small: minilm.Params,
+    small: MiniLMParams,
     data: datasets.Prepared,
     trained: tuple[torch.nn.Module, dict[str, Any]],
     onnx_path: Path,
@@ -179,8 +178,8 @@ def test_exported_graph_takes_other_batch_sizes_and_lengths(
         assert i.shape == ["batch", "sequence"] and i.type == "tensor(int64)"
     feeds = data.feeds("validation")
     cases = [
-        minilm.trim({k: v[:1] for k, v in feeds.items()}),
-        minilm.trim({k: v[3:8] for k, v in feeds.items()}),
+        minilm_tokens.trim({k: v[:1] for k, v in feeds.items()}),
+        minilm_tokens.trim({k: v[3:8] for k, v in feeds.items()}),
         {k: v[:3] for k, v in feeds.items()},  # padded to max_length
         {k: np.pad(v[:2], ((0, 0), (0, 72))) for k, v in feeds.items()},  # 200 tokens
     ]
@@ -197,7 +196,7 @@ def test_trim_cuts_padding(trained: tuple[torch.nn.Module, dict[str, Any]]) -> N
     mask[0, :4], mask[1, :6], mask[2, :2] = 1, 1, 1
     ids = np.where(mask == 1, 2000 + np.arange(10), 0).astype(np.int64)
     ids[:, 0] = 101
-    cut = minilm.trim({"input_ids": ids, "attention_mask": mask})
+    cut = minilm_tokens.trim({"input_ids": ids, "attention_mask": mask})
     assert list(cut) == ["input_ids", "attention_mask"]
     assert cut["input_ids"].shape == cut["attention_mask"].shape == (3, 6)
     assert np.array_equal(cut["input_ids"], ids[:, :6]) and cut["input_ids"].flags.c_contiguous
@@ -205,9 +204,9 @@ def test_trim_cuts_padding(trained: tuple[torch.nn.Module, dict[str, Any]]) -> N
         full = trained[0](torch.from_numpy(ids), torch.from_numpy(mask))
         short = trained[0](*(torch.from_numpy(v) for v in cut.values()))
     assert torch.allclose(full, short, atol=1e-5)  # padding changes nothing but the work
-    empty = minilm.trim({"input_ids": ids, "attention_mask": np.zeros_like(mask)})
+    empty = minilm_tokens.trim({"input_ids": ids, "attention_mask": np.zeros_like(mask)})
     assert empty["input_ids"].shape == (3, 1)
-    same = minilm.trim({"input_ids": ids[:, :6], "attention_mask": mask[:, :6]})
+    same = minilm_tokens.trim({"input_ids": ids[:, :6], "attention_mask": mask[:, :6]})
     assert same["input_ids"].shape == (3, 6)
 
 
@@ -229,15 +228,15 @@ def test_whole_sets_run_shortest_first_and_come_back_in_row_order(
             return real_run(names, feed)
 
     monkeypatch.setattr(runtime, "ROWS_PER_CALL", 16)
-    got = runtime.run_rows(Spy(), feeds, minilm)[0]  # type: ignore[arg-type]
+    got = runtime.run_rows(Spy(), feeds, minilm.PRESET)[0]  # type: ignore[arg-type]
     one_by_one = np.concatenate(
         [
-            real_run(None, minilm.trim({k: v[i : i + 1] for k, v in feeds.items()}))[0]
+            real_run(None, minilm_tokens.trim({k: v[i : i + 1] for k, v in feeds.items()}))[0]
             for i in range(len(feeds["input_ids"]))
         ]
     )
     assert got.shape == one_by_one.shape and np.abs(got - one_by_one).max() < 1e-4
-    lengths = np.sort(minilm.lengths(feeds))
+    lengths = np.sort(minilm_tokens.lengths(feeds))
     assert widths == [
         int(lengths[min(i + 15, len(lengths) - 1)]) for i in range(0, len(lengths), 16)
     ]
@@ -255,34 +254,37 @@ def test_rows_alone_match_batches_in_fp32_but_not_under_dynamic_int8(
 
     feeds, labels = data.feeds("validation"), data.labels("validation")
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    alone = predictions.predict(sess, feeds, minilm)
-    inv = validate.batch_invariance(sess, feeds, alone, labels, minilm)
+    alone = predictions.predict(sess, feeds, minilm.PRESET)
+    inv = validate.batch_invariance(sess, feeds, alone, labels, minilm.PRESET)
     assert inv["rows"] == len(labels) and inv["argmax_changed"] == 0
     assert inv["max_abs_difference"] < 1e-4
     assert inv["accuracy_alone"] == inv["accuracy_batched"]
     quantized = tmp_path / "int8.onnx"
     quantize_dynamic(onnx_path, quantized, weight_type=QuantType.QInt8)
     q = ort.InferenceSession(str(quantized), providers=["CPUExecutionProvider"])
-    q_alone = predictions.predict(q, feeds, minilm)
-    row = minilm.trim({k: v[7:8] for k, v in feeds.items()})
+    q_alone = predictions.predict(q, feeds, minilm.PRESET)
+    row = minilm_tokens.trim({k: v[7:8] for k, v in feeds.items()})
     assert np.array_equal(q_alone[7], q.run(None, row)[0][0])  # "alone" is one call on one row
     # activation ranges are taken per call: the same row gives other logits among other rows
-    assert validate.batch_invariance(q, feeds, q_alone, labels, minilm)["max_abs_difference"] > 1e-3
+    assert (
+        validate.batch_invariance(q, feeds, q_alone, labels, minilm.PRESET)["max_abs_difference"]
+        > 1e-3
+    )
     # on a sample spread over the lengths: the longest row is in it, the set's size is named,
     # and the sample's rows are compared with their own rows alone (a shifted pairing would not
     # agree bit for bit)
-    few = validate.batch_invariance(sess, feeds, alone, labels, minilm, rows=5)
+    few = validate.batch_invariance(sess, feeds, alone, labels, minilm.PRESET, rows=5)
     assert few["rows"] == 5 and few["of_rows"] == len(labels)
     assert few["argmax_changed"] == 0 and few["max_abs_difference"] < 1e-4
-    longest = int(np.argmax(minilm.lengths(feeds)))
+    longest = int(np.argmax(minilm_tokens.lengths(feeds)))
     shifted = np.roll(alone, 1, axis=0)
     assert (
-        validate.batch_invariance(sess, feeds, shifted, labels, minilm, rows=5)[
+        validate.batch_invariance(sess, feeds, shifted, labels, minilm.PRESET, rows=5)[
             "max_abs_difference"
         ]
         > 1e-3
     )
-    assert longest in validate.spread_rows(feeds, minilm, 5)
+    assert longest in validate.spread_rows(feeds, minilm.PRESET, 5)
 
 
 def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
@@ -306,14 +308,14 @@ def test_ffn_pruning_is_exact_for_neurons_that_contribute_nothing(
     assert kept.intermediate.dense.weight.shape == (1152, 384)
     assert kept.output.dense.weight.shape == (384, 1152)
     assert module.encoder.encoder.layer[0].intermediate.dense.out_features == 1536  # a copy
-    feed = minilm.trim({k: v[:16] for k, v in data.feeds("validation").items()})
-    args = [torch.from_numpy(feed[k]) for k in minilm.INPUTS]
+    feed = minilm_tokens.trim({k: v[:16] for k, v in data.feeds("validation").items()})
+    args = [torch.from_numpy(feed[k]) for k in minilm_tokens.INPUTS]
     with torch.no_grad():
         assert torch.allclose(module(*args), smaller(*args), atol=1e-5)
 
 
 def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
-    small: minilm.Params,
+    small: MiniLMParams,
     data: datasets.Prepared,
     trained: tuple[torch.nn.Module, dict[str, Any]],
     onnx_path: Path,
@@ -330,7 +332,9 @@ def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     out = tmp_path / "candidate"
     out.mkdir()
     options = prune_options.ChannelOptions(amount=0.25, finetune_epochs=1)
-    d = prune_channels.apply(Context(base / MODEL_FILE, options, data, out, 0, minilm, small))
+    d = prune_channels.apply(
+        Context(base / MODEL_FILE, options, data, out, 0, minilm.PRESET, small)
+    )
     assert d["structure"] == "transformer FFN neurons"
     assert d["layers"][0]["after"] == 1152
     assert d["parameters"]["before"] - d["parameters"]["after"] == 2 * 384 * 384 + 384
@@ -338,7 +342,7 @@ def test_prune_channels_on_the_encoder_refits_the_head_and_exports(
     assert len(d["finetune"]["epochs"]) == 1
     sess = ort.InferenceSession(str(out / MODEL_FILE), providers=["CPUExecutionProvider"])
     feeds = data.feeds("validation")
-    logits = sess.run(None, minilm.trim(feeds))[0]
+    logits = sess.run(None, minilm_tokens.trim(feeds))[0]
     assert logits.shape == (len(data.labels("validation")), 2)
     lines = prune_channels.report({"manifest": {"details": d}})
     assert any(
@@ -390,26 +394,26 @@ def test_render_failure_writes_the_snippet_as_markdown(
 
 def test_model_dir_without_weights_is_refused_before_any_work(tmp_path: Path) -> None:
     with pytest.raises(config.ParamsError) as e:
-        minilm.Params(**SMALL, model_dir=str(tmp_path))
+        minilm.prepare(MiniLMParams(**SMALL, model_dir=str(tmp_path)), seed=0)
     msg = str(e.value)
     assert str(tmp_path) in msg and "model.safetensors" in msg and "config.json" in msg
-    source = minilm.model_dir(minilm.Params())
+    source = minilm_model_dir.model_dir(MiniLMParams())
     for f in ("config.json", "tokenizer.json", "vocab.txt"):
         (tmp_path / f).write_bytes((source / f).read_bytes())
     with pytest.raises(
         config.ParamsError, match=r"missing model\.safetensors or pytorch_model\.bin"
     ):
-        minilm.Params(model_dir=str(tmp_path))
+        minilm_model_dir.model_dir(MiniLMParams(model_dir=str(tmp_path)))
     with pytest.raises(config.ParamsError, match="not a directory"):
-        minilm.Params(model_dir=str(tmp_path / "nowhere"))
+        minilm_model_dir.model_dir(MiniLMParams(model_dir=str(tmp_path / "nowhere")))
 
 
 def test_params_are_validated(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(MODELS, "minilm_sentiment", minilm)
+    monkeypatch.setitem(PARAMS, "minilm_sentiment", MiniLMParams)
     conf = yaml.safe_load((ROOT / "conf" / "model" / "minilm_sentiment.yaml").read_text())
     cfg["technique"] = {"int8_dynamic": {}}  # other techniques' defaults may name digits fields
     cfg["model"] = dict(conf)
-    assert isinstance(config.validate(cfg).model, minilm.Params)
+    assert isinstance(config.validate(cfg).model, MiniLMParams)
     cfg["model"] = {**conf, "hidden": 64}
     with pytest.raises(config.ParamsError, match=r"model\.hidden.*max_length"):
         config.validate(cfg)
@@ -423,7 +427,7 @@ def test_params_are_validated(cfg: dict[str, Any], monkeypatch: pytest.MonkeyPat
         with pytest.raises(config.ParamsError, match=rf"model\.{field} = "):
             config.validate(cfg)
     with pytest.raises(config.ParamsError, match=r"layers = 9 .*<= 6"):
-        minilm.Params(layers=9)
+        minilm.prepare(MiniLMParams(layers=9), seed=0)  # checked where the encoder is first read
 
 
 @pytest.mark.slow
@@ -431,9 +435,9 @@ def test_full_model_exports_as_one_file_with_parity(
     data: datasets.Prepared, tmp_path: Path
 ) -> None:
     """The real six-layer encoder (a seeded, untrained head): the baseline stage's export."""
-    p = minilm.Params()
+    p = MiniLMParams()
     torch.manual_seed(0)
-    module = minilm.build(p, 2)
+    module = minilm_encoder.build(p, 2)
     assert len(module.encoder.encoder.layer) == 6
     path = tmp_path / "model.onnx"
     feeds = data.feeds("validation")
@@ -441,7 +445,7 @@ def test_full_model_exports_as_one_file_with_parity(
     assert [f.name for f in tmp_path.iterdir()] == ["model.onnx"]
     assert path.stat().st_size > 85_000_000  # 22.7M float32 parameters in the one protobuf
     assert parity(module, path, {k: v[:32] for k, v in feeds.items()}, p.parity_tolerance) < 1e-4
-    natural = minilm.trim({k: v[:1] for k, v in feeds.items()})
+    natural = minilm_tokens.trim({k: v[:1] for k, v in feeds.items()})
     assert parity(module, path, natural, p.parity_tolerance) < 1e-4
 
 
@@ -462,7 +466,7 @@ def test_embeddings_give_the_same_bits_on_one_thread_and_on_two(
     for threads in (1, 2):
         monkeypatch.setattr(training, "ALL_THREADS", threads)
         with training.deterministic(0):  # as in training: one thread outside the forward pass
-            runs.append(minilm.embeddings(module, data.feeds("train"), lambda r, **_: r))
+            runs.append(minilm_encoder.embeddings(module, data.feeds("train"), lambda r, **_: r))
 
     assert set(seen) == {1, 2}  # the forward passes ran on ALL_THREADS
     assert torch.equal(runs[0], runs[1])

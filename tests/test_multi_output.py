@@ -25,6 +25,7 @@ from stages.evidence.rule import FAIL, PASS
 from stages.evidence.tables import outputs_table
 from stages.evidence.verdict import REJECT, SHIP, decide
 from stages.models import onnx_file
+from stages.models.options import OnnxFileParams
 from stages.params import Budget, ParamsError
 from stages.storage import read_json, write_json
 
@@ -191,7 +192,7 @@ def test_a_label_output_the_model_lacks_is_a_clear_error(
     base: tuple[Path, Path, dict[str, np.ndarray]],
 ) -> None:
     model, data, _ = base
-    p = onnx_file.Params(path=str(model), data=str(data), label_output="classes")
+    p = OnnxFileParams(path=str(model), data=str(data), label_output="classes")
 
     with pytest.raises(ParamsError) as e:
         onnx_file.prepare(p, seed=0)
@@ -205,7 +206,7 @@ def test_the_label_output_defaults_to_the_first(
     base: tuple[Path, Path, dict[str, np.ndarray]],
 ) -> None:
     model, data, _ = base
-    p = onnx_file.Params(path=str(model), data=str(data))
+    p = OnnxFileParams(path=str(model), data=str(data))
 
     prepared = onnx_file.prepare(p, seed=0)  # labels 0..2 index the 4-wide box as well
 

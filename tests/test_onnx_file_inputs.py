@@ -14,7 +14,8 @@ from onnx import TensorProto, helper
 from PIL import Image
 
 from stages.data import LABELS, MASK_PREFIX
-from stages.models import onnx_file
+from stages.models import onnx_file, onnx_file_model, onnx_file_render
+from stages.models.options import OnnxFileParams
 from stages.params import ParamsError
 from stages.storage import EvidenceError, save_arrays
 
@@ -61,8 +62,8 @@ def _images(h: int = 5, w: int = 7) -> dict[str, np.ndarray]:
     return {"x": x, LABELS: (np.arange(N) % 2).astype(np.int64)}
 
 
-def _params(model: Path, data: Path) -> onnx_file.Params:
-    return onnx_file.Params(path=str(model), data=str(data), calibration_share=0.25)
+def _params(model: Path, data: Path) -> OnnxFileParams:
+    return OnnxFileParams(path=str(model), data=str(data), calibration_share=0.25)
 
 
 # --- 1. unknown axes ----------------------------------------------------------------------------
@@ -74,7 +75,7 @@ def test_unknown_dim_spellings_are_free_axes() -> None:
         [-1, 0, "", "?", "unk", "None", "unknown", "-1", "batch_size", 3],
     )
 
-    got = onnx_file._tensor(value).dims
+    got = onnx_file_model.tensor(value).dims
 
     assert got == [None] * 8 + ["batch_size", 3]
 
@@ -201,7 +202,7 @@ def _row(**arrays: np.ndarray) -> dict[str, np.ndarray]:
 def test_a_one_channel_image_renders_as_a_png() -> None:
     x = np.linspace(-3, 5, 64, dtype=np.float32).reshape(1, 8, 8)
 
-    suffix, content = onnx_file.render_failure(_row(x=x))
+    suffix, content = onnx_file_render.render_failure(_row(x=x))
 
     assert suffix == ".png"
     img = Image.open(io.BytesIO(content))
@@ -213,19 +214,19 @@ def test_a_one_channel_image_renders_as_a_png() -> None:
 
 def test_colour_and_plain_2d_images_render_as_pngs() -> None:
     rgb = np.random.default_rng(0).random((3, 10, 20)).astype(np.float32)
-    suffix, content = onnx_file.render_failure(_row(x=rgb))
+    suffix, content = onnx_file_render.render_failure(_row(x=rgb))
     img = Image.open(io.BytesIO(content))
     assert suffix == ".png" and img.mode == "RGB" and img.size == (120, 60)  # 6x: 20 -> 120
 
     gray = np.arange(28 * 28, dtype=np.uint8).reshape(28, 28)
-    suffix, content = onnx_file.render_failure(_row(x=gray))
+    suffix, content = onnx_file_render.render_failure(_row(x=gray))
     assert suffix == ".png" and Image.open(io.BytesIO(content)).size == (112, 112)
 
 
 def test_feature_vectors_render_as_a_table() -> None:
     features = np.arange(16, dtype=np.float32)
 
-    suffix, content = onnx_file.render_failure(_row(features=features))
+    suffix, content = onnx_file_render.render_failure(_row(features=features))
 
     assert suffix == ".md"
     assert b"| features | float32 | [16] |" in content and b"| npz_row | int64 | [] | 17" in content
@@ -234,6 +235,6 @@ def test_feature_vectors_render_as_a_table() -> None:
 def test_an_image_beside_a_feature_vector_keeps_the_table() -> None:
     row = _row(x=np.zeros((1, 8, 8), np.float32), meta=np.arange(5, dtype=np.float32))
 
-    suffix, _ = onnx_file.render_failure(row)
+    suffix, _ = onnx_file_render.render_failure(row)
 
     assert suffix == ".md"  # one PNG cannot show the vector: the table shows both

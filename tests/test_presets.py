@@ -23,7 +23,8 @@ from PIL import Image
 
 from stages.data import LABELS, MASK_PREFIX, Prepared
 from stages.export import export, parity
-from stages.models import fashion, onnx_file
+from stages.models import fashion, onnx_file, onnx_file_render
+from stages.models.options import FashionParams, OnnxFileParams
 from stages.params import ParamsError
 from stages.storage import EvidenceError, save_arrays, sha256_arrays
 from stages.techniques.base import NotApplicable
@@ -66,9 +67,9 @@ def fashion_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _fashion_params(folder: Path, **kw: Any) -> fashion.Params:
+def _fashion_params(folder: Path, **kw: Any) -> FashionParams:
     small = {"calibration_size": 50, "channels": [4, 8], "hidden": 16, "epochs": 1}
-    return fashion.Params(data_dir=str(folder), **{**small, **kw})
+    return FashionParams(data_dir=str(folder), **{**small, **kw})
 
 
 def test_read_idx_round_trip(tmp_path: Path) -> None:
@@ -115,21 +116,23 @@ def test_fashion_row_limits(fashion_dir: Path) -> None:
 def test_fashion_train_export_parity(fashion_dir: Path, tmp_path: Path) -> None:
     p = _fashion_params(fashion_dir, batch_size=32, learning_rate=0.003)
     data = fashion.prepare(p, seed=0)
-    module, log = fashion.train(p, data, seed=0)
+    module, log = fashion.PRESET.train(p, data, seed=0)
     assert len(log["epochs"]) == 1 and log["train_rows"] == 250
-    again, _ = fashion.train(p, data, seed=0)
+    again, _ = fashion.PRESET.train(p, data, seed=0)
     for (k, a), b in zip(module.state_dict().items(), again.state_dict().values(), strict=True):
         assert a.equal(b), f"{k} differs between two seeded runs"
     path = tmp_path / "model.onnx"
     export(module, {k: v[:2] for k, v in data.feeds("validation").items()}, path)
     err = parity(module, path, data.feeds("validation"), p.parity_tolerance)
     assert err <= p.parity_tolerance
-    suffix, png = fashion.render_failure({k: v[:1] for k, v in data.sets["validation"].items()})
+    suffix, png = fashion.PRESET.render_failure(
+        {k: v[:1] for k, v in data.sets["validation"].items()}
+    )
     assert suffix == ".png" and png.startswith(b"\x89PNG")
 
 
 def test_fashion_full_size_model_has_about_200k_parameters() -> None:
-    module = fashion.build(fashion.Params(), 10)
+    module = fashion.build(FashionParams(), 10)
     assert 150_000 < sum(t.numel() for t in module.parameters()) < 300_000
 
 
@@ -158,9 +161,9 @@ def test_fashion_missing_or_broken_file(fashion_dir: Path, tmp_path: Path) -> No
 
 def test_fashion_params_refuse_bad_values() -> None:
     with pytest.raises(ParamsError, match="max_train_rows"):
-        fashion.Params(max_train_rows=100, calibration_size=512)
+        FashionParams(max_train_rows=100, calibration_size=512)
     with pytest.raises(ParamsError, match="channels"):
-        fashion.Params(channels=[8])
+        FashionParams(channels=[8])
 
 
 # --- onnx_file --------------------------------------------------------------------------------
@@ -196,10 +199,10 @@ def _arrays() -> dict[str, np.ndarray]:
     }
 
 
-def _byo(tmp_path: Path, model: Path, arrays: dict[str, np.ndarray], **kw: Any) -> onnx_file.Params:
+def _byo(tmp_path: Path, model: Path, arrays: dict[str, np.ndarray], **kw: Any) -> OnnxFileParams:
     data = tmp_path / "data.npz"
     save_arrays(data, arrays)
-    return onnx_file.Params(path=str(model), data=str(data), **{"calibration_share": 0.25, **kw})
+    return OnnxFileParams(path=str(model), data=str(data), **{"calibration_share": 0.25, **kw})
 
 
 def test_onnx_file_prepare_and_provide(byo_model: Path, tmp_path: Path) -> None:
@@ -230,7 +233,7 @@ def test_onnx_file_prepare_and_provide(byo_model: Path, tmp_path: Path) -> None:
     sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert sess.run(None, data.feeds("validation"))[0].shape == (45, CLASSES)
 
-    suffix, png = onnx_file.render_failure({k: v[:1] for k, v in val.items()})
+    suffix, png = onnx_file_render.render_failure({k: v[:1] for k, v in val.items()})
     assert suffix == ".png"  # a (1, 8, 8) input is an image: scaled up, its row kept as text
     img = Image.open(io.BytesIO(png))
     assert img.size == (112, 112) and img.text[onnx_file.ROW] == str(rows[0])
@@ -372,9 +375,9 @@ def test_onnx_file_bad_files_and_params(byo_model: Path, tmp_path: Path) -> None
     with pytest.raises(CLEAR, match=r"calibration_share = 0\.001 of 60 rows leaves 0"):
         onnx_file.prepare(dataclasses.replace(p, calibration_share=0.001), seed=0)
     with pytest.raises(ParamsError, match=r"calibration_share = 1\.5"):
-        onnx_file.Params(path="m.onnx", data="d.npz", calibration_share=1.5)
+        OnnxFileParams(path="m.onnx", data="d.npz", calibration_share=1.5)
     with pytest.raises(ParamsError, match=r"path = ''.*your \.onnx model"):
-        onnx_file.Params(data="d.npz")
+        OnnxFileParams(data="d.npz")
 
 
 def test_onnx_file_refuses_a_fixed_batch_axis(byo_model: Path, tmp_path: Path) -> None:

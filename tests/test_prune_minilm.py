@@ -40,7 +40,7 @@ def _apply(
     b: Baseline, out: Path, options: prune_options.MagnitudeOptions = OPTIONS
 ) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
-    return prune_magnitude.apply(Context(b.onnx, options, b.data, out, 0, minilm, b.params))
+    return prune_magnitude.apply(Context(b.onnx, options, b.data, out, 0, minilm.PRESET, b.params))
 
 
 @pytest.fixture(scope="module")

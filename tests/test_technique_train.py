@@ -75,7 +75,7 @@ class Baseline:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
     params = digits.Params(**TEACHER)
     data = digits.prepare(params, seed=0)
-    module, _ = digits.train(params, data, seed=0)
+    module, _ = digits.PRESET.train(params, data, seed=0)
     folder = tmp_path_factory.mktemp("baseline")
     export(module, {"image": data.feeds("validation")["image"][:2]}, folder / MODEL_FILE)
     torch.save(module.state_dict(), folder / WEIGHTS_FILE)
@@ -84,7 +84,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Baseline:
 
 def _ctx(b: Baseline, options: Any, out: Path, baseline: Path | None = None) -> Context:
     out.mkdir(parents=True, exist_ok=True)
-    return Context(baseline or b.onnx, options, b.data, out, 0, digits, b.params)
+    return Context(baseline or b.onnx, options, b.data, out, 0, digits.PRESET, b.params)
 
 
 def _session(path: Path) -> ort.InferenceSession:

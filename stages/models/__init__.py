@@ -1,12 +1,2 @@
-"""Model presets: each module gives a Params dataclass, prepare, train, and render_failure."""
-
-from types import ModuleType
-
-from stages.models import digits, fashion, minilm, onnx_file
-
-MODELS: dict[str, ModuleType] = {
-    "digits_cnn": digits,
-    "fashion_cnn": fashion,
-    "minilm_sentiment": minilm,
-    "onnx_file": onnx_file,
-}
+"""Model presets: each module gives a Preset (stages.models.preset); stages.models.catalog lists
+them by model.name, stages.models.options holds their params."""

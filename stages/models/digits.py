@@ -2,53 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from stages.data import (
-    LABELS,
-    MASK_PREFIX,
-    Prepared,
-    Slice,
-    check_low_light,
-    check_split,
-    grayscale_png,
-    low_light,
-)
-from stages.errors import require
-from stages.training import train_classifier
+from stages.data import LABELS, Prepared
+from stages.models.options import DigitsParams as Params
+from stages.models.vision import INPUT, ImagePreset, class_slices, low_light
 
 if TYPE_CHECKING:
     import torch
 
-INPUT = "image"
 STUDENT = {"channels": [8, 16], "hidden": 32}  # distill's default student: a quarter of the weights
-
-
-@dataclass
-class Params:
-    validation_share: float = 0.25
-    calibration_size: int = 128
-    low_light_scale: float = 0.3
-    low_light_gamma: float = 1.5
-    channels: list[int] = field(default_factory=lambda: [16, 32])
-    hidden: int = 64
-    epochs: int = 25
-    batch_size: int = 64
-    learning_rate: float = 0.003
-    parity_tolerance: float = 1e-4
-
-    def __post_init__(self) -> None:
-        check_split(self.validation_share, self.calibration_size)
-        check_low_light(self.low_light_scale, self.low_light_gamma)
-        require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
-        require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
-        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
 
 
 def prepare(p: Params, seed: int) -> Prepared:
@@ -67,13 +32,8 @@ def prepare(p: Params, seed: int) -> Prepared:
     )
     classes = [str(c) for c in range(10)]
     validation = {INPUT: x_val, LABELS: y_val}
-    slices = []
-    for c in classes:
-        validation[MASK_PREFIX + f"class_{c}"] = y_val == int(c)
-        slices.append(
-            Slice(f"class_{c}", "validation", f"class_{c}", f"validation images of a {c}")
-        )
-    dark_slice, dark_set = low_light(x_val, y_val, INPUT, p.low_light_scale, p.low_light_gamma)
+    slices = class_slices(validation, classes, classes)
+    dark_slice, dark_set = low_light(x_val, y_val, p.low_light_scale, p.low_light_gamma)
     slices.append(dark_slice)
     sets = {
         "train": {INPUT: x_train, LABELS: y_train},
@@ -103,11 +63,13 @@ def build(p: Params, num_classes: int) -> torch.nn.Module:
     ).to(torch.float32)
 
 
-def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train deterministically (fixed seed, one thread, fixed shuffle order)."""
-    return train_classifier(lambda: build(p, len(data.class_names)), data, p, seed, INPUT)
+class Digits(ImagePreset):
+    Params = Params
+    STUDENT = STUDENT
+    SIDE = 8
+    SCALE = 8
+    prepare = staticmethod(prepare)
+    build = staticmethod(build)
 
 
-def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
-    """An input as a file: the 8x8 image scaled up 8x to a grayscale PNG."""
-    return grayscale_png(row[INPUT], 8, 8)
+PRESET = Digits()

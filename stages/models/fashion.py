@@ -11,33 +11,22 @@ from __future__ import annotations
 import gzip
 import hashlib
 import struct
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stages.data import (
-    LABELS,
-    MASK_PREFIX,
-    Prepared,
-    Slice,
-    check_low_light,
-    grayscale_png,
-    low_light,
-)
-from stages.errors import EvidenceError, ParamsError, require
-from stages.training import train_classifier
+from stages.data import LABELS, Prepared
+from stages.errors import EvidenceError, ParamsError
+from stages.models.options import FASHION_DIR
+from stages.models.options import FashionParams as Params
+from stages.models.vision import INPUT, ImagePreset, class_slices, low_light
 
 if TYPE_CHECKING:
     import torch
 
-INPUT = "image"
 STUDENT = {"channels": [16, 32], "hidden": 64}  # distill's default student
 SIDE = 28  # pixels per side
-DEFAULT_DIR = (
-    "/usr/share/datasets/fashion-mnist"  # where `apt-get install dataset-fashion-mnist` puts it
-)
 FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
     "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"),
@@ -70,7 +59,7 @@ CLASS_SLUGS = [
 ]
 HOW_TO_GET = (
     "install the files with `apt-get install dataset-fashion-mnist` (they go to "
-    f"{DEFAULT_DIR}), or set model.data_dir to a folder holding {', '.join(ALL_FILES)}"
+    f"{FASHION_DIR}), or set model.data_dir to a folder holding {', '.join(ALL_FILES)}"
 )
 # IDX element types (the third magic byte), all big-endian
 _IDX_TYPES: dict[int, np.dtype[Any]] = {
@@ -81,47 +70,6 @@ _IDX_TYPES: dict[int, np.dtype[Any]] = {
     0x0D: np.dtype(">f4"),
     0x0E: np.dtype(">f8"),
 }
-
-
-@dataclass
-class Params:
-    data_dir: str = DEFAULT_DIR  # the four original .gz IDX files
-    max_train_rows: int = (
-        0  # rows of the official training file used (train + calibration); 0 = all
-    )
-    max_validation_rows: int = 0  # rows of the official test file used as validation; 0 = all
-    calibration_size: int = 512  # held out of the training file for static-quantization calibration
-    low_light_scale: float = 0.3
-    low_light_gamma: float = 1.5
-    channels: list[int] = field(default_factory=lambda: [32, 64])
-    hidden: int = 128
-    epochs: int = 2
-    batch_size: int = 64
-    learning_rate: float = 0.002
-    parity_tolerance: float = 1e-4
-
-    def __post_init__(self) -> None:
-        require(bool(self.data_dir), "data_dir", self.data_dir, "a folder path")
-        require(self.calibration_size >= 10, "calibration_size", self.calibration_size, ">= 10")
-        require(
-            self.max_train_rows == 0 or self.max_train_rows >= self.calibration_size + 10,
-            "max_train_rows",
-            self.max_train_rows,
-            f"0 (all) or >= calibration_size + 10 = {self.calibration_size + 10}",
-        )
-        require(
-            self.max_validation_rows == 0 or self.max_validation_rows >= 10,
-            "max_validation_rows",
-            self.max_validation_rows,
-            "0 (all) or >= 10 (one per class)",
-        )
-        check_low_light(self.low_light_scale, self.low_light_gamma)
-        require(len(self.channels) == 2, "channels", self.channels, "two conv widths")
-        require(min([*self.channels, self.hidden]) >= 1, "channels", self.channels, "widths >= 1")
-        require(self.epochs >= 1, "epochs", self.epochs, ">= 1")
-        require(self.batch_size >= 1, "batch_size", self.batch_size, ">= 1")
-        require(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        require(self.parity_tolerance > 0, "parity_tolerance", self.parity_tolerance, "> 0")
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -222,16 +170,8 @@ def prepare(p: Params, seed: int) -> Prepared:
     cal, train = _stratified_pick(y_pool, p.calibration_size, seed)
 
     validation: dict[str, np.ndarray] = {INPUT: x_val, LABELS: y_val}
-    slices = []
-    for c, (name, slug) in enumerate(zip(CLASS_NAMES, CLASS_SLUGS, strict=True)):
-        mask = y_val == c
-        if not mask.any():
-            continue  # a tiny validation subset may miss a class: an empty slice has no accuracy
-        validation[MASK_PREFIX + f"class_{slug}"] = mask
-        slices.append(
-            Slice(f"class_{slug}", "validation", f"class_{slug}", f"validation images of a {name}")
-        )
-    dark_slice, dark_set = low_light(x_val, y_val, INPUT, p.low_light_scale, p.low_light_gamma)
+    slices = class_slices(validation, CLASS_SLUGS, CLASS_NAMES)
+    dark_slice, dark_set = low_light(x_val, y_val, p.low_light_scale, p.low_light_gamma)
     slices.append(dark_slice)
     sets = {
         "train": {INPUT: x_pool[train], LABELS: y_pool[train]},
@@ -268,11 +208,13 @@ def build(p: Params, num_classes: int) -> torch.nn.Module:
     ).to(torch.float32)
 
 
-def train(p: Params, data: Prepared, seed: int) -> tuple[torch.nn.Module, dict[str, Any]]:
-    """Train deterministically (fixed seed, one thread, fixed shuffle order)."""
-    return train_classifier(lambda: build(p, len(data.class_names)), data, p, seed, INPUT)
+class Fashion(ImagePreset):
+    Params = Params
+    STUDENT = STUDENT
+    SIDE = SIDE
+    SCALE = 4
+    prepare = staticmethod(prepare)
+    build = staticmethod(build)
 
 
-def render_failure(row: dict[str, np.ndarray]) -> tuple[str, bytes]:
-    """An input as a file: the 28x28 image scaled up 4x to a grayscale PNG."""
-    return grayscale_png(row[INPUT], SIDE, 4)
+PRESET = Fashion()

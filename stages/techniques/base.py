@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stages.data import Prepared
 from stages.errors import NotApplicable
 from stages.export import MODEL_FILE, WEIGHTS_FILE, load_torch
 from stages.onnx_graph import graph_summary
+
+if TYPE_CHECKING:
+    from stages.models.preset import Preset
 
 # What a graph edit (fusion) may change: its ops, dtypes and bytes; never the model's inputs and
 # outputs. The parameter count changes where weights held in Constant nodes become initializers.
@@ -48,7 +50,7 @@ class Context:
     data: Prepared
     out: Path  # write the candidate model to out / MODEL_FILE
     seed: int
-    preset: ModuleType | None = None  # the model preset (build, train); None for ONNX-only models
+    preset: Preset | None = None  # the model preset (build, train); None for ONNX-only models
     model_params: Any = None  # the preset's params dataclass
 
     def torch_baseline(self) -> Any:

@@ -47,7 +47,7 @@ def apply(ctx: Context) -> dict[str, Any]:
     rows = ctx.data.feeds("validation")
     n = min(len(next(iter(rows.values()))), 64 * o.max_batch_size)
     singles = [{k: v[i : i + 1] for k, v in rows.items()} for i in range(n)]
-    trim = getattr(ctx.preset, "trim", None)
+    trim = ctx.preset.trim if ctx.preset is not None else None
     if trim:
         singles = [trim(f) for f in singles]
     alone = np.concatenate([sess.run(None, f)[0] for f in singles])

@@ -21,7 +21,7 @@ import numpy as np
 from stages.errors import ParamsError
 from stages.evidence.lines import percent, points, slice_lines, speed_lines
 from stages.export import export
-from stages.models import MODELS
+from stages.models.catalog import MODELS
 from stages.techniques.base import Context
 from stages.techniques.distill_training import (
     WEIGHT_DECAY,
@@ -60,7 +60,7 @@ CHECK = (
 
 def student_params(options: Options, model_params: Any) -> Any:
     """The model's params with the student's fields replaced (validated by the params class)."""
-    fields = options.student or getattr(_preset_of(model_params), "STUDENT", {})
+    fields = options.student or _default_student(model_params)
     if not fields:
         raise ParamsError(
             "student is empty and this model preset has no default student: set "
@@ -82,7 +82,7 @@ def student_params(options: Options, model_params: Any) -> Any:
 def training(options: Options, preset: Any) -> dict[str, Any]:
     """Epochs, batch size and learning rate: the option where set, else the preset's DISTILL,
     else TRAINING."""
-    own = getattr(preset, "DISTILL", {})
+    own = preset.DISTILL
     return {k: getattr(options, k) or own.get(k, default) for k, default in TRAINING.items()}
 
 
@@ -97,12 +97,12 @@ def apply(ctx: Context) -> dict[str, Any]:
     sp = student_params(o, ctx.model_params)
     settings = training(o, preset)
     feeds, y = ctx.data.feeds("train"), ctx.data.labels("train")
-    lengths = getattr(preset, "lengths", None)
+    lengths = preset.lengths
     rows = lengths(feeds) if lengths else np.zeros(len(y), dtype=np.int64)
-    cut = getattr(preset, "trim", None) or (lambda f: f)
+    cut = preset.trim
 
     with deterministic(ctx.seed, threads=TRAIN_THREADS):
-        hook = getattr(preset, "student", None)
+        hook = preset.student
         student = hook(teacher, sp) if hook else preset.build(sp, len(ctx.data.class_names))
         teacher_n, student_n = count(teacher), count(student)
         _check_smaller(o, teacher_n, student_n)
@@ -116,9 +116,9 @@ def apply(ctx: Context) -> dict[str, Any]:
         )
         trained = time.perf_counter() - started - cached
         student.eval()
-    export(student, example(ctx), ctx.model_out, getattr(preset, "DYNAMIC_AXES", None))
+    export(student, example(ctx), ctx.model_out, preset.DYNAMIC_AXES)
     return {
-        "student": dict(o.student or getattr(preset, "STUDENT", {})),
+        "student": dict(o.student or preset.STUDENT),
         "temperature": o.temperature,
         "alpha": o.alpha,
         "parameters": {"teacher": teacher_n, "student": student_n, "ratio": student_n / teacher_n},
@@ -146,8 +146,10 @@ def _check_smaller(options: Options, teacher_n: int, student_n: int) -> None:
         )
 
 
-def _preset_of(model_params: Any) -> Any:
-    return next((m for m in MODELS.values() if type(model_params) is m.Params), None)
+def _default_student(model_params: Any) -> dict[str, Any]:
+    """The STUDENT of the preset whose params these are ({} when none is)."""
+    preset = next((m for m in MODELS.values() if type(model_params) is m.Params), None)
+    return preset.STUDENT if preset is not None else {}
 
 
 def report(c: dict[str, Any]) -> list[str]:

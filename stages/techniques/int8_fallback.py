@@ -214,8 +214,8 @@ def _nsr(
 
     f_names, q_names = sorted({f for f, _ in pairs}), sorted({q for _, q in pairs})
     n = len(next(iter(feeds.values())))
-    lengths = getattr(ctx.preset, "lengths", None)
-    cut = getattr(ctx.preset, "trim", None) or (lambda f: f)
+    lengths = ctx.preset.lengths if ctx.preset is not None else None
+    cut = ctx.preset.trim if ctx.preset is not None else (lambda f: f)
     order = np.argsort(lengths(feeds), kind="stable") if lengths else np.arange(n)
     pick = order[np.linspace(0, n - 1, min(RANK_ROWS, n)).round().astype(int)]
     signal, noise = dict.fromkeys(pairs, 0.0), dict.fromkeys(pairs, 0.0)

@@ -58,7 +58,7 @@ def apply(ctx: Context) -> dict[str, Any]:
         quantize_static(
             pre,
             out,
-            Reader(rows, batch=32, trim=getattr(ctx.preset, "trim", None)),
+            Reader(rows, batch=32, trim=ctx.preset.trim if ctx.preset is not None else None),
             quant_format=QuantFormat.QDQ if o.format == "qdq" else QuantFormat.QOperator,
             per_channel=o.per_channel,
             activation_type=quant_type(o.activation_type),

@@ -42,7 +42,12 @@ def apply(ctx: Context) -> dict[str, Any]:
             smaller, layers = shrink(module, steps, o.amount, o.norm)
         training = finetune(smaller, ctx, o) if o.finetune_epochs else None
     smaller.eval()
-    export(smaller, example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
+    export(
+        smaller,
+        example(ctx),
+        ctx.model_out,
+        ctx.preset.DYNAMIC_AXES if ctx.preset is not None else None,
+    )
     after = count(smaller)
     details: dict[str, Any] = {
         "amount": o.amount,

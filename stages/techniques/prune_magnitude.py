@@ -35,8 +35,9 @@ def apply(ctx: Context) -> dict[str, Any]:
     o: MagnitudeOptions = ctx.options
     if (
         o.finetune_epochs
-        and getattr(ctx.preset, "HEAVY", False)
-        and getattr(ctx.preset, "finetune", None) is None
+        and ctx.preset is not None
+        and ctx.preset.HEAVY
+        and ctx.preset.finetune is None
     ):
         raise NotApplicable(
             "fine-tuning a whole pretrained model after pruning takes hours on this CPU, and its "
@@ -58,7 +59,12 @@ def apply(ctx: Context) -> dict[str, Any]:
         if bool(m.weight.detach()[zero].any()):
             raise RuntimeError(f"the fine-tune moved pruned weights of {name}: masks not held")
     module.eval()
-    export(module, example(ctx), ctx.model_out, getattr(ctx.preset, "DYNAMIC_AXES", None))
+    export(
+        module,
+        example(ctx),
+        ctx.model_out,
+        ctx.preset.DYNAMIC_AXES if ctx.preset is not None else None,
+    )
 
     per_layer: dict[str, dict[str, Any]] = {}
     for name, m in layers:

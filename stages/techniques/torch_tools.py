@@ -34,7 +34,7 @@ def finetune(module: Any, ctx: Context, o: Any) -> dict[str, Any]:
     import torch
     from tqdm import tqdm
 
-    own = getattr(ctx.preset, "finetune", None)
+    own = ctx.preset.finetune if ctx.preset is not None else None
     if own is not None:
         return own(
             module,
