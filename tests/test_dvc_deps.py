@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import ast
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -547,13 +547,25 @@ def needless_deps(project: Project, stage: Stage) -> list[str]:
     if stage.module not in project.modules:
         return []
     run = {project.modules[m].rel for m in project.closure(stage.module)}
-    return [
+    code = [d for d in stage.deps if d == PACKAGE or d.startswith(f"{PACKAGE}/")]
+    out = [
         f"{stage.name}: dep `{dep}` is project code the stage never runs: remove it from the deps "
         f"of stage `{stage.base}` in dvc.yaml"
-        for dep in stage.deps
-        if (dep == PACKAGE or dep.startswith(f"{PACKAGE}/"))
-        and not any(_covered(f, [dep]) for f in run)
+        for dep in code
+        if not any(_covered(f, [dep]) for f in run)
     ]
+    for dep in code:  # a folder re-runs the stage when any file in it changes
+        idle = sorted(
+            m.rel
+            for m in project.modules.values()
+            if _covered(m.rel, [dep]) and m.rel != dep and m.rel not in run and not m.empty_init
+        )
+        if idle and any(_covered(f, [dep]) for f in run):
+            out.append(
+                f"{stage.name}: dep `{dep}` also covers {', '.join(idle)}, which the stage never "
+                f"runs: list the files it runs instead of the folder in stage `{stage.base}`"
+            )
+    return out
 
 
 def unfollowed(project: Project, stages: list[Stage]) -> list[str]:
@@ -747,3 +759,15 @@ def test_the_checker_fails_on_a_missing_dep_or_param(tmp_path: Path) -> None:
         "deps of stage `run` in dvc.yaml"
         for k in "ab"
     ]
+
+
+def test_a_folder_dep_covering_code_the_stage_never_runs_is_refused() -> None:
+    """`host` listing the whole techniques folder would re-run it on every edit of a technique's
+    review text: the check names the folder and files the stage never runs."""
+    project = Project(ROOT)
+    (host,) = (s for s in dvc_stages(ROOT) if s.name == "host")
+    assert not needless_deps(project, host)
+    wide = replace(host, deps=[*host.deps, "stages/techniques"])
+    (found,) = needless_deps(project, wide)
+    assert "dep `stages/techniques` also covers" in found
+    assert "stages/techniques/int8_static.py" in found

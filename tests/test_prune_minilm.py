@@ -5,7 +5,6 @@ candidate's argmax agrees on >= 90 % (measured 98 %)."""
 
 from __future__ import annotations
 
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -123,9 +122,11 @@ def test_two_runs_give_identical_bytes(
 def test_a_heavy_preset_without_its_own_finetune_is_not_applicable(
     base: Baseline, tmp_path: Path
 ) -> None:
-    heavy = types.ModuleType("heavy")  # a pretrained model with no cheap fine-tune of its own
-    heavy.HEAVY = True  # type: ignore[attr-defined]
-    heavy.build = minilm.build  # type: ignore[attr-defined]
+    class Heavy(minilm.MiniLM):  # a pretrained model with no cheap fine-tune of its own
+        finetune = None
+
+    heavy = Heavy()
+    assert heavy.HEAVY
 
     with pytest.raises(NotApplicable, match="finetune_epochs=0"):
         prune_magnitude.apply(
