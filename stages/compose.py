@@ -1,4 +1,5 @@
-"""Recompose params.yaml from conf/ with DVC's own Hydra composer: `python -m stages.compose [overrides]`."""
+"""Recompose params.yaml from conf/ with DVC's own Hydra composer:
+`python -m stages.compose [overrides]`."""
 
 from __future__ import annotations
 

@@ -259,7 +259,8 @@ def _check_calibration(where: str, options: dict[str, Any], model: Any) -> None:
     model.calibration_size rows (presets that size it by a share know it only after prepare)."""
     size, most = options.get("calibration_size"), getattr(model, "calibration_size", None)
     if type(size) is not int or type(most) is not int:
-        return  # a wrong type is the schema's to report; a share-sized split is checked when applied
+        # a wrong type is the schema's to report; a share-sized split is checked when applied
+        return
     require(
         1 <= size <= most,
         f"{where}.calibration_size",

@@ -1,4 +1,5 @@
-"""Stage `peak`: this machine's practical peak on the target's threads, once per timing key (reports/host/timing.json)."""
+"""Stage `peak`: this machine's practical peak on the target's threads, once per timing key
+(reports/host/timing.json)."""
 
 from __future__ import annotations
 

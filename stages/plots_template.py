@@ -1,4 +1,5 @@
-"""The page of `dvc plots show` with Vega, Vega-Lite and vega-embed inlined, so plots render offline.
+"""The page of `dvc plots show` with Vega, Vega-Lite and vega-embed inlined, so plots render
+offline.
 
 dvc-render's own page loads the three libraries from a CDN and stays blank without a network.
 `plots.html_template` in `.dvc/config` points DVC at the page written here (by `make` and

@@ -128,7 +128,8 @@ def session(path: Path, target: Target, produced_by: str) -> ort.InferenceSessio
 
 
 def open_session(path: Path, settings: dict[str, Any]) -> ort.InferenceSession:
-    """A session from recorded settings (see session_settings); the provider must be the one used."""
+    """A session from recorded settings (see session_settings); the provider must be the one
+    used."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()

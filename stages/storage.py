@@ -128,7 +128,8 @@ def sha256_file(path: Path) -> str:
 
 
 def sha256_arrays(arrays: dict[str, np.ndarray]) -> str:
-    """Content hash of named arrays (names, dtypes, shapes and bytes), independent of file format."""
+    """Content hash of named arrays (names, dtypes, shapes and bytes), whatever the file
+    format."""
     h = hashlib.sha256()
     for name in sorted(arrays):
         arr = np.ascontiguousarray(arrays[name])

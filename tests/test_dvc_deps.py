@@ -19,8 +19,8 @@ line of code added to one makes it a dep) and the files in ALLOWED, each with it
 dep on project code must cover some file reached (otherwise it only makes the stage re-run).
 
 Params. One rule, applied to every module reached. A name holds the validated params when it is
-assigned from `config.load(...)` or `config.validate(...)` (P: stages.params under any alias) or is a
-function parameter annotated `config.Params`. On such a name `p`:
+assigned from `config.load(...)` or `config.validate(...)` (stages.params under any alias) or is
+a function parameter annotated `config.Params`. On such a name `p`:
 
 - `p.<section>.<field>` reads `<section>.<field>`, and `p.<section>["x"]` reads `<section>.x`;
 - `p.<section>[name]`, `name` not a constant, reads the stage's own item (`technique.${key}`) in a
@@ -29,11 +29,12 @@ function parameter annotated `config.Params`. On such a name `p`:
   `foreach: ${<section>}` stage (dvc makes one stage per name), the whole section elsewhere;
 - `p.<section>` passed as an argument to a project function that only ever reads fields of that
   parameter (`Protocol.from_bench(p.bench, p.budget, ...)`) reads `<section>.<each field>`;
-- `p.<section>` used in any other way (passed on, `config.as_dict(p.bench)`) reads the whole section;
-- `p.model_name` reads `model.name` (ALIASES); `p.paths` reads no params entry
-  (UNTRACKED), since dvc.yaml interpolates the same paths into the stage's deps and outs;
-- `p` passed to a project function whose parameter is annotated `config.Params` is followed there (that
-  module is reached too); any other use of `p` cannot be followed and fails the test.
+- `p.<section>` used in any other way (passed on, `config.as_dict(p.bench)`) reads the whole
+  section;
+- `p.model_name` reads `model.name` (ALIASES); `p.paths` reads no params entry (UNTRACKED),
+  since dvc.yaml interpolates the same paths into the stage's deps and outs;
+- `p` passed to a project function whose parameter is annotated `config.Params` is followed there
+  (that module is reached too); any other use of `p` cannot be followed and fails the test.
 
 Every read must be covered by the stage's `params:`: a listed `bench` covers `bench.confidence`, a
 listed `technique.${key}` covers that technique's options. The fix for any failure is in dvc.yaml:
@@ -56,7 +57,9 @@ PARAMS_MODULE = f"{PACKAGE}.params"
 
 # Project files a stage may run without listing them as deps: each cannot change any output.
 ALLOWED: dict[str, str] = {
-    "stages/cli.py": "wraps each stage's main: a known error prints one line, exits 1; writes nothing",
+    "stages/cli.py": (
+        "wraps each stage's main: a known error prints one line, exits 1; writes nothing"
+    ),
 }
 # Attributes of stages.params.Params that are not sections of params.yaml: the key each reads.
 ALIASES = {"model_name": "model.name"}

@@ -1,4 +1,5 @@
-"""Tests for stages.measure.machine and peak_rates: deterministic fingerprint and a short real peak run."""
+"""Tests for stages.measure.machine and peak_rates: a deterministic fingerprint and a short real
+peak run."""
 
 from __future__ import annotations
 

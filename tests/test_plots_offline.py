@@ -30,7 +30,8 @@ REMOTE = re.compile(r"<(?:script|link)\b[^>]*\b(?:src|href)\s*=\s*[\"']?\s*(?:ht
 
 
 def copy_plots_repo(dest: Path) -> Path:
-    """dvc.yaml, params.yaml, .dvc/config and the tracked reports (with the plot files) in `dest`."""
+    """dvc.yaml, params.yaml, .dvc/config and the tracked reports (with the plot files) in
+    `dest`."""
     return copy_worktree(dest, "dvc.yaml", "params.yaml", ".dvc/config", "reports")
 
 

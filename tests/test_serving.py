@@ -1,4 +1,5 @@
-"""Tests for stages.measure.serving: arrivals, collation, the dynamic batcher, offline and the sweep.
+"""Tests for stages.measure.serving: arrivals, collation, the dynamic batcher, offline and the
+sweep.
 
 The batcher's logic (who joins a batch, how long the oldest waits, when a sweep stops) is checked
 on a fake clock: `sleep` advances it exactly, every clock read advances it by one tick, and a fake

@@ -1,4 +1,5 @@
-"""Tests for stages.storage: deterministic arrays, atomic writes and folders, and readable errors."""
+"""Tests for stages.storage: deterministic arrays, atomic writes and folders, and readable
+errors."""
 
 from __future__ import annotations
 

@@ -108,7 +108,8 @@ Applied = Callable[[str], tuple[Path, dict[str, Any]]]
 
 @pytest.fixture(scope="module")
 def applied(base: Baseline, tmp_path_factory: pytest.TempPathFactory) -> Applied:
-    """(candidate path, what apply returned) per technique, applied once with TECHNIQUES' options."""
+    """(candidate path, what apply returned) per technique, applied once with the catalog's
+    options."""
     cache: dict[str, tuple[Path, dict[str, Any]]] = {}
 
     def get(name: str) -> tuple[Path, dict[str, Any]]:

@@ -65,7 +65,10 @@ def test_a_successful_retry_rewrites_the_record_and_the_dashboard(
     assert record["status"] == "logged" and record["uri"] == "sqlite:///mlflow.db"
     assert record["runs"] == {"fp16": "fp16 · REJECT · 0.90x"}
     text = Path(paths.dashboard).read_text()
-    logged = f"MLflow: logged to `sqlite:///mlflow.db`, parent run `{record['parent_run']}` (`make ui` to browse)"
+    logged = (
+        f"MLflow: logged to `sqlite:///mlflow.db`, parent run `{record['parent_run']}` "
+        "(`make ui` to browse)"
+    )
     assert text == DASHBOARD.replace(FAILED, logged)  # only the MLflow line changed
     import mlflow
 

@@ -1,4 +1,5 @@
-"""Load generation after MLPerf Inference's LoadGen scenarios: server (Poisson arrivals) and offline.
+"""Load generation after MLPerf Inference's LoadGen scenarios: server (Poisson arrivals) and
+offline.
 
 Batching changes no weights; it changes how requests meet the model. The server scenario replays a
 seeded Poisson arrival schedule in real time against a `call`; a dynamic batcher in front of it

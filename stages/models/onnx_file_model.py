@@ -187,7 +187,8 @@ def probe(
 ) -> int:
     """Run the first rows once: the label output must be (rows, classes) scores.
     Where the declared shapes are ambiguous the session decides: the axes it holds fixed must
-    match the data, and `doubt` (see onnx_file_inputs.check_arrays) is the message if the rows are refused."""
+    match the data, and `doubt` (see onnx_file_inputs.check_arrays) is the message if the rows
+    are refused."""
     import onnxruntime as ort
 
     feeds = {t.name: arrays[t.name][:2] for t in inputs}

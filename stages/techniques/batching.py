@@ -77,7 +77,8 @@ def report(c: dict[str, Any]) -> list[str]:
     inv = d["batch_invariance"]
     lines = [
         f"- Batch invariance: over {inv['rows']} validation rows, batched logits differ from "
-        f"one-request-per-call logits by at most {inv['max_abs_error']:.3g} (bound {inv['bound']:g}); "
+        f"one-request-per-call logits by at most {inv['max_abs_error']:.3g} "
+        f"(bound {inv['bound']:g}); "
         f"same predictions: {'yes' if d['same_argmax'] else 'NO'}.",
     ]
     if not server:
@@ -89,14 +90,15 @@ def report(c: dict[str, Any]) -> list[str]:
         return "none met the bound" if x is None else f"{x:.0f} req/s"
 
     lines.append(
-        f"- Saturation point (highest rate with p99 <= {server['latency_bound_ms']:.2f} ms and nothing "
-        f"dropped): baseline {qps(b_sat)}, batched {qps(c_sat)}"
+        f"- Saturation point (highest rate with p99 <= {server['latency_bound_ms']:.2f} ms "
+        f"and nothing dropped): baseline {qps(b_sat)}, batched {qps(c_sat)}"
         + (f" ({c_sat / b_sat:.2f}x)" if b_sat and c_sat else "")
         + ". One run per rate: these figures carry no interval."
     )
     lines += [
         "",
-        "| rate (x capacity) | req/s | side | p50 / p99 latency (ms) | p99 queue delay (ms) | p50 service (ms) | mean batch | throughput (req/s) | missed bound |",
+        "| rate (x capacity) | req/s | side | p50 / p99 latency (ms) | p99 queue delay (ms) "
+        "| p50 service (ms) | mean batch | throughput (req/s) | missed bound |",
         "|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in server["rates"]:
@@ -104,18 +106,22 @@ def report(c: dict[str, Any]) -> list[str]:
             s = row[side]
             if not s["served"]:
                 lines.append(
-                    f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} | nothing served | | | | | {s['missed_bound']} |"
+                    f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} | nothing served "
+                    f"| | | | | {s['missed_bound']} |"
                 )
                 continue
             lines.append(
-                f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} | {s['latency_p50_ms']:.3f} / "
-                f"{s['latency_p99_ms']:.3f} | {s['queue_delay_p99_ms']:.3f} | {s['service_p50_ms']:.3f} | "
-                f"{s['mean_batch_size']:.2f} | {s['throughput_qps']:.0f} | {s['missed_bound']} of {s['requests']} |"
+                f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} "
+                f"| {s['latency_p50_ms']:.3f} / {s['latency_p99_ms']:.3f} "
+                f"| {s['queue_delay_p99_ms']:.3f} | {s['service_p50_ms']:.3f} "
+                f"| {s['mean_batch_size']:.2f} | {s['throughput_qps']:.0f} "
+                f"| {s['missed_bound']} of {s['requests']} |"
             )
     off = server.get("offline")
     if off:
         lines.append(
-            f"- Offline (all requests at once): baseline {off['baseline']['throughput_qps']:.0f} req/s, "
+            "- Offline (all requests at once): baseline "
+            f"{off['baseline']['throughput_qps']:.0f} req/s, "
             f"batched {off['candidate']['throughput_qps']:.0f} req/s."
         )
     return lines

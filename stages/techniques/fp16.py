@@ -118,7 +118,8 @@ def report(c: dict[str, Any]) -> list[str]:
                 "initializer(s): ONNX Runtime folds the weight casts into float32 weights"
             )
     lines.append(
-        f"- speedup at batch 1 on {provider}: p50 {interval(p50)}, p95 {interval(b1['speedup']['p95'])}: "
+        f"- speedup at batch 1 on {provider}: p50 {interval(p50)}, "
+        f"p95 {interval(b1['speedup']['p95'])}: "
         f"**{b1['effect']}** (noise floor {b1['noise_floor']:.1%})"
     )
     if provider == probed and cast:

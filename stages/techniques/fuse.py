@@ -100,7 +100,8 @@ def report(c: dict[str, Any]) -> list[str]:
         f"{d['max_abs_error']:.3g}, {within} the bound {d['tolerance']:g}",
         _expectation(d, level)
         + f"load {load['baseline']:.1f} ms -> {load['candidate']:.1f} ms; p50 speedup at batch 1 "
-        f"{interval(b1['speedup']['p50'])}, **{b1['effect']}** (noise floor {b1['noise_floor']:.1%})",
+        f"{interval(b1['speedup']['p50'])}, **{b1['effect']}** "
+        f"(noise floor {b1['noise_floor']:.1%})",
     ]
     return lines
 

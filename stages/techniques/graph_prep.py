@@ -32,7 +32,8 @@ def prepare(
 ) -> tuple[Path, dict[str, Any]]:
     """The baseline ready for a technique, and the manifest details of what was done to it
     (`constants_folded`, `opset_upgrade`): the baseline itself and {} when it needs nothing. A
-    changed model is written under `tmp`; `needed_by` and `fix` complete a failed upgrade's reason."""
+    changed model is written under `tmp`; `needed_by` and `fix` complete a failed upgrade's
+    reason."""
     head = onnx.load(str(ctx.baseline), load_external_data=False)
     if opset_of(head) >= min_opset and not _foldable(head.graph):
         return ctx.baseline, {}

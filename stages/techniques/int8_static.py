@@ -151,7 +151,8 @@ def _report_fallback(f: dict[str, Any] | None) -> list[str]:
     if f["ranking"]:
         top = ", ".join(f"`{n}` {s:.1f} dB" for n, s in f["ranking"][:5])
         lines.append(
-            f"- most sensitive of {f['quantized_nodes']} quantized nodes (noise added, dB re signal): {top}"
+            f"- most sensitive of {f['quantized_nodes']} quantized nodes "
+            f"(noise added, dB re signal): {top}"
         )
     lines += [
         "",
