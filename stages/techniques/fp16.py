@@ -12,21 +12,14 @@ import numpy as np
 
 from stages.evidence.lines import interval
 from stages.onnx_graph import node_reads, save_optimized
-from stages.techniques.base import Context, NotApplicable, check_io
+from stages.techniques.base import GRAPH_EDIT, Context, NotApplicable, check_io
 from stages.techniques.graph_prep import prepare
 from stages.techniques.options.fp16 import Options
 
 # Half precision changes the ops (Cast nodes), the initializers' dtypes and the bytes. It keeps the
 # opset and, above all, the inputs and outputs. The parameter count (of the initializers) changes
 # only where weights held in Constant nodes become initializers first (details.constants_folded).
-DECLARES = (
-    "graph.op_types",
-    "graph.dtypes",
-    "graph.parameters",
-    "graph.nodes",
-    "graph.sha256",
-    "graph.size_bytes",
-)
+DECLARES = GRAPH_EDIT
 CHECK = (
     "accuracy drop on real validation cases, overall and per slice, and whether the target runs "
     "float16 natively or pays for casts (Cast nodes, provider kernels, speedup at batch 1)"
