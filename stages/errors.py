@@ -27,17 +27,26 @@ class NotApplicable(Exception):
     """The technique cannot apply to this model; the message is the reason shown in the report."""
 
 
-class FusionError(RuntimeError):
+class CandidateRefused(RuntimeError):
+    """A technique's own check refused the candidate it built: `optimize` records it as the
+    technique's failure, with this message and no traceback (it is a finding, not a bug)."""
+
+
+class FusionError(CandidateRefused):
     """The fused graph does not load, changes the inputs/outputs, or computes something else."""
+
+
+class BatchInvarianceError(CandidateRefused):
+    """Batched outputs differ from one-request-per-call outputs beyond the bound."""
 
 
 # A setting to fix, evidence to restore or a target to provide: the stage stops with one line.
 # `optimize` re-raises these from a technique instead of recording them as its failure.
 SETUP_ERRORS: tuple[type[Exception], ...] = (ParamsError, EvidenceError, TargetUnavailable)
 # The errors an entry point prints as one line, with no traceback, and exits 1 (stages.cli).
-# A FusionError inside `optimize` is the technique's own failure, recorded in its manifest
+# A CandidateRefused inside `optimize` is the technique's own failure, recorded in its manifest
 # (it is not in SETUP_ERRORS); anywhere else it ends the command with one line.
-KNOWN: tuple[type[Exception], ...] = (*SETUP_ERRORS, FusionError)
+KNOWN: tuple[type[Exception], ...] = (*SETUP_ERRORS, CandidateRefused)
 
 
 def require(ok: bool, name: str, value: Any, allowed: str) -> None:

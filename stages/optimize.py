@@ -12,7 +12,7 @@ from typing import Any
 from stages import data as datasets
 from stages import params as config
 from stages.cli import run
-from stages.errors import SETUP_ERRORS
+from stages.errors import SETUP_ERRORS, CandidateRefused
 from stages.evidence.manifest import changes
 from stages.export import MANIFEST_FILE, MODEL_FILE
 from stages.models.catalog import MODELS
@@ -70,7 +70,8 @@ def _outcome(
     except SETUP_ERRORS:  # a setting to fix or evidence to restore: the stage fails with one line
         raise
     except Exception as e:  # this technique broke on this model: recorded; the others go on
-        traceback.print_exc()
+        if not isinstance(e, CandidateRefused):  # a check's finding needs no traceback
+            traceback.print_exc()
         _discard_outputs(ctx.out)
         reason = failure_reason(e)
         print(f"{name}: failed, recorded in its manifest: {reason}", file=sys.stderr)
@@ -83,8 +84,11 @@ def _outcome(
 
 
 def failure_reason(e: BaseException) -> str:
-    """The reason the report shows for a technique that raised: the error's type and first line."""
+    """The reason the report shows for a technique that raised: the error's type and first line
+    (and, for an error no check raised, where its traceback is)."""
     first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    if isinstance(e, CandidateRefused):
+        return f"the technique refused its candidate ({type(e).__name__}: {first})"
     return f"the technique failed ({type(e).__name__}: {first}); its stage log has the traceback"
 
 

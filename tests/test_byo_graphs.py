@@ -18,6 +18,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from stages import optimize
 from stages.data import LABELS, Prepared
+from stages.errors import KNOWN, BatchInvarianceError, CandidateRefused, FusionError
 from stages.evidence.manifest import changes, confounders
 from stages.onnx_graph import graph_summary
 from stages.params import ParamsError
@@ -310,6 +311,30 @@ def test_the_optimize_stage_records_not_applicable_and_failures(
 
     with pytest.raises(ParamsError):  # a setting to fix still stops the stage
         optimize._outcome("fuse", Technique(object, misconfigured, (), ""), ctx, {})
+
+
+def test_a_candidate_its_own_check_refuses_is_recorded_in_one_line(
+    opset11: Path, data: Prepared, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fusion changing the outputs or batched outputs differing is a finding about this model,
+    not a bug: recorded as the technique's failure, printed as one line, no traceback."""
+    ctx = _ctx(opset11, "fuse", data, tmp_path)
+
+    def refused(ctx: Context) -> dict[str, Any]:
+        ctx.model_out.write_bytes(b"a candidate that computes something else")
+        raise BatchInvarianceError("batch invariance fails: batched outputs differ by 0.5")
+
+    technique = dataclasses.replace(TECHNIQUES["batching"], apply=refused)
+    outcome = optimize._outcome("batching", technique, ctx, {})
+    assert outcome == {
+        "status": "failed",
+        "reason": "the technique refused its candidate (BatchInvarianceError: batch invariance "
+        "fails: batched outputs differ by 0.5)",
+    }
+    assert list(ctx.out.iterdir()) == []
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "batching: failed, recorded in its manifest" in err
+    assert issubclass(FusionError, CandidateRefused) and CandidateRefused in KNOWN
 
 
 # --- weights in Constant nodes ------------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from stages.errors import BatchInvarianceError
 from stages.measure import serving
 from stages.techniques.base import Context, NotApplicable
 from stages.techniques.options.batching import Options
@@ -59,7 +60,7 @@ def apply(ctx: Context) -> dict[str, Any]:
     )
     err = float(np.abs(alone - batched).max())
     if err > INVARIANCE_BOUND:
-        raise ValueError(
+        raise BatchInvarianceError(
             f"batch invariance fails: batched outputs differ from one-at-a-time outputs by "
             f"{err:.3g} (bound {INVARIANCE_BOUND:g}) on {n} validation rows"
         )
