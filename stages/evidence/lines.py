@@ -6,11 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 
-def interval(x: dict[str, float]) -> str:
-    """An estimate with its interval, three decimals: 1.004 [0.981, 1.027]."""
-    return f"{x['estimate']:.3f} [{x['low']:.3f}, {x['high']:.3f}]"
-
-
 def speedup(d: dict[str, float]) -> str:
     """A speedup with its interval, two decimals: 1.20x [1.10, 1.30]."""
     return f"{d['estimate']:.2f}x [{d['low']:.2f}, {d['high']:.2f}]"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.evidence.lines import interval
+from stages.evidence.formats import ci
 from stages.onnx_graph import node_reads, save_optimized
 from stages.techniques.base import GRAPH_EDIT, Context, NotApplicable, check_io
 from stages.techniques.graph_prep import prepare
@@ -111,8 +111,8 @@ def report(c: dict[str, Any]) -> list[str]:
                 "initializer(s): ONNX Runtime folds the weight casts into float32 weights"
             )
     lines.append(
-        f"- speedup at batch 1 on {provider}: p50 {interval(p50)}, "
-        f"p95 {interval(b1['speedup']['p95'])}: "
+        f"- speedup at batch 1 on {provider}: p50 {ci(p50)}, "
+        f"p95 {ci(b1['speedup']['p95'])}: "
         f"**{b1['effect']}** (noise floor {b1['noise_floor']:.1%})"
     )
     if provider == probed and cast:

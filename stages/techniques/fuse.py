@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from stages.errors import FusionError
-from stages.evidence.lines import interval
+from stages.evidence.formats import ci
 from stages.onnx_graph import op_counts, save_optimized
 from stages.runtime import open_session, run_rows
 from stages.stats import max_abs_error
@@ -100,7 +100,7 @@ def report(c: dict[str, Any]) -> list[str]:
         f"{d['max_abs_error']:.3g}, {within} the bound {d['tolerance']:g}",
         _expectation(d, level)
         + f"load {load['baseline']:.1f} ms -> {load['candidate']:.1f} ms; p50 speedup at batch 1 "
-        f"{interval(b1['speedup']['p50'])}, **{b1['effect']}** "
+        f"{ci(b1['speedup']['p50'])}, **{b1['effect']}** "
         f"(noise floor {b1['noise_floor']:.1%})",
     ]
     return lines

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 from typing import Any
 
-from stages.evidence.lines import interval
+from stages.evidence.formats import ci
 from stages.techniques.base import Context
 
 DECLARES: tuple[str, ...] = ()  # nothing may differ; any difference confounds it
@@ -33,7 +33,7 @@ def report(c: dict[str, Any]) -> list[str]:
     o = c["validation"]["overall"]
     return [
         f"- The candidate is the baseline's own file: p50 speedup at batch 1 "
-        f"{interval(sp)} reads **{b1['effect']}** "
+        f"{ci(sp)} reads **{b1['effect']}** "
         f"against a noise floor of {b1['noise_floor']:.1%}; anything else would be a fault of "
         "the protocol, not of the model.",
         f"- Predictions: {o['right_to_wrong']} right->wrong and {o['wrong_to_right']} "

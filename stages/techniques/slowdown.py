@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from stages.evidence.lines import interval
+from stages.evidence.formats import ci
 from stages.techniques import identity
 from stages.techniques.base import GRAPH_EDIT, Context, check_io
 
@@ -99,7 +99,7 @@ def report(c: dict[str, Any]) -> list[str]:
     return [
         f"- A deliberate regression: {d['matmuls']} no-op MatMul(s) of {d['size']} x "
         f"{d['size']} ({d['added_flops_per_call']:,} flops a call) added to the baseline. "
-        f"p50 speedup at batch 1 {interval(sp)} "
+        f"p50 speedup at batch 1 {ci(sp)} "
         f"reads **{b1['effect']}**; the re-benchmark gate must flag it against evidence "
         "committed at `matmuls: 0`.",
     ]
