@@ -550,20 +550,22 @@ def needless_deps(project: Project, stage: Stage) -> list[str]:
     if stage.module not in project.modules:
         return []
     run = {project.modules[m].rel for m in project.closure(stage.module)}
-    code = [d for d in stage.deps if d == PACKAGE or d.startswith(f"{PACKAGE}/")]
-    out = [
-        f"{stage.name}: dep `{dep}` is project code the stage never runs: remove it from the deps "
-        f"of stage `{stage.base}` in dvc.yaml"
-        for dep in code
-        if not any(_covered(f, [dep]) for f in run)
-    ]
-    for dep in code:  # a folder re-runs the stage when any file in it changes
-        idle = sorted(
+    out = []
+    for dep in stage.deps:
+        if dep != PACKAGE and not dep.startswith(f"{PACKAGE}/"):
+            continue
+        if not any(_covered(f, [dep]) for f in run):
+            out.append(
+                f"{stage.name}: dep `{dep}` is project code the stage never runs: remove it from "
+                f"the deps of stage `{stage.base}` in dvc.yaml"
+            )
+            continue
+        idle = sorted(  # a folder re-runs the stage when any file in it changes
             m.rel
             for m in project.modules.values()
             if _covered(m.rel, [dep]) and m.rel != dep and m.rel not in run and not m.empty_init
         )
-        if idle and any(_covered(f, [dep]) for f in run):
+        if idle:
             out.append(
                 f"{stage.name}: dep `{dep}` also covers {', '.join(idle)}, which the stage never "
                 f"runs: list the files it runs instead of the folder in stage `{stage.base}`"
