@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -472,31 +473,70 @@ def test_mcnemar_exact_rejects_negative_counts() -> None:
         mcnemar_exact(1, -1)
 
 
-def test_paired_accuracy_difference_is_the_exact_conditional_interval() -> None:
-    better = paired_accuracy_difference(right_to_wrong=2, wrong_to_right=12, n=1000)
-    worse = paired_accuracy_difference(right_to_wrong=12, wrong_to_right=2, n=1000)
+def test_clopper_pearson_is_the_exact_beta_interval() -> None:
+    low, high = proportion_confint(3, 10, alpha=0.05, method="beta")
 
-    # 12 of 14 flips went right: Clopper-Pearson for 12/14, mapped to 14 (2 pi - 1) / 1000
-    low, high = clopper_pearson(12, 14, 0.95)
-    assert better.estimate == pytest.approx(0.01)
-    assert better.low == pytest.approx(0.014 * (2 * low - 1))
-    assert better.high == pytest.approx(0.014 * (2 * high - 1))
-    assert better.low > 0
-    assert worse.estimate == pytest.approx(-0.01) and worse.high < 0
-    assert worse.low == pytest.approx(-better.high) and worse.high == pytest.approx(-better.low)
+    assert clopper_pearson(3, 10) == (pytest.approx(low), pytest.approx(high))
+    assert clopper_pearson(0, 0) == (0.0, 1.0)
+    assert clopper_pearson(0, 1000)[1] == pytest.approx(1 - 0.025**0.001)
 
 
-def test_paired_accuracy_difference_agrees_with_the_exact_mcnemar_test() -> None:
-    # 1 vs 7 flips of 1000: McNemar p = 0.07, so the interval must hold 0 (a Wald one did not)
-    assert paired_accuracy_difference(7, 1, 1000).contains(0.0)
+# Newcombe (1998), Stat Med 17:2635-2650, Table III, method 10, as printed (4 decimals, z = 1.96),
+# keyed by his cells (e, f, g, h): e both positive, f first only, g second only, h both negative;
+# his difference is (f - g) / n. The function reads the agreeing rows as one cell, so only the
+# rows with e = 0 or h = 0 apply (method 10 gives the same bounds for e and h swapped).
+_NEWCOMBE_TABLE_III_METHOD_10 = {
+    (36, 12, 2, 0): (0.0569, 0.3404),
+    (36, 14, 0, 0): (0.1528, 0.4167),
+    (2, 97, 1, 0): (0.8721, 0.9854),
+    (0, 29, 1, 0): (0.6666, 0.9882),
+    (2, 98, 0, 0): (0.9178, 0.9945),
+    (0, 30, 0, 0): (0.8395, 1.0),
+    (54, 0, 0, 0): (-0.0664, 0.0664),
+}
+
+
+@pytest.mark.parametrize(("cells", "published"), sorted(_NEWCOMBE_TABLE_III_METHOD_10.items()))
+def test_paired_accuracy_difference_matches_newcombes_published_method_10(
+    cells: tuple[int, int, int, int], published: tuple[float, float]
+) -> None:
+    _, gained, lost, _ = cells
+    n = sum(cells)
+
+    # z = 1.96 as in the paper (0.95 gives 1.95996, which moves no bound past the 4th decimal)
+    ci = paired_accuracy_difference(right_to_wrong=lost, wrong_to_right=gained, n=n)
+    mirrored = paired_accuracy_difference(right_to_wrong=gained, wrong_to_right=lost, n=n)
+
+    assert ci.estimate == pytest.approx((gained - lost) / n)
+    assert ci.low == pytest.approx(published[0], abs=5e-5)
+    assert ci.high == pytest.approx(published[1], abs=5e-5)
+    assert mirrored == Interval(-ci.estimate, -ci.high, -ci.low)
+
+
+def test_paired_accuracy_difference_is_not_conditional_on_the_flips() -> None:
+    # 6 right->wrong, none back, in 600 rows: the old conditional interval was -1.00 [-1.00, -0.08]
+    # points, its bound on the estimate. With no flip back the lower bound is the Wilson upper
+    # bound of the loss rate, and the interval reaches past the estimate on both sides.
+    one_way = paired_accuracy_difference(right_to_wrong=6, wrong_to_right=0, n=600)
+
+    assert one_way.estimate == pytest.approx(-0.01)
+    assert one_way.low == pytest.approx(-wilson_interval(6, 600).high)
+    assert one_way.low < one_way.estimate - 0.01 and one_way.estimate + 0.005 < one_way.high < 0
+
+
+def test_paired_accuracy_difference_agrees_with_the_exact_mcnemar_test_on_clear_cases() -> None:
+    # The interval is not the inverted exact test: for 7 vs 1 flips (exact p = 0.07, mid-p 0.04)
+    # it excludes 0, as it does wherever the conservative exact test lands in 0.05-0.08. It must
+    # exclude 0 wherever the exact test rejects, and hold it wherever p > 0.1.
+    assert not paired_accuracy_difference(7, 1, 1000).contains(0.0)
     assert mcnemar_exact(7, 1) == pytest.approx(0.0703125)
     disagreements = []
     for n in (40, 200, 1000):
         for b in range(15):
             for c in range(15):
-                ci = paired_accuracy_difference(b, c, n)
-                significant = mcnemar_exact(b, c) < 0.05
-                if significant == ci.contains(0.0):
+                holds_zero = paired_accuracy_difference(b, c, n).contains(0.0)
+                p = mcnemar_exact(b, c)
+                if (p < 0.05 and holds_zero) or (p > 0.1 and not holds_zero):
                     disagreements.append((n, b, c))
     assert disagreements == []
 
@@ -504,9 +544,13 @@ def test_paired_accuracy_difference_agrees_with_the_exact_mcnemar_test() -> None
 def test_paired_accuracy_difference_without_flips_is_not_a_point() -> None:
     none = paired_accuracy_difference(0, 0, 1000)
 
-    reach = clopper_pearson(0, 1000, 0.95)[1]
-    assert none == Interval(0.0, -reach, reach)
-    assert 0.003 < reach < 0.004  # the "rule of three": about 3 / n
+    # +-z^2 / (n + z^2): the Wilson upper bound of 0 flips in n rows, either way
+    z = NormalDist().inv_cdf(0.975)
+    reach = z**2 / (1000 + z**2)
+    assert none.estimate == 0.0
+    assert none.low == pytest.approx(-reach) and none.high == pytest.approx(reach)
+    assert reach == pytest.approx(wilson_interval(0, 1000).high)
+    assert 0.003 < reach < 0.004  # about 3.84 / n
 
 
 def test_quantile_order_interval_covers_the_true_quantile() -> None:
@@ -577,9 +621,15 @@ def test_decide_tail_branches(p99: Interval, floor: float, expected: str | None)
 
 
 def test_paired_accuracy_difference_clips_to_unit_range() -> None:
-    ci = paired_accuracy_difference(right_to_wrong=1, wrong_to_right=2, n=3)
+    cases = [(1, 2, 3), (3, 0, 3), (0, 3, 3), (0, 0, 1), (1, 0, 1), (5, 5, 10), (0, 50, 50)]
+    for b, c, n in cases:
+        for confidence in (0.95, 0.999):
+            ci = paired_accuracy_difference(b, c, n, confidence)
 
-    assert -1.0 <= ci.low <= ci.estimate <= ci.high <= 1.0
+            assert -1.0 <= ci.low <= ci.estimate <= ci.high <= 1.0
+            assert ci.estimate == pytest.approx((c - b) / n)
+    assert paired_accuracy_difference(3, 0, 3).low == -1.0
+    assert paired_accuracy_difference(0, 3, 3).high == 1.0
 
 
 def test_paired_accuracy_difference_rejects_bad_input() -> None:

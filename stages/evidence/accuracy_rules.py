@@ -47,7 +47,8 @@ def accuracy(v: dict[str, Any], b: Budget, confidence: float) -> list[Rule]:
 
 
 def _drop(s: dict[str, Any], confidence: float) -> Interval:
-    """A comparison's accuracy drop in points with its exact paired interval, from its counts."""
+    """A comparison's accuracy drop in points with its paired interval (Newcombe's hybrid score,
+    stats.paired_accuracy_difference), from its counts."""
     d = stats.paired_accuracy_difference(
         s["right_to_wrong"], s["wrong_to_right"], s["n"], confidence
     )

@@ -1,7 +1,10 @@
 """Proportions and paired accuracy: the Wilson and Clopper-Pearson intervals of a proportion,
-the exact McNemar test and the candidate-minus-baseline accuracy on paired predictions."""
+the exact McNemar test and the candidate-minus-baseline accuracy on paired predictions with
+Newcombe's hybrid score interval."""
 
 from __future__ import annotations
+
+import math
 
 from stages.stats.checks import check_confidence, check_counts, require
 from stages.stats.interval import Interval
@@ -52,24 +55,38 @@ def clopper_pearson(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 def paired_accuracy_difference(
     right_to_wrong: int, wrong_to_right: int, n: int, confidence: float = 0.95
 ) -> Interval:
-    """Candidate-minus-baseline accuracy on paired predictions, with the exact conditional
-    interval: given the m = right_to_wrong + wrong_to_right flips, wrong_to_right is binomial
-    (m, pi) and the difference is m (2 pi - 1) / n; pi's Clopper-Pearson interval excludes 1/2
-    exactly when the exact McNemar test rejects at 1 - confidence, so the two always agree. With
-    no flips the interval is +-(the Clopper-Pearson upper bound of 0 flips in n rows), not [0, 0].
+    """Candidate-minus-baseline accuracy on paired predictions, (wrong_to_right - right_to_wrong)
+    / n, with Newcombe's (1998) hybrid score interval (his method 10), which does not condition on
+    the number of flips. The exact conditional interval used before under-covers when flips go
+    mostly one way, as a quantized model's do: with 1.2 % / 0.2 % of 3188 rows flipping, its 95 %
+    interval lies wholly above the true difference with probability 11.7 % (nominal 2.5 %), with
+    1 % / 0 % of 600 rows 44 %; this one 2.3 % and 1.7 %, each tail <= 2.5 % in every case tried
+    (computed exactly over the flip counts). Tango's score interval put 4.2 % in the other tail.
+
+    Method 10 reads a 2x2 table and this function is given only the flips: the rows that agree
+    are taken as one cell (both wrong; all both right gives the same bounds). Their split does not
+    change how the flips are distributed; with it the margins are the two flip rates, with their
+    Wilson intervals, and phi = -sqrt(b c / ((n - b)(n - c))) is the flip counts' multinomial
+    correlation. No flips give +-z^2 / (n + z^2), Wilson's bound for 0 of n, not [0, 0]. It is
+    close to the exact McNemar test, not identical: both are reported.
     """
     check_counts(right_to_wrong=right_to_wrong, wrong_to_right=wrong_to_right)
     require(n >= 1, f"n must be >= 1, got {n}")
     b, c = right_to_wrong, wrong_to_right
     require(b + c <= n, f"right_to_wrong + wrong_to_right must be <= n={n}, got {b + c}")
     check_confidence(confidence)
-    m = b + c
+    gain = wilson_interval(c, n, confidence)
+    loss = wilson_interval(b, n, confidence)
+    # Newcombe's phi for the table (0, b, c, n - b - c); 0 when a flip count is 0 (his rule for a
+    # zero margin product), and b, c >= 1 imply b, c < n, so the root is real and nonzero.
+    phi = -math.sqrt(b * c / ((n - b) * (n - c))) if b and c else 0.0
+    # Square-and-add: the lower bound takes the gain's lower and the loss's upper distance, the
+    # upper bound the reverse; phi <= 0 here, so each sum is >= 0.
+    gain_down, gain_up = gain.estimate - gain.low, gain.high - gain.estimate
+    loss_down, loss_up = loss.estimate - loss.low, loss.high - loss.estimate
+    below = math.sqrt(gain_down**2 - 2 * phi * gain_down * loss_up + loss_up**2)
+    above = math.sqrt(gain_up**2 - 2 * phi * gain_up * loss_down + loss_down**2)
     estimate = (c - b) / n
-    if m == 0:
-        reach = clopper_pearson(0, n, confidence)[1]
-        return Interval(0.0, -reach, reach)
-    low, high = clopper_pearson(c, m, confidence)
-    scale = m / n
-    return Interval(
-        estimate, min(estimate, scale * (2 * low - 1)), max(estimate, scale * (2 * high - 1))
-    )
+    # phi >= -1 keeps the bounds within [l_gain - u_loss, u_gain - l_loss], inside [-1, 1]; pin
+    # float residue.
+    return Interval(estimate, max(-1.0, estimate - below), min(1.0, estimate + above))
