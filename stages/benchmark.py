@@ -156,6 +156,18 @@ def measure(
             bench=p.bench,
             seed=p.seed,
         )
+        sat = {
+            side: "/".join(
+                "none" if q is None else f"{q:.0f}"
+                for q in server["saturation"][side]["per_replicate_qps"]
+            )
+            for side in (BASELINE, CANDIDATE)
+        }
+        print(
+            f"{name} server: saturation per replicate, baseline {sat[BASELINE]} req/s, candidate "
+            f"{sat[CANDIDATE]} req/s ({server['wall_s']:.0f} s under load)",
+            flush=True,
+        )
     settings = session_settings(p.target)
     readouts = {
         side: {**readout(s), **modes.get(side, modes[BASELINE])} for side, s in sessions.items()
@@ -267,9 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         evidence.update(status="ok", protocol=config.as_dict(p.bench), **measured.to_dict())
         metrics = flat_metrics(evidence)
     write_text(out / "latencies.csv", latencies_csv(raw) if raw else "")
-    write_text(
-        out / "server.csv", server_csv or "rate_qps,side,request,arrival_s,start_s,end_s,batch\n"
-    )
+    write_text(out / "server.csv", server_csv or scenarios.TRACE_HEADER + "\n")
     write_text(
         out / "percentiles.csv",
         percentiles_csv(raw) if raw else "percentile,baseline_ms,candidate_ms,speedup\n",

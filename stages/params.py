@@ -78,7 +78,9 @@ class Bench:
     memory_calls: int = 50
     load_repeats: int = 5
     scenarios: list[str] = field(default_factory=lambda: ["single_stream"])
-    server_duration_s: float = 2.0
+    server_duration_s: float = 0.6  # s per server rate, side and replicate
+    server_replicates: int = 3  # serving sweeps on fresh arrival seeds; the verdict needs >= 3
+    server_refine_steps: int = 3  # bisections of each sweep's saturation bracket
     server_load_factors: list[float] = field(default_factory=lambda: [0.5, 0.9, 1.5])
     server_sweep_factors: list[float] = field(
         default_factory=lambda: [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0]
@@ -91,6 +93,15 @@ class Bench:
             one_of("bench.scenarios", s, SCENARIOS)
         require(
             self.server_duration_s > 0, "bench.server_duration_s", self.server_duration_s, "> 0"
+        )
+        require(
+            self.server_replicates >= 1, "bench.server_replicates", self.server_replicates, ">= 1"
+        )
+        require(
+            self.server_refine_steps >= 0,
+            "bench.server_refine_steps",
+            self.server_refine_steps,
+            ">= 0",
         )
         for name in ("server_load_factors", "server_sweep_factors"):
             values = getattr(self, name)

@@ -1,5 +1,5 @@
-"""Tests for stages.measure.serving: arrivals, collation, the dynamic batcher, offline and the
-sweep.
+"""Tests for stages.measure.serving and the sweep of stages.measure.scenarios: arrivals,
+collation, the dynamic batcher, offline, the saturation sweep and its replicates.
 
 The batcher's logic (who joins a batch, how long the oldest waits, when a sweep stops) is checked
 on a fake clock: `sleep` advances it exactly, every clock read advances it by one tick, and a fake
@@ -22,16 +22,18 @@ import pytest
 from onnx import TensorProto, helper
 from scipy import stats
 
-from stages.measure import serving
+from stages.measure import scenarios, serving
+from stages.measure.scenarios import Sweep, saturation
 from stages.measure.server_result import ServerResult
 from stages.measure.serving import (
     Feed,
     collate,
+    late_limit,
     offline,
     poisson_arrivals,
-    saturation,
     serve,
 )
+from stages.params import Bench
 
 BATCH_ATOL = 1e-6  # a batched MatMul + Add may pick another kernel; rows agree to this
 
@@ -466,6 +468,111 @@ def test_saturation_on_the_real_clock() -> None:
     assert [row["rate_qps"] for row in out["rows"]] == [100.0, 5000.0, 10_000.0]
     assert out["saturation_qps"] == 100.0
     assert out["rows"][1]["dropped"] > 0 and not out["rows"][1]["meets"]
+
+
+def test_a_failing_rate_gives_up_once_its_p99_surely_misses(clock: FakeClock) -> None:
+    # 2 ms per call at 1,000 requests/s: twice the capacity, the queue grows without end.
+    arrivals = poisson_arrivals(1000.0, 2.0, seed=0)
+    call = _costing(clock, 0.002)
+
+    full = serve(call, _feeds(2), arrivals)
+    t0 = clock.t
+    short = serve(call, _feeds(2), arrivals, give_up_p99_ms=20.0)
+    took = clock.t - t0
+
+    assert full.summary(20.0)["latency_p99_ms"] > 20.0 and not full.gave_up
+    assert short.gave_up and short.dropped > 0
+    assert short.arrival_s.size + short.dropped == arrivals.size
+    assert int(np.count_nonzero(short.latency_ms > 20.0)) == late_limit(arrivals.size)
+    assert took < 0.1 * full.duration_s  # a few dozen calls instead of the whole backlog
+
+
+def test_giving_up_never_changes_whether_a_rate_meets_the_bound(clock: FakeClock) -> None:
+    call = _costing(clock, 0.002)
+    for rate in (100.0, 300.0, 450.0, 500.0, 550.0, 1000.0):
+        arrivals = poisson_arrivals(rate, 1.0, seed=3)
+        full = serve(call, _feeds(2), arrivals).summary(20.0)
+        short = serve(call, _feeds(2), arrivals, give_up_p99_ms=20.0).summary(20.0)
+        meets_full = full["dropped"] == 0 and full["latency_p99_ms"] <= 20.0
+        meets_short = short["dropped"] == 0 and short["latency_p99_ms"] <= 20.0
+        assert meets_short == meets_full, rate
+        assert short["gave_up"] == (not meets_full and short["dropped"] > 0), rate
+
+
+def test_late_limit_is_the_fewest_late_latencies_that_fail_the_p99() -> None:
+    for n in (1, 2, 50, 99, 100, 101, 157, 1000, 12_345):
+        k = late_limit(n)
+        lat = np.zeros(n)
+        lat[n - k :] = 1.0 + 1e-9  # k latencies barely over a bound of 1
+        assert np.percentile(lat, 99) > 1.0, n
+        lat[n - k] = 0.0  # one fewer
+        assert k == 1 or np.percentile(lat, 99) <= 1.0, n
+
+
+def test_refinement_bisects_the_saturation_bracket(clock: FakeClock) -> None:
+    # 2 ms per call: capacity 500 requests/s, between the grid rates 400 and 600.
+    kw: dict[str, Any] = {"rates_qps": RATES, "duration_s": 1.0, "seed": 0, "p99_bound_ms": 20.0}
+    coarse = saturation(_costing(clock, 0.002), _feeds(2), **kw)
+    fine = saturation(_costing(clock, 0.002), _feeds(2), refine_steps=3, **kw)
+
+    lo, hi = fine["saturation_qps"], fine["failed_above_qps"]
+    c_lo, c_hi = coarse["saturation_qps"], coarse["failed_above_qps"]
+    assert c_lo in RATES and c_hi in RATES
+    assert c_lo <= lo < hi <= c_hi
+    assert hi / lo == pytest.approx((c_hi / c_lo) ** (1 / 8), rel=1e-9)  # 3 halvings in log
+    refined = [row for row in fine["rows"] if row["step"] == "refine"]
+    assert len(refined) == 3 and all(c_lo < row["rate_qps"] < c_hi for row in refined)
+    assert [row for row in fine["rows"] if row["step"] == "sweep"] == coarse["rows"]
+
+
+def test_a_sweep_with_nothing_left_refuses_a_step(clock: FakeClock) -> None:
+    s = Sweep(rates_qps=[100.0], duration_s=0.5, seed=0, p99_bound_ms=20.0, refine_steps=2)
+    s.step(_costing(clock, 0.002), _feeds(1))
+
+    assert s.done  # everything met: no bracket to refine
+    assert s.result()["failed_above_qps"] is None
+    with pytest.raises(ValueError, match="no step is left"):
+        s.step(_costing(clock, 0.002), _feeds(1))
+
+
+def test_replicates_take_turns_and_alternate_who_goes_first(
+    clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log: list[str] = []  # the side of every server run, in order
+    real_serve = serving.serve
+    calls = {"baseline": _costing(clock, 0.002), "candidate": _costing(clock, 0.002)}
+    side_of = {id(call): side for side, call in calls.items()}
+
+    def logged(call: Callable[[Feed], Any], *args: Any, **kwargs: Any) -> ServerResult:
+        log.append(side_of[id(call)])
+        return real_serve(call, *args, **kwargs)
+
+    monkeypatch.setattr(serving, "serve", logged)
+    bench = Bench(
+        server_duration_s=0.5,
+        server_replicates=3,
+        server_refine_steps=1,
+        server_load_factors=[0.5, 0.9],
+        server_sweep_factors=[0.5, 1.0, 2.0, 4.0],
+        offline_requests=8,
+    )
+
+    evidence, table = scenarios.run(
+        calls, _feeds(4), scenarios.serving_modes(None), capacity_qps=500.0, bench=bench, seed=0
+    )
+
+    assert evidence["replicates"] == 3 and len(set(evidence["seeds"])) == 3
+    assert [w["seed"] for w in evidence["sweeps"]] == evidence["seeds"]
+    expected: list[str] = []
+    for r, w in enumerate(evidence["sweeps"]):
+        order = ["baseline", "candidate"] if r % 2 == 0 else ["candidate", "baseline"]
+        assert w["order"] == order
+        steps = len(w["baseline"]["rows"])
+        assert steps == len(w["candidate"]["rows"]) >= 3  # identical sides: the same sweep
+        expected += order * (2 + steps)  # 2 server rates, then the sweeps, rate by rate
+    assert log == expected
+    assert [row["replicate"] for row in evidence["rates"]] == [0, 0, 1, 1, 2, 2]
+    assert {row.split(",")[0] for row in table.splitlines()[1:]} == {"0", "1", "2"}
 
 
 # --- the real clock: jitter, a real model, threads --------------------------------------------

@@ -598,7 +598,9 @@ def test_order_ratio_interval_narrows_with_calls_and_holds_the_ratio() -> None:
         (Interval(1.0, 0.97, 1.03), 0.05, NO_CHANGE),  # inside the noise band
         (Interval(1.06, 1.055, 1.07), 0.03, SHORT),  # surely faster, surely short of 1.1
         (Interval(1.1, 0.98, 1.25), 0.05, None),  # straddles 1 + floor and 1.1
-        (Interval(1.04, 0.99, 1.09), 0.05, None),  # straddles the top of the noise band
+        # straddles the top of the noise band, but wholly below 1.1: surely short of budget
+        (Interval(1.04, 0.99, 1.09), 0.05, SHORT),
+        (Interval(1.04, 0.99, 1.12), 0.05, None),  # straddles the band and the 1.1 budget
         (Interval(1.15, 1.06, 1.2), 0.05, None),  # faster, but straddles the 1.1 budget
     ],
 )

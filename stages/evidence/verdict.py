@@ -8,6 +8,7 @@ from typing import Any
 from stages import stats
 from stages.evidence import accuracy_rules, output_rules
 from stages.evidence.rule import FAIL, PASS, RISK, Rule
+from stages.evidence.server_rules import server as _server
 from stages.params import Budget
 from stages.stats import Interval
 
@@ -52,30 +53,39 @@ def _one_change(c: dict[str, Any]) -> Rule:
 
 
 def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
-    """p50 speedup and p99 tail at batch 1, each decided by its interval (stats.decide_*): HOLD for
-    a timing reason only when the interval still straddles a threshold when timing ended."""
+    """p50 speedup and the tail at batch 1, each decided by its interval (stats.decide_*): HOLD
+    for a timing reason only when the interval still straddles a threshold when timing ended."""
+    return [_p50(s, b), _tail(s, b)]
+
+
+def _p50(s: dict[str, Any], b: Budget) -> Rule:
+    """The p50 rule: a decided win passes; an interval wholly below min_speedup, or a measured
+    slowdown, rejects (no gain worth shipping, whatever the A/A floor: stats.speed_rejects); an
+    interval straddling a threshold, or an A/A floor above bench.max_noise_floor, holds."""
     conf = _pc(s.get("confidence", 0.95))
     sp = _interval(s["speedup"]["p50"])
-    floor = s["noise_floor"]
+    floor, want = s["noise_floor"], b.min_speedup
+    shown = f"{sp.estimate:.3f}x [{sp.low:.3f}, {sp.high:.3f}]"
     measured = (
-        f"{sp.estimate:.3f}x [{sp.low:.3f}, {sp.high:.3f}] ({conf}), noise floor {floor:.1%}, "
-        f"{s['rounds']} rounds, ended by {s['stopped_by']}"
+        f"{shown} ({conf}), noise floor {floor:.1%}, {s['rounds']} rounds, "
+        f"ended by {s['stopped_by']}"
     )
-    speed = stats.decide_speed(sp, floor, b.min_speedup)
-    if speed == stats.SLOWER:
-        status, reason = FAIL, "the candidate is measurably slower than the baseline"
+    speed = stats.decide_speed(sp, floor, want)
+    if stats.speed_rejects(speed, sp, want):
+        status = FAIL
+        reason = f"no gain worth shipping: {_shortfall(speed, sp, floor)}, {shown}; "
+        reason += f"the budget is {want:g}x"
     elif speed == stats.FASTER:
         status, reason = PASS, ""
     elif speed == stats.NO_CHANGE:
-        status, reason = RISK, "no measurable change: the effect is inside this run's noise floor"
-    elif speed == stats.SHORT:
-        status, reason = RISK, f"faster, but surely short of the {b.min_speedup:g}x budget"
-    else:
         status = RISK
         reason = (
-            "the interval still straddles a threshold (1 +- the noise floor, or "
-            f"{b.min_speedup:g}x) when {s['stopped_by']} ended the timing"
+            f"no measurable change ({shown}, inside the {floor:.1%} noise floor), and the "
+            f"{want:g}x budget lies inside that floor too: this run can neither show the gain "
+            "nor rule it out; a quieter run (a narrower A/A floor) would settle it"
         )
+    else:
+        status, reason = RISK, _straddles(sp, floor, want, s["stopped_by"])
     max_floor = s.get("max_noise_floor")
     if status != FAIL and max_floor is not None and floor > max_floor:
         status = RISK
@@ -83,95 +93,104 @@ def _speed(s: dict[str, Any], b: Budget) -> list[Rule]:
             f"the A/A control stayed wide (noise floor {floor:.1%}, above bench.max_noise_floor "
             f"{max_floor:.0%}): this run cannot resolve effects of that size"
         )
-    out = [
-        Rule(
-            "p50 speedup, batch 1", f">= {b.min_speedup:g}x (lower bound)", measured, status, reason
-        )
-    ]
-    p99 = _interval(s["speedup"]["p99"])
-    floor99 = s.get("noise_floors", {}).get("p99", floor)
-    slowdown = 1 / p99.estimate
-    least = 1 / p99.high if p99.high > 0 else math.inf
-    most = 1 / p99.low if p99.low > 0 else math.inf
-    calls = s["calls_per_side"]
-    tail = stats.decide_tail(p99, floor99, b.max_p99_slowdown)
+    return Rule("p50 speedup, batch 1", f">= {want:g}x (lower bound)", measured, status, reason)
+
+
+def _shortfall(speed: str | None, sp: Interval, floor: float) -> str:
+    """Why a rejected p50 interval is short: slower, no measurable change, or faster but short."""
+    if speed == stats.SLOWER:
+        return "measurably slower than the baseline"
+    if stats.classify_speedup(sp, floor) == "faster":
+        return "faster, but surely short of the budget"
+    return f"no measurable change (noise floor {floor:.1%})"
+
+
+def _straddles(sp: Interval, floor: float, want: float, stopped_by: str) -> str:
+    """Which threshold an undecided p50 interval straddles, and what would settle it."""
+    band = ((1 / (1 + floor), "the noise band's bottom"), (1 + floor, "the noise band's top"))
+    named = [f"{name} ({x:.3f}x)" for x, name in band if sp.low <= x <= sp.high]
+    if sp.low < want <= sp.high:
+        named.append(f"the {want:g}x budget")
+    settle = {
+        "max_rounds": "more rounds (bench.max_rounds)",
+        "precision": "a tighter bench.precision",
+    }.get(stopped_by, "more timing (bench.max_seconds)")
+    return (
+        f"{sp.estimate:.3f}x [{sp.low:.3f}, {sp.high:.3f}] straddles "
+        f"{' and '.join(named) or 'a threshold'} when {stopped_by} ended the timing: {settle} "
+        "would settle it"
+    )
+
+
+def _tail(s: dict[str, Any], b: Budget) -> Rule:
+    """The tail rule at the highest percentile the calls support (stats.tail_percentile), against
+    the A/A floor replicated over sessions (`tail_floors`; evidence written before it: the
+    pooled floor at that percentile)."""
+    calls, confidence = s["calls_per_side"], s.get("confidence", 0.95)
+    present = [q for q in stats.TAIL_CHOICES if f"p{q}" in s["speedup"]]
+    q = stats.tail_percentile(calls, confidence, present)
+    name = f"p{q}"
+    sp = _interval(s["speedup"][name])
+    floor, how = _tail_floor(s, name)
+    slowdown = 1 / sp.estimate
+    least = 1 / sp.high if sp.high > 0 else math.inf
+    most = 1 / sp.low if sp.low > 0 else math.inf
+    tail = stats.decide_tail(sp, floor, b.max_p99_slowdown)
     honest = s.get("tail_interval") == "order statistic"
-    if tail == stats.TAIL_FAIL and not honest and not s["reliable"]["p99"]:
-        tail = None  # a bootstrap p99 on too few calls under-covers: not a verdict by itself
+    if tail == stats.TAIL_FAIL and not honest and not s.get("reliable", {}).get(name, False):
+        tail = None  # a bootstrap tail on too few calls under-covers: not a verdict by itself
     if tail == stats.TAIL_FAIL:
-        status, reason = FAIL, f"the p99 tail grew {slowdown:.2f}x (at least {least:.2f}x)"
+        status, reason = FAIL, f"the {name} tail grew {slowdown:.2f}x (at least {least:.2f}x)"
     elif tail == stats.TAIL_PASS:
         status, reason = PASS, ""
     else:
         status = RISK
         reason = (
-            f"the p99 tail may have grown beyond {b.max_p99_slowdown:g}x (its interval allows "
+            f"the {name} tail may have grown beyond {b.max_p99_slowdown:g}x (its interval allows "
             f"{least:.2f}x to {most:.2f}x on {calls} calls)"
         )
-    out.append(
-        Rule(
-            "p99 tail, batch 1",
-            f"slowdown <= {b.max_p99_slowdown:g}x",
-            f"{slowdown:.3f}x slowdown [{least:.3f}, {most:.3f}] ({calls} calls, noise floor "
-            f"{'unbounded' if floor99 == math.inf else f'{floor99:.1%}'})",
-            status,
-            reason,
-        )
+    shown = "unbounded" if floor == math.inf else f"{floor:.1%}"
+    return Rule(
+        f"{name} tail, batch 1",
+        f"slowdown <= {b.max_p99_slowdown:g}x",
+        f"{slowdown:.3f}x slowdown [{least:.3f}, {most:.3f}] ({calls} calls, noise floor "
+        f"{shown} {how}); {_judged(calls, q, present, confidence)}",
+        status,
+        reason,
     )
-    return out
 
 
-def _server(s: dict[str, Any], b: Budget) -> list[Rule]:
-    """A serving change is judged under load: saturation throughput and the tail near it. Each
-    rate is measured once (no replication, no interval), so a change of the saturation point
-    either way is a risk to look at (HOLD): neither a rejection nor a ship by itself."""
-    base = s["saturation"]["baseline"]["saturation_qps"]
-    cand = s["saturation"]["candidate"]["saturation_qps"]
-    measured = f"baseline {base or 0:.0f} req/s, candidate {cand or 0:.0f} req/s (one run per rate)"
-    once = "one unreplicated sweep, so not a rejection by itself"
-    if cand is None:
-        status, reason = RISK, f"no rate met the p99 bound with batching ({once})"
-    elif base is None or cand / base >= b.min_speedup:
-        gain = (
-            "served where the baseline met the bound at no rate"
-            if base is None
-            else (f"saturation gain {cand / base:.2f}x")
+def _tail_floor(s: dict[str, Any], name: str) -> tuple[float, str]:
+    """The tail's A/A floor and how it was found: replicated, else pooled (older evidence)."""
+    replicated = s.get("tail_floors", {}).get(name)
+    if replicated is not None:
+        reps = s.get("aa_replicates", {})
+        count = len(reps.get("ratios", {}).get(name, []))
+        return float(replicated), f"median of {count} {reps.get('by', 'replicates')}"
+    return float(s.get("noise_floors", {}).get(name, s["noise_floor"])), "pooled A/A"
+
+
+def _judged(calls: int, q: int, present: list[int], confidence: float) -> str:
+    """Which tail percentile was judged and why (stats.tail_percentile)."""
+    need, beyond = stats.tail_calls_needed(confidence), stats.calls_beyond(calls, q)
+    if beyond < need - 1e-9:
+        return (
+            f"p{q} judged: {calls} calls give {_count(beyond)} beyond it, fewer than the {need} "
+            "its bound needs, so its interval stays wide"
         )
-        status, reason = RISK, f"{gain} on one unreplicated sweep, so not a ship by itself"
-    elif cand / base < 1:
-        status = RISK
-        reason = f"batching lowered the saturation point ({cand / base:.2f}x; {once})"
-    else:
-        status, reason = RISK, f"saturation gain {cand / base:.2f}x is below {b.min_speedup:g}x"
-    out = [
-        Rule(
-            "saturation throughput",
-            f">= {b.min_speedup:g}x the baseline's",
-            measured,
-            status,
-            reason,
-        )
-    ]
-    near = min(s["rates"], key=lambda r: abs(r["factor"] - 0.9))
-    bp, cp = near["baseline"]["latency_p99_ms"], near["candidate"]["latency_p99_ms"]
-    if bp is None or cp is None:
-        status, reason, text = RISK, "a side served nothing at this rate", "n/a"
-    else:
-        slowdown = cp / bp
-        text = f"{bp:.3f} ms -> {cp:.3f} ms ({slowdown:.2f}x) at {near['rate_qps']:.0f} req/s"
-        ok = slowdown <= b.max_p99_slowdown
-        status = PASS if ok else RISK
-        reason = "" if ok else f"batching grew the p99 latency {slowdown:.2f}x near saturation"
-    out.append(
-        Rule(
-            "p99 under load, near saturation",
-            f"slowdown <= {b.max_p99_slowdown:g}x",
-            text,
-            status,
-            reason,
-        )
+    higher = [h for h in present if h > q]
+    if not higher:
+        return f"p{q} judged: {calls} calls give {_count(beyond)} beyond it ({need} needed)"
+    h = min(higher)
+    return (
+        f"p{q} judged: {calls} calls give {_count(stats.calls_beyond(calls, h))} beyond p{h}, "
+        f"too few for its bound ({need} needed)"
     )
-    return out
+
+
+def _count(calls: float) -> str:
+    """An expected count of calls: 6, 22.95 (never rounded up to the count it falls short of)."""
+    return f"{calls:.2f}".rstrip("0").rstrip(".")
 
 
 def _confidence(c: dict[str, Any]) -> float:

@@ -141,7 +141,9 @@ def decision(
 ) -> str:
     """Why timing may stop now ("" while it may not): the decision is known, i.e. the p50
     speedup interval is decided against the budget (`stats.decide_speed`) with an A/A floor at
-    most `max_noise_floor` wide and, when the tail is judged, the p99 decided too; or the p50
+    most `max_noise_floor` wide (a rejection needs no floor: `stats.speed_rejects`) and, when the
+    tail is judged, the tail decided too at the percentile the verdict will judge on these calls
+    (`stats.tail_percentile`, against the A/A floor replicated over sessions); or the p50
     interval is as tight as `precision` asks. `sessions`: the session of each round."""
     level = 1 - (1 - p.confidence) / LOOK_SPLIT
     kw: dict[str, Any] = {"confidence": level, "n_resamples": resamples, "sessions": sessions}
@@ -149,14 +151,16 @@ def decision(
     precise = sp.half_width_rel <= p.precision
     floor = stats.noise_floor(stats.percentile_ratio_ci(base, again, 50, **kw))
     speed = stats.decide_speed(sp, floor, p.min_speedup)
-    known = speed is not None and floor <= p.max_noise_floor
+    known = speed is not None and (
+        stats.speed_rejects(speed, sp, p.min_speedup) or floor <= p.max_noise_floor
+    )
     if not (precise or known):
         return ""
     if p.judge_tail:
-        tail = tail_interval(base, cand, 99, level, resamples, sessions=sessions)
-        tail_floor = stats.noise_floor(
-            tail_interval(base, again, 99, level, resamples, sessions=sessions)
-        )
+        # the verdict's percentile (chosen at the run's confidence), checked at the look level
+        q = stats.tail_percentile(sum(r.size for r in cand), p.confidence)
+        tail = tail_interval(base, cand, q, level, resamples, sessions=sessions)
+        tail_floor = stats.replicated_noise_floor(base, again, q, sessions).floor
         if stats.decide_tail(tail, tail_floor, p.max_p99_slowdown) is None:
             return ""
     return f"decided ({speed})" if known else "precision"

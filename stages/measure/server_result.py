@@ -23,7 +23,9 @@ class ServerResult:
     batch_of: np.ndarray  # batch index per served request
     batch_sizes: np.ndarray  # requests in each batch, in order
     duration_s: float  # s: from the first arrival slot to the last completion
-    dropped: int = 0  # requests never started because max_seconds stopped the run
+    dropped: int = 0  # requests never started because max_seconds stopped the run, or because
+    # the run gave up (gave_up): its p99 had surely missed the bound, the rest was not played out
+    gave_up: bool = False
 
     @property
     def queue_delay_ms(self) -> np.ndarray:
@@ -39,6 +41,21 @@ class ServerResult:
     def latency_ms(self) -> np.ndarray:
         """Time from each request's arrival to its batch's return, in ms."""
         return (self.end_s - self.arrival_s) * 1e3
+
+    def trace(self, *lead: object) -> list[list[object]]:
+        """One CSV row per served request: the `lead` cells, then its index, arrival, start and
+        end (s, to the us) and batch."""
+        return [
+            [
+                *lead,
+                i,
+                f"{self.arrival_s[i]:.6f}",
+                f"{self.start_s[i]:.6f}",
+                f"{self.end_s[i]:.6f}",
+                int(self.batch_of[i]),
+            ]
+            for i in range(self.arrival_s.size)
+        ]
 
     def summary(self, latency_bound_ms: float) -> dict[str, Any]:
         """Percentiles in ms, batch sizes, throughput, and the requests that missed the bound."""
@@ -63,4 +80,5 @@ class ServerResult:
         out["late"] = late  # served, but after the bound
         out["missed_bound"] = late + self.dropped  # a dropped request never met it
         out["missed_share"] = (late + self.dropped) / requests if requests else 0.0
+        out["gave_up"] = self.gave_up  # stopped once the p99 had surely missed its bound
         return out

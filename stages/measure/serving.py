@@ -17,7 +17,8 @@ for the rest: the spin costs at most SPIN_S of one core per wait, and only while
 Spinning the whole wait is worse on a busy machine: the scheduler preempts a long spinner in favour
 of woken sleepers, and a spin-only loop started late more often than the hybrid in trials here.
 A call is never interrupted: `max_seconds` is checked between calls, so a run can overrun it by at
-most one call. Times in a ServerResult are seconds from the start of the schedule.
+most one call. Times in a ServerResult are seconds from the start of the schedule. The saturation
+sweep that drives `serve` rate by rate is in stages.measure.scenarios.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ Call = Callable[[Feed], Any]  # runs the model on a (possibly batched) feed
 
 SPIN_S = 0.0005  # s: the last stretch before a target time is spun on the clock, not slept
 MAX_ARRIVALS = 10_000_000  # expected arrivals above this are not a schedule one thread can serve
-SATURATION_OVERRUN = 1.5  # x duration_s (+ the bound): a sweep run still busy then cannot keep up
 
 
 def poisson_arrivals(rate_qps: float, duration_s: float, seed: int) -> np.ndarray:
@@ -101,6 +101,12 @@ def collate(feeds: Sequence[Feed], pad_value: int = 0) -> Feed:
     return {name: _stack(name, [np.asarray(f[name]) for f in feeds], pad_value) for name in first}
 
 
+def late_limit(n: int) -> int:
+    """The fewest late requests (over a bound) that surely put the p99 of n latencies (numpy's
+    linear interpolation) over it: then the order statistic at floor(0.99 (n - 1)) is late."""
+    return n - math.floor(0.99 * (n - 1))
+
+
 def _wait_until(target: float) -> float:
     """Sleep, then spin, until perf_counter() >= target (s); returns the clock it last read."""
     clock = time.perf_counter
@@ -130,15 +136,25 @@ def serve(
     max_batch_size: int = 1,
     max_queue_delay_ms: float = 0.0,
     max_seconds: float | None = None,
+    give_up_p99_ms: float | None = None,
 ) -> ServerResult:
-    """Replay the arrival schedule in real time through a dynamic batcher in this one thread."""
+    """Replay the arrival schedule in real time through a dynamic batcher in this one thread.
+
+    With give_up_p99_ms, the run stops as soon as its p99 latency must exceed that bound (a
+    saturation sweep needs only to know that a rate failed): the requests left count as dropped.
+    """
     arrivals = _check_arrivals(arrivals_s)
     check_feeds(feeds)
     check_batching(max_batch_size, max_queue_delay_ms)
     if max_seconds is not None:
         positive("max_seconds", max_seconds)
+    if give_up_p99_ms is not None:
+        positive("give_up_p99_ms", give_up_p99_ms)
     n, m, size = arrivals.size, len(feeds), int(max_batch_size)
     delay = max_queue_delay_ms / 1e3  # s
+    give_up = math.inf if give_up_p99_ms is None else give_up_p99_ms / 1e3  # s of latency
+    max_late = late_limit(n)
+    late = 0  # requests served after give_up so far
     starts: list[float] = []  # per batch, absolute perf_counter s
     ends: list[float] = []
     sizes: list[int] = []
@@ -177,7 +193,11 @@ def serve(
             starts.append(s)
             ends.append(e)
             sizes.append(j - i)
+            if give_up < math.inf:
+                late += sum(1 for k in range(i, j) if e - due[k] > give_up)
             i = j
+            if late >= max_late:
+                break
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -191,6 +211,7 @@ def serve(
         batch_sizes=batch_sizes,
         duration_s=ends[-1] - t0 - float(arrivals[0]) if served else 0.0,
         dropped=n - served,
+        gave_up=late >= max_late and served < n,
     )
 
 
@@ -223,65 +244,4 @@ def offline(call: Call, feeds: Sequence[Feed], n: int, max_batch_size: int) -> d
         "throughput_qps": n / seconds,
         "batch_p50_ms": float(np.percentile(batch_ms, 50)),
         "batch_p99_ms": float(np.percentile(batch_ms, 99)),
-    }
-
-
-def saturation(
-    call: Call,
-    feeds: Sequence[Feed],
-    *,
-    rates_qps: Sequence[float],
-    duration_s: float,
-    seed: int,
-    p99_bound_ms: float,
-    max_batch_size: int = 1,
-    max_queue_delay_ms: float = 0.0,
-) -> dict[str, Any]:
-    """Sweep the server rate upwards; the highest rate whose p99 meets the bound, none dropped."""
-    require(len(rates_qps) >= 1, "rates_qps is empty; give at least 1 rate")
-    for r in rates_qps:
-        positive("rates_qps", r)
-    positive("duration_s", duration_s)
-    positive("p99_bound_ms", p99_bound_ms)
-    check_feeds(feeds)
-    check_batching(max_batch_size, max_queue_delay_ms)
-    rates = sorted(set(rates_qps))
-    schedules = [poisson_arrivals(r, duration_s, seed) for r in rates]
-    for r, a in zip(rates, schedules, strict=True):
-        require(a.size > 0, f"rates_qps {r} gives no arrival in duration_s {duration_s}")
-    # A run still busy at this point cannot keep up: stop it, the rest counts as dropped.
-    max_seconds = SATURATION_OVERRUN * duration_s + p99_bound_ms / 1e3
-    rows: list[dict[str, Any]] = []
-    best: float | None = None
-    failing = 0
-    for r, arrivals in zip(rates, schedules, strict=True):
-        result = serve(
-            call,
-            feeds,
-            arrivals,
-            max_batch_size=max_batch_size,
-            max_queue_delay_ms=max_queue_delay_ms,
-            max_seconds=max_seconds,
-        )
-        row = {"rate_qps": r, **result.summary(p99_bound_ms)}
-        p99 = row["latency_p99_ms"]
-        row["meets"] = row["dropped"] == 0 and p99 is not None and p99 <= p99_bound_ms
-        rows.append(row)
-        if row["meets"]:
-            best, failing = r, 0
-        else:
-            failing += 1
-            if failing == 2:
-                break
-    return {
-        "rows": rows,
-        "saturation_qps": best,
-        "stopped_early": len(rows) < len(rates),
-        "rates_qps": rates,
-        "p99_bound_ms": p99_bound_ms,
-        "duration_s": duration_s,
-        "seed": seed,
-        "max_batch_size": int(max_batch_size),
-        "max_queue_delay_ms": max_queue_delay_ms,
-        "max_seconds_per_rate": max_seconds,
     }

@@ -38,8 +38,10 @@ class Protocol:
     confidence: float
     min_speedup: float = 0.0  # the budget's p50 win threshold; 0 = no win threshold
     max_noise_floor: float = 1.0  # a decision needs the A/A floor at most this wide
-    judge_tail: bool = False  # the p99 rule must be decided too (the run the verdict weighs)
-    max_p99_slowdown: float = 1.1
+    # the tail rule must be decided too, at the percentile the calls support (the run the
+    # verdict weighs; stats.tail_percentile)
+    judge_tail: bool = False
+    max_p99_slowdown: float = 1.1  # the budget's tail slowdown, whichever percentile is judged
     check_every: int = 6  # rounds between interval checks (one cycle of ORDERS)
     # the checks that may stop a run use a stricter level, 1 - (1 - confidence) / LOOK_SPLIT
     # (rounds.py), so that looking again and again does not stop on a chance excursion
@@ -126,7 +128,8 @@ def summarize(
     seed: int,
 ) -> dict[str, Any]:
     """Percentiles with intervals per side, speedups with intervals, and the A/A control at every
-    percentile (its noise floor per percentile)."""
+    percentile (its noise floor per percentile, pooled), and for the tail percentiles replicated
+    over sessions (`tail_floors`, the tail rule's; stats.replicated_noise_floor)."""
     groups = t.groups
     kw: dict[str, Any] = {
         "confidence": confidence,
@@ -155,6 +158,8 @@ def summarize(
     speedup["mean"] = stats.mean_ratio_ci(base, cand, **kw)
     aa = {f"p{q}": ratio(base, again, q) for q in PERCENTILES}
     floors = {q: stats.noise_floor(i) for q, i in aa.items()}
+    # the tail rule's A/A floors: the median over sessions, not the pooled tail (one slow stretch)
+    replicated = {f"p{q}": stats.replicated_noise_floor(base, again, q, groups) for q in TAIL}
     calls = sides[CANDIDATE]["calls"]
     return {
         "batch_size": batch_size,
@@ -185,6 +190,11 @@ def summarize(
         "aa_p50": aa["p50"].to_dict(),
         "noise_floors": floors,
         "noise_floor": floors["p50"],
+        "tail_floors": {k: r.floor for k, r in replicated.items()},
+        "aa_replicates": {
+            "by": replicated["p99"].by,
+            "ratios": {k: r.ratios for k, r in replicated.items()},
+        },
         "effect": stats.classify_speedup(speedup["p50"], floors["p50"]),
         "confidence": confidence,
         "tail_interval": "order statistic",  # p90-p99 intervals: bootstrap widened by it

@@ -3,13 +3,16 @@ requests meet the model (measured under load by the benchmark's server and offli
 
 from __future__ import annotations
 
+import math
 import shutil
+import statistics
 from typing import Any
 
 import numpy as np
 import onnx
 
 from stages.errors import BatchInvarianceError
+from stages.evidence import server_rules
 from stages.measure import serving
 from stages.techniques.base import Context, NotApplicable
 from stages.techniques.options.batching import Options
@@ -72,8 +75,62 @@ def apply(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _qps(x: float | None) -> str:
+    return "none met the bound" if x is None else f"{x:.0f} req/s"
+
+
+def _bound(x: float) -> str:
+    return "unbounded" if math.isinf(x) else f"{x:.2f}"
+
+
+def saturation_line(server: dict[str, Any]) -> str:
+    """The saturation points: per replicate for both sides and the ratio's interval over them
+    (the serving rule's own interval); evidence from before replicates, as one run per rate."""
+    head = (
+        f"- Saturation point (highest rate with p99 <= {server['latency_bound_ms']:.2f} ms "
+        "and nothing dropped)"
+    )
+    sweeps = server.get("sweeps")
+    if not sweeps:
+        sat = server["saturation"]
+        b_sat, c_sat = sat["baseline"]["saturation_qps"], sat["candidate"]["saturation_qps"]
+        return (
+            f"{head}: baseline {_qps(b_sat)}, batched {_qps(c_sat)}"
+            + (f" ({c_sat / b_sat:.2f}x)" if b_sat and c_sat else "")
+            + ". One run per rate: these figures carry no interval."
+        )
+    n, conf = len(sweeps), server.get("confidence", 0.95)
+    per = {
+        side: " / ".join(
+            "none" if w[side]["saturation_qps"] is None else f"{w[side]['saturation_qps']:.0f}"
+            for w in sweeps
+        )
+        for side in server_rules.SIDES
+    }
+    brackets = [server_rules.bracket(w) for w in sweeps]
+    low, high = server_rules.interval([r.low for r in brackets], [r.high for r in brackets], conf)
+    points = [r.point for r in brackets if r.point is not None]
+    est = f"{statistics.median(points):.2f}x" if points else "n/a"
+    cover = server_rules.coverage(n, server_rules.rank(n, conf))
+    line = (
+        f"{head}, over {n} replicate{'s' if n != 1 else ''} on fresh arrival seeds: baseline "
+        f"{per['baseline']} req/s, batched {per['candidate']} req/s; ratio {est} "
+        f"[{_bound(low)}, {_bound(high)}], an interval holding the median replicate's ratio with "
+        f"{cover:.0%} coverage (from each replicate's sweep bracket)."
+    )
+    if any(w[side]["saturation_qps"] is None for w in sweeps for side in server_rules.SIDES):
+        line += ' "none": that replicate\'s sweep met the bound at no rate.'
+    if n < server_rules.MIN_REPLICATES:
+        line += (
+            f" Fewer than {server_rules.MIN_REPLICATES} replicates decide nothing: raise "
+            f"{server_rules.REPLICATES_KEY}."
+        )
+    return line
+
+
 def report(c: dict[str, Any]) -> list[str]:
-    """Tail, queue delay and throughput per rate, saturation points, and batch invariance."""
+    """Tail, queue delay and throughput per rate and replicate, saturation points, and batch
+    invariance."""
     d, server = c["manifest"]["details"], c["benchmark"].get("server")
     inv = d["batch_invariance"]
     lines = [
@@ -84,35 +141,25 @@ def report(c: dict[str, Any]) -> list[str]:
     ]
     if not server:
         return [*lines, "- The server scenario did not run: no load figures."]
-    sat = server["saturation"]
-    b_sat, c_sat = sat["baseline"]["saturation_qps"], sat["candidate"]["saturation_qps"]
-
-    def qps(x: float | None) -> str:
-        return "none met the bound" if x is None else f"{x:.0f} req/s"
-
-    lines.append(
-        f"- Saturation point (highest rate with p99 <= {server['latency_bound_ms']:.2f} ms "
-        f"and nothing dropped): baseline {qps(b_sat)}, batched {qps(c_sat)}"
-        + (f" ({c_sat / b_sat:.2f}x)" if b_sat and c_sat else "")
-        + ". One run per rate: these figures carry no interval."
-    )
     lines += [
+        saturation_line(server),
         "",
-        "| rate (x capacity) | req/s | side | p50 / p99 latency (ms) | p99 queue delay (ms) "
-        "| p50 service (ms) | mean batch | throughput (req/s) | missed bound |",
-        "|---:|---:|---|---|---:|---:|---:|---:|---:|",
+        "| rate (x capacity) | replicate | req/s | side | p50 / p99 latency (ms) "
+        "| p99 queue delay (ms) | p50 service (ms) | mean batch | throughput (req/s) "
+        "| missed bound |",
+        "|---:|---:|---:|---|---|---:|---:|---:|---:|---:|",
     ]
-    for row in server["rates"]:
+    # by rate, then replicate: a rate's replicates side by side (evidence before replicates: 0)
+    rows = sorted(server["rates"], key=lambda r: (r["factor"], r.get("replicate", 0)))
+    for row in rows:
+        rate = f"| {row['factor']:g} | {row.get('replicate', 0)} | {row['rate_qps']:.0f}"
         for side in ("baseline", "candidate"):
             s = row[side]
             if not s["served"]:
-                lines.append(
-                    f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} | nothing served "
-                    f"| | | | | {s['missed_bound']} |"
-                )
+                lines.append(f"{rate} | {side} | nothing served | | | | | {s['missed_bound']} |")
                 continue
             lines.append(
-                f"| {row['factor']:g} | {row['rate_qps']:.0f} | {side} "
+                f"{rate} | {side} "
                 f"| {s['latency_p50_ms']:.3f} / {s['latency_p99_ms']:.3f} "
                 f"| {s['queue_delay_p99_ms']:.3f} | {s['service_p50_ms']:.3f} "
                 f"| {s['mean_batch_size']:.2f} | {s['throughput_qps']:.0f} "

@@ -2,7 +2,8 @@
 
 It is the A/A control a user can run on any model as a candidate of its own: everything the
 workbench reports for it (speedup, accuracy, slices) is what "no change" looks like on this
-machine and model. Its verdict should read "no measurable change" (HOLD), never SHIP or REJECT.
+machine and model. Its speed rule should read "no measurable change", and it never ships: with a
+speed budget above the noise floor (the default 1.1x) that is a REJECT, "no gain worth shipping".
 """
 
 from __future__ import annotations
