@@ -14,6 +14,7 @@ from stages.export import (
     MANIFEST_FILE,
     MODEL_FILE,
     PARITY_ROWS,
+    TRAIN_EMBEDDINGS_FILE,
     TRAIN_LOGITS_FILE,
     WEIGHTS_FILE,
     ParityError,
@@ -47,9 +48,13 @@ def main() -> None:
             trim = preset.trim
             err = parity(module, out / MODEL_FILE, feeds, p.model.parity_tolerance, trim)
             torch.save(module.state_dict(), out / WEIGHTS_FILE)
-            logits = getattr(module, "train_logits", None)  # set by a preset's finetune
-            if logits is not None:  # kept for distill's teacher
-                np.save(out / TRAIN_LOGITS_FILE, logits.numpy())
+            for name, attribute in (
+                (TRAIN_LOGITS_FILE, "train_logits"),
+                (TRAIN_EMBEDDINGS_FILE, "train_embeddings"),
+            ):
+                kept = getattr(module, attribute, None)  # set by a preset's finetune
+                if kept is not None:  # kept for distill's teacher
+                    np.save(out / name, kept.numpy())
             check = {
                 "max_abs_error": err,
                 "tolerance": p.model.parity_tolerance,

@@ -21,6 +21,8 @@ WEIGHTS_FILE = "model.pt"
 MANIFEST_FILE = "manifest.json"
 # the baseline's logits on the train split, kept when its training computed them anyway
 TRAIN_LOGITS_FILE = "train_logits.npy"
+# and its pooled embeddings of the train split (distill's embedding loss), kept likewise
+TRAIN_EMBEDDINGS_FILE = "train_embeddings.npy"
 
 
 class ParityError(RuntimeError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -53,8 +54,17 @@ def main(argv: list[str] | None = None) -> None:
             "declares": list(technique.declares),
             "check": technique.check,
         }
+        started = time.perf_counter()
         manifest |= _outcome(name, technique, ctx, baseline["graph"])
+        seconds = {"optimize": round(time.perf_counter() - started, 1)}
+        seconds |= (manifest.get("details") or {}).pop("seconds", {})
         write_json(out / "manifest.json", manifest)
+    # wall-clock seconds go to a report, never into the model folder: a rerun of the same
+    # technique then reproduces the candidate folder byte for byte
+    write_json(
+        Path(p.paths.optimize_log) / f"{name}.json",
+        {"technique": name, "status": manifest["status"], "seconds": seconds},
+    )
 
 
 def _outcome(

@@ -29,6 +29,7 @@ class Paths:
     data: str = "data/prepared"
     baseline: str = "models/baseline"
     candidates: str = "models/candidates"
+    optimize_log: str = "reports/optimize"  # each optimize@'s wall-clock seconds (not in models/)
     reference: str = "reports/reference"
     benchmark: str = "reports/benchmark"
     validation: str = "reports/validation"

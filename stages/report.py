@@ -30,6 +30,8 @@ def collect(p: config.Params, name: str, baseline_graph: dict[str, Any]) -> dict
         "status": man["status"],
         "reason": man.get("reason", ""),
         "manifest": man,
+        # the stage's wall-clock seconds (e.g. distill's training), kept out of the model folder
+        "optimize": read_json(Path(p.paths.optimize_log) / f"{name}.json", f"optimize@{name}"),
     }
     if man["status"] != "ok":
         return c

@@ -72,13 +72,21 @@ def batch_invariance(
     }
 
 
-def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict[str, Any]:
-    """Accuracy of both sides with intervals, and the paired difference with McNemar's test."""
+def compare(
+    base_ok: np.ndarray,
+    cand_ok: np.ndarray,
+    confidence: float,
+    base_pred: np.ndarray | None = None,
+    cand_pred: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Accuracy of both sides with intervals, the paired difference with McNemar's test and,
+    given each side's predicted classes, their agreement (the share of rows where both predict
+    the same class, right or wrong) with its interval."""
     n = int(base_ok.size)
     r2w = int((base_ok & ~cand_ok).sum())
     w2r = int((~base_ok & cand_ok).sum())
     diff = stats.paired_accuracy_difference(r2w, w2r, n, confidence)
-    return {
+    out = {
         "n": n,
         "baseline_accuracy": stats.wilson_interval(int(base_ok.sum()), n, confidence).to_dict(),
         "candidate_accuracy": stats.wilson_interval(int(cand_ok.sum()), n, confidence).to_dict(),
@@ -88,6 +96,10 @@ def compare(base_ok: np.ndarray, cand_ok: np.ndarray, confidence: float) -> dict
         "wrong_to_right": w2r,
         "mcnemar_p": stats.mcnemar_exact(r2w, w2r),
     }
+    if base_pred is not None and cand_pred is not None:
+        same = int((base_pred == cand_pred).sum())
+        out["agreement"] = stats.wilson_interval(same, n, confidence).to_dict()
+    return out
 
 
 def evaluate(
@@ -126,15 +138,16 @@ def evaluate(
         }
         logits = {n: (reference[n], out[label].astype(np.float32)) for n, out in runs.items()}
         cand_out = dict(zip(names, runs["validation"], strict=True))
+    pred = {name: (b.argmax(1), c.argmax(1)) for name, (b, c) in logits.items()}
     ok = {
-        name: (b.argmax(1) == prepared.labels(name), c.argmax(1) == prepared.labels(name))
-        for name, (b, c) in logits.items()
+        name: (b == prepared.labels(name), c == prepared.labels(name))
+        for name, (b, c) in pred.items()
     }
-    slices, worst = per_slice(prepared, ok, confidence)
+    slices, worst = per_slice(prepared, ok, confidence, pred)
     ref, test = logits["validation"]
     feeds, labels = prepared.feeds("validation"), prepared.labels("validation")
     return ValidationEvidence(
-        overall=compare(*ok["validation"], confidence),
+        overall=compare(*ok["validation"], confidence, *pred["validation"]),
         slices=slices,
         worst_slice=worst,
         fidelity=fidelity.fidelity(ref, test),
@@ -147,17 +160,22 @@ def evaluate(
 
 
 def per_slice(
-    prepared: datasets.Prepared, ok: dict[str, tuple[np.ndarray, np.ndarray]], confidence: float
+    prepared: datasets.Prepared,
+    ok: dict[str, tuple[np.ndarray, np.ndarray]],
+    confidence: float,
+    pred: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
-    """Each slice's paired comparison (from each side's right/wrong per row), and the worst."""
+    """Each slice's paired comparison (from each side's right/wrong per row, and its predicted
+    class per row for the agreement), and the worst."""
     slices = {}
     for s in prepared.slices:
         rows = prepared.slice_rows(s)
         b_ok, c_ok = ok[s.set]
+        classes = () if pred is None else (pred[s.set][0][rows], pred[s.set][1][rows])
         slices[s.name] = {
             "set": s.set,
             "description": s.description,
-            **compare(b_ok[rows], c_ok[rows], confidence),
+            **compare(b_ok[rows], c_ok[rows], confidence, *classes),
         }
     worst = (
         max(slices, key=lambda k: (slices[k]["drop_points"], slices[k]["right_to_wrong"], k))
@@ -179,6 +197,8 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         **{f"fidelity_{k}": v for k, v in result["fidelity"].items()},
     }
     out["batch_argmax_changed"] = result["batch_invariance"]["argmax_changed"]
+    if "agreement" in o:  # the share of rows where both sides predict the same class
+        out["agreement"] = o["agreement"]["estimate"]
     if worst:
         out["worst_slice_drop_points"] = result["slices"][worst]["drop_points"]
     moved = fidelity.worst_other(result.get("outputs", {}))

@@ -89,7 +89,13 @@ def minilm_baseline(
     trained and written as the baseline stage does: ONNX from two validation rows, weights."""
     import torch
 
-    from stages.export import MODEL_FILE, TRAIN_LOGITS_FILE, WEIGHTS_FILE, export
+    from stages.export import (
+        MODEL_FILE,
+        TRAIN_EMBEDDINGS_FILE,
+        TRAIN_LOGITS_FILE,
+        WEIGHTS_FILE,
+        export,
+    )
     from stages.models import minilm
 
     def build(fields: dict[str, Any]) -> MiniLMBaseline:
@@ -101,6 +107,7 @@ def minilm_baseline(
         export(module, example, folder / MODEL_FILE, minilm.DYNAMIC_AXES)
         torch.save(module.state_dict(), folder / WEIGHTS_FILE)
         np.save(folder / TRAIN_LOGITS_FILE, module.train_logits.numpy())
+        np.save(folder / TRAIN_EMBEDDINGS_FILE, module.train_embeddings.numpy())
         return MiniLMBaseline(data, params, folder / MODEL_FILE, module)
 
     return build

@@ -78,6 +78,23 @@ def test_compare_is_antisymmetric_in_the_sides() -> None:
     assert ab["difference_points"]["low"] == pytest.approx(-ba["difference_points"]["high"])
 
 
+def test_agreement_is_counted_from_the_predicted_classes() -> None:
+    """Both sides wrong is not agreement when they name different classes: the share is counted
+    from the predictions, not derived from the flips."""
+    from stages.validate import compare
+
+    labels = np.array([0, 1, 2, 0, 1, 2, 0, 1])
+    base_pred = np.array([0, 1, 2, 1, 2, 0, 0, 1])  # rows 3-5 wrong
+    cand_pred = np.array([0, 1, 1, 2, 2, 1, 0, 1])  # row 2 right->wrong; rows 3, 5 wrong, other
+
+    c = compare(base_pred == labels, cand_pred == labels, 0.95, base_pred, cand_pred)
+
+    assert (c["right_to_wrong"], c["wrong_to_right"]) == (1, 0)
+    assert c["agreement"]["estimate"] == pytest.approx(5 / 8)  # not 1 - 1/8: rows 3, 5 differ
+    assert c["agreement"]["low"] < 5 / 8 < c["agreement"]["high"]
+    assert "agreement" not in compare(base_pred == labels, cand_pred == labels, 0.95)
+
+
 # --- evaluate: a byte-identical candidate reuses the reference's rows alone -----------------------
 
 

@@ -20,17 +20,27 @@ from stages.evidence.formats import (
 
 
 def slice_rows(val: dict[str, Any]) -> list[str]:
-    """Each slice's accuracy on both sides, its drop and its flips."""
-    return [
-        "| slice | rows | baseline | candidate | drop (points) | right->wrong | wrong->right |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *[
+    """Each slice's accuracy on both sides, its drop and its flips, and, where the evidence has
+    it, the share of rows where both sides predict the same class (with an all-rows line)."""
+    agree = "agreement" in val.get("overall", {})
+    rows = ([("all validation rows", val["overall"])] if agree else []) + list(
+        val["slices"].items()
+    )
+    head = "| slice | rows | baseline | candidate | drop (points) | right->wrong | wrong->right |"
+    rule = "|---|---:|---:|---:|---:|---:|---:|"
+    if agree:
+        head, rule = head + " agreement |", rule + "---:|"
+    out = [head, rule]
+    for k, s in rows:
+        line = (
             f"| {k} | {s['n']} | {s['baseline_accuracy']['estimate']:.2%} | "
             f"{s['candidate_accuracy']['estimate']:.2%} | {s['drop_points']:+.2f} | "
             f"{s['right_to_wrong']} | {s['wrong_to_right']} |"
-            for k, s in val["slices"].items()
-        ],
-    ]
+        )
+        if agree:
+            line += f" {s['agreement']['estimate']:.2%} |" if "agreement" in s else " |"
+        out.append(line)
+    return out
 
 
 def outputs_table(val: dict[str, Any]) -> list[str]:

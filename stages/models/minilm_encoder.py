@@ -3,6 +3,7 @@ student cut from it, and its pooled embeddings."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -66,20 +67,24 @@ def build(p: MiniLMParams, num_classes: int) -> torch.nn.Module:
     return _classifier_type()(encoder, hidden, num_classes).to(torch.float32).eval()
 
 
-def student(teacher: Any, p: MiniLMParams) -> torch.nn.Module:
-    """distill's student, from the trained teacher's own weights: a copy cut to its first
-    `p.layers` encoder layers, with the teacher's embeddings and head. All of it trains but the
+def student(
+    teacher: Any, p: MiniLMParams, pick: Callable[[int, int], list[int]]
+) -> torch.nn.Module:
+    """distill's student, from the trained teacher's own weights: a copy with `p.layers` of its
+    encoder layers, the ones `pick(teacher layers, student layers)` names (distill spreads them
+    evenly by default), and the teacher's embeddings and head. All of it trains but the
     word-embedding table (30,522 x 384, two thirds of a 3-layer student): a few thousand
     snippets would move only the rows of their own words, and its dense gradient and optimizer
     step cost about as much as the layers' (measured: half the time per step)."""
     import copy
 
+    from torch import nn
+
     module = copy.deepcopy(teacher)
     layers = module.encoder.encoder.layer
-    keep = p.layers or len(layers)
-    if keep < len(layers):
-        module.encoder.encoder.layer = layers[:keep]
-        module.encoder.config.num_hidden_layers = keep
+    keep = pick(len(layers), p.layers or len(layers))
+    module.encoder.encoder.layer = nn.ModuleList([layers[i] for i in keep])
+    module.encoder.config.num_hidden_layers = len(keep)
     for param in module.parameters():
         param.requires_grad_(True)
     module.encoder.embeddings.word_embeddings.weight.requires_grad_(False)

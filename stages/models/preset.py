@@ -31,7 +31,8 @@ class Preset(Protocol):
     HEAVY: ClassVar[bool] = False
     # distill's default student: the params fields that differ from the teacher's
     STUDENT: ClassVar[dict[str, Any]] = {}
-    # distill's training of that student (epochs, batch_size, learning_rate) where options say 0
+    # distill's training of that student (epochs, batch_size, learning_rate, loss, schedule)
+    # where its options say 0 or ""
     DISTILL: ClassVar[dict[str, Any]] = {}
 
     # per row, its length (e.g. real tokens): whole sets run in this order, shortest first
@@ -42,8 +43,9 @@ class Preset(Protocol):
     # a model that arrives as ONNX: provide_onnx(params, data, out) copies it to `out`, instead
     # of train + export; returns the baseline's training log
     provide_onnx: Callable[[Any, Prepared, Path], dict[str, Any]] | None = None
-    # distill's student built from the trained teacher: student(teacher, student_params)
-    student: Callable[[Any, Any], torch.nn.Module] | None = None
+    # distill's student cut from the trained teacher: student(teacher, student_params, pick),
+    # where pick(teacher_layers, student_layers) gives the teacher's layers the student keeps
+    student: Callable[[Any, Any, Callable[[int, int], list[int]]], torch.nn.Module] | None = None
 
     def prepare(self, p: Any, seed: int) -> Prepared:
         """The data: split train / calibration / validation (seeded), with its slices."""

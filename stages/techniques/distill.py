@@ -25,10 +25,12 @@ from stages.models.catalog import MODELS
 from stages.techniques.base import Context
 from stages.techniques.distill_training import (
     WEIGHT_DECAY,
-    cached_logits,
-    compute_teacher_logits,
+    Tuning,
     count_trainable,
     fit,
+    forward,
+    held_out,
+    teacher_targets,
 )
 from stages.techniques.options.distill import Options
 from stages.techniques.torch_tools import count, example
@@ -36,7 +38,14 @@ from stages.training import deterministic
 
 # Training settings for a preset without its own DISTILL (the small CNNs); an option left at 0
 # takes the preset's value, else this one.
-TRAINING: dict[str, Any] = {"epochs": 25, "batch_size": 64, "learning_rate": 0.003}
+TRAINING: dict[str, Any] = {
+    "epochs": 25,
+    "batch_size": 64,
+    "learning_rate": 0.003,
+    "loss": "logits",
+    "schedule": "constant",
+    "alpha": 0.7,
+}
 # Training runs on 2 threads, fixed: about 40 % faster than one on the 2-core reference machine,
 # and the same bits on every machine (a fixed count fixes the order of every float sum).
 TRAIN_THREADS = 2
@@ -80,14 +89,36 @@ def student_params(options: Options, model_params: Any) -> Any:
 
 
 def training(options: Options, preset: Any) -> dict[str, Any]:
-    """Epochs, batch size and learning rate: the option where set, else the preset's DISTILL,
-    else TRAINING."""
+    """Epochs, batch size, learning rate, loss, schedule and alpha: the option where set (not 0,
+    "" or None; alpha 0 is set), else the preset's DISTILL, else TRAINING."""
     own = preset.DISTILL
-    return {k: getattr(options, k) or own.get(k, default) for k, default in TRAINING.items()}
+
+    out = {}
+    for key, default in TRAINING.items():
+        value = getattr(options, key)
+        out[key] = (
+            own.get(key, default) if value is None or (key != "alpha" and not value) else value
+        )
+    return out
+
+
+def keep_layers(options: Options, teacher_layers: int, student_layers: int) -> list[int]:
+    """The teacher's layers the student starts from: the option, or spread evenly (every other
+    layer of six when three are kept, as DistilBERT)."""
+    keep = list(options.keep_layers) or [
+        i * teacher_layers // student_layers for i in range(student_layers)
+    ]
+    if len(keep) != student_layers or keep[-1] >= teacher_layers:
+        raise ParamsError(
+            f"keep_layers = {list(options.keep_layers)!r} is not allowed; expected "
+            f"{student_layers} increasing indices below the teacher's {teacher_layers} layers "
+            "(one per student layer), or [] to spread them evenly"
+        )
+    return keep
 
 
 def apply(ctx: Context) -> dict[str, Any]:
-    """Train the student on the teacher's soft labels; export it with the baseline's inputs."""
+    """Train the student on the teacher's targets; export it with the baseline's inputs."""
     import torch
 
     o: Options = ctx.options
@@ -96,46 +127,109 @@ def apply(ctx: Context) -> dict[str, Any]:
     preset = ctx.preset
     sp = student_params(o, ctx.model_params)
     settings = training(o, preset)
+    embedding = settings["loss"] == "embedding"
+    if embedding and not (hasattr(teacher, "embed") and hasattr(teacher, "head")):
+        raise ParamsError(
+            "loss = 'embedding' is not allowed for this model: it needs a pooled embedding and a "
+            "head (as minilm_sentiment's); set technique.distill.loss=logits"
+        )
     feeds, y = ctx.data.feeds("train"), ctx.data.labels("train")
     lengths = preset.lengths
     rows = lengths(feeds) if lengths else np.zeros(len(y), dtype=np.int64)
     cut = preset.trim
+    hold = held_out(len(y), o.tuning_rows, ctx.seed)
+    train = np.setdiff1d(np.arange(len(y)), hold)
+    hook = preset.student
+    if o.keep_layers and hook is None:
+        raise ParamsError(
+            f"keep_layers = {list(o.keep_layers)!r} is not allowed for this model: its student is "
+            "built fresh, not cut from the teacher's layers; set technique.distill.keep_layers=[]"
+        )
 
     with deterministic(ctx.seed, threads=TRAIN_THREADS):
-        hook = preset.student
-        student = hook(teacher, sp) if hook else preset.build(sp, len(ctx.data.class_names))
+        kept: list[int] = []
+
+        def pick(teacher_layers: int, student_layers: int) -> list[int]:
+            kept[:] = keep_layers(o, teacher_layers, student_layers)
+            return list(kept)
+
+        classes = len(ctx.data.class_names)
+        student = hook(teacher, sp, pick) if hook else preset.build(sp, classes)
+        if embedding:  # the decision function stays the teacher's
+            student.head.requires_grad_(False)
         teacher_n, student_n = count(teacher), count(student)
         _check_smaller(o, teacher_n, student_n)
         started = time.perf_counter()
-        teacher_logits, source = cached_logits(ctx.baseline.parent, len(y))
-        if teacher_logits is None:
-            teacher_logits = compute_teacher_logits(teacher, feeds, rows, cut)
-        cached = time.perf_counter() - started
-        history = fit(
-            student, feeds, torch.from_numpy(y), teacher_logits, rows, cut, o, settings, ctx.seed
+        logits, embedded, source = teacher_targets(
+            teacher, ctx.baseline.parent, feeds, rows, cut, embedding
         )
-        trained = time.perf_counter() - started - cached
+        tuning = _tuning(ctx, teacher, feeds, y, rows, hold, cut)
+        targets = time.perf_counter() - started
+        history = fit(
+            student,
+            {k: v[train] for k, v in feeds.items()},
+            torch.from_numpy(y[train]),
+            logits[train],
+            None if embedded is None else embedded[train],
+            rows[train],
+            cut,
+            o,
+            settings,
+            ctx.seed,
+            tuning,
+        )
+        trained = time.perf_counter() - started - targets
         student.eval()
     export(student, example(ctx), ctx.model_out, preset.DYNAMIC_AXES)
     return {
         "student": dict(o.student or preset.STUDENT),
+        "keep_layers": kept,
+        "loss": settings["loss"],
         "temperature": o.temperature,
-        "alpha": o.alpha,
+        "alpha": settings["alpha"],
         "parameters": {"teacher": teacher_n, "student": student_n, "ratio": student_n / teacher_n},
         "training": {
             **settings,
-            "rows": len(y),
+            "rows": len(train),
+            "tuning_rows": {
+                "held_out_train": len(hold),
+                "calibration": len(tuning.labels) - len(hold),
+            },
             "trainable_parameters": count_trainable(student),
-            "optimizer": f"AdamW, weight decay {WEIGHT_DECAY:g}, constant learning rate",
+            "optimizer": f"AdamW, weight decay {WEIGHT_DECAY:g}",
+            "warmup": o.warmup if settings["schedule"] == "linear" else 0.0,
             "init": "the teacher's weights (the preset's student hook)" if hook else "fresh",
+            "head": "the teacher's, frozen" if embedding else "trained",
             "batches": "length-bucketed, trimmed" if lengths else "shuffled rows",
-            "teacher_logits": source,
+            "teacher_targets": source,
             "threads": TRAIN_THREADS,
-            "seconds": {"teacher_logits": round(cached, 1), "training": round(trained, 1)},
         },
         "epochs": history,
         "final_loss": history[-1]["loss"],
+        # wall-clock seconds: `optimize` moves them to the stage's timing report, out of the
+        # model folder, so a rerun reproduces the model folder byte for byte
+        "seconds": {"teacher_targets": round(targets, 1), "training": round(trained, 1)},
     }
+
+
+def _tuning(
+    ctx: Context,
+    teacher: Any,
+    feeds: dict[str, np.ndarray],
+    y: np.ndarray,
+    rows: np.ndarray,
+    hold: np.ndarray,
+    cut: Any,
+) -> Tuning:
+    """The calibration split and the held-out train rows, with the teacher's class on each."""
+    cal = ctx.data.feeds("calibration")
+    lengths = ctx.preset.lengths if ctx.preset is not None else None
+    cal_rows = lengths(cal) if lengths else np.zeros(len(ctx.data.labels("calibration")), int)
+    tf = {k: np.concatenate([cal[k], v[hold]]) for k, v in feeds.items()}
+    tr = np.concatenate([cal_rows, rows[hold]]).astype(np.int64)
+    pred = forward(teacher, tf, tr, cut).argmax(1).numpy()
+    labels = np.concatenate([ctx.data.labels("calibration"), y[hold]])
+    return Tuning(tf, labels, pred, tr)
 
 
 def _check_smaller(options: Options, teacher_n: int, student_n: int) -> None:
@@ -153,31 +247,22 @@ def _default_student(model_params: Any) -> dict[str, Any]:
 
 
 def report(c: dict[str, Any]) -> list[str]:
-    """Student size and loss, then where the compact model fails that the teacher did not."""
+    """Student size, training and its curve, then its agreement with the teacher and where the
+    compact model fails that the teacher did not."""
     d = c.get("manifest", {}).get("details") or {}
     lines = []
     if d:
         p = d["parameters"]
         arch = ", ".join(f"{k}: {v}" for k, v in d["student"].items())
+        kept = f", the teacher's layers {d['keep_layers']}" if d.get("keep_layers") else ""
         lines.append(
-            f"- Student ({arch}): {p['student']:,} parameters against the teacher's "
+            f"- Student ({arch}{kept}): {p['student']:,} parameters against the teacher's "
             f"{p['teacher']:,} ({percent(p['ratio'])} of it)."
         )
         tr = d.get("training")
         if tr:
-            secs = tr["seconds"]
-            lines.append(
-                f"- Trained from {tr['init']} on {tr['rows']:,} train rows: {tr['epochs']} "
-                f"epoch(s), batch {tr['batch_size']} ({tr['batches']}), learning rate "
-                f"{tr['learning_rate']:g}, {secs['training']:.0f} s on {tr.get('threads', 1)} "
-                f"thread(s) (teacher logits {secs['teacher_logits']:.0f} s)."
-            )
-        losses = [e["loss"] for e in d["epochs"]]
-        shown = ", ".join(f"{x:.4f}" for x in losses)
-        lines.append(
-            f"- Distillation loss per epoch (T = {d['temperature']:g}, alpha = {d['alpha']:g}): "
-            f"{shown}."
-        )
+            lines.append(_training_line(d, tr, c.get("optimize", {}).get("seconds", {})))
+        lines += _curve(d["epochs"])
     lines += speed_lines(c.get("benchmark", {}).get("batches", []))
     o = c.get("validation", {}).get("overall")
     if o:
@@ -191,6 +276,13 @@ def report(c: dict[str, Any]) -> list[str]:
             f"- Against the teacher: {acc}{points(o['drop_points'])} overall; "
             f"{o['right_to_wrong']} new failures (right->wrong), "
             f"{o['wrong_to_right']} fixed (wrong->right)."
+        )
+    if o and "agreement" in o:
+        a = o["agreement"]
+        lines.append(
+            f"- Agreement with the teacher (rows where both predict the same class): "
+            f"{percent(a['estimate'])} [{percent(a['low'])}, {percent(a['high'])}] of "
+            f"{o['n']:,} validation rows; per slice in the slice table."
         )
     lines += slice_lines(c)
     new = [f for f in c.get("failures") or [] if f.get("kind") == "right_to_wrong"]
@@ -208,3 +300,42 @@ def report(c: dict[str, Any]) -> list[str]:
     elif "failures" in c:
         lines.append("- No example the teacher got right is wrong for the student.")
     return lines
+
+
+def _training_line(d: dict[str, Any], tr: dict[str, Any], seconds: dict[str, Any]) -> str:
+    """How the student was trained, and how long it took (from the stage's timing report)."""
+    loss = d.get("loss", "logits")
+    if loss == "embedding":
+        what = "the mean-squared error to the teacher's pooled embedding, under its frozen head"
+    else:
+        soft = f"the teacher's soft labels (T = {d['temperature']:g}, alpha = {d['alpha']:g})"
+        what = f"{soft} alone" if d["alpha"] == 1 else f"{soft} and the true labels"
+    schedule = tr.get("schedule", "constant")
+    if schedule == "linear":
+        schedule = f"linear, warm-up {tr.get('warmup', 0):.0%} of the steps, decay to 0"
+    took = ""
+    if "training" in seconds:
+        took = f", {seconds['training']:.0f} s on {tr.get('threads', 1)} thread(s)"
+    return (
+        f"- Trained from {tr['init']} on {tr['rows']:,} train rows against {what}: "
+        f"{tr['epochs']} epoch(s), batch {tr['batch_size']} ({tr['batches']}), learning rate "
+        f"{tr['learning_rate']:g} ({schedule}){took}."
+    )
+
+
+def _curve(epochs: list[dict[str, Any]]) -> list[str]:
+    """The training curve: loss and train accuracy per epoch, and the agreement with the
+    teacher on the tuning rows (held out of training; never validation rows) where measured."""
+    tuned = all("tuning_agreement" in e for e in epochs)
+    out = [
+        "",
+        "| epoch | loss | train accuracy |"
+        + (" tuning agreement | tuning accuracy |" if tuned else ""),
+    ]
+    out.append("|---:|---:|---:|" + ("---:|---:|" if tuned else ""))
+    for e in epochs:
+        row = f"| {e['epoch']} | {e['loss']:.4f} | {percent(e['train_accuracy'])} |"
+        if tuned:
+            row += f" {percent(e['tuning_agreement'])} | {percent(e['tuning_accuracy'])} |"
+        out.append(row)
+    return [*out, ""]
