@@ -12,7 +12,8 @@ from stages.stats import Interval
 
 def accuracy(v: dict[str, Any], b: Budget, confidence: float) -> list[Rule]:
     """The overall drop and every slice's, each judged by its paired interval: REJECT when the
-    drop is surely beyond budget, HOLD when it may be. For slices, "surely" holds across all of
+    drop is surely beyond budget, HOLD when it may be (the interval straddles the budget), PASS
+    when it is surely within (a significant loss inside the budget is told, not held). For slices, "surely" holds across all of
     them (Bonferroni over the slices looked at), so many small slices do not reject by chance."""
     o = v["overall"]
     drop = _drop(o, confidence)
@@ -30,12 +31,14 @@ def accuracy(v: dict[str, Any], b: Budget, confidence: float) -> list[Rule]:
     elif drop.high > limit:
         status, reason = (
             RISK,
-            f"accuracy may have fallen more than {limit:g} points (up to {drop.high:.2f})",
+            f"accuracy may have fallen more than {limit:g} points (its interval reaches "
+            f"{drop.high:.2f}): more validation rows would settle it",
         )
     elif drop.estimate > 0 and o["mcnemar_p"] < b.alpha:
+        # surely within the pre-registered budget: the rule passes; the loss is still told
         status, reason = (
-            RISK,
-            f"a significant loss (McNemar p < {b.alpha:g}) even though within budget",
+            PASS,
+            f"within budget, though a significant loss (McNemar p < {b.alpha:g})",
         )
     else:
         status, reason = PASS, ""
@@ -76,7 +79,11 @@ def _slices(slices: dict[str, Any], b: Budget, confidence: float) -> Rule:
         )
     elif maybe:
         status = RISK
-        reason = f"{', '.join(maybe)} may have fallen more than {limit:g} points (of {k} slices)"
+        reason = (
+            f"{', '.join(maybe)} may have fallen more than {limit:g} points (of {k} slices; the "
+            f"worst interval reaches {d.high:.2f}): more validation rows in "
+            f"{'that slice' if len(maybe) == 1 else 'those slices'} would settle it"
+        )
     else:
         status, reason = PASS, ""
     return Rule(
