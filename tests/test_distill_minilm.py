@@ -18,7 +18,7 @@ import torch
 from stages.export import MODEL_FILE
 from stages.models import digits, minilm
 from stages.params import ParamsError
-from stages.techniques import distill, distill_training
+from stages.techniques import distill, distill_report, distill_training
 from stages.techniques.base import Context
 from stages.techniques.options import distill as distill_options
 
@@ -170,7 +170,7 @@ def test_soft_and_hard_labels_mix_with_alpha_below_one(base: Baseline, tmp_path:
 
     assert d["loss"] == "logits" and d["training"]["head"] == "trained"
     assert d["training"]["schedule"] == "constant" and d["training"]["warmup"] == 0.0
-    line = distill._training_line(d, d["training"], {"training": 12.0})
+    line = distill_report.training_line(d, d["training"], {"training": 12.0})
     assert "(T = 4, alpha = 0.7) and the true labels" in line and "12 s on 2 thread(s)" in line
 
 

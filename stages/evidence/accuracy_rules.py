@@ -13,8 +13,9 @@ from stages.stats import Interval
 def accuracy(v: dict[str, Any], b: Budget, confidence: float) -> list[Rule]:
     """The overall drop and every slice's, each judged by its paired interval: REJECT when the
     drop is surely beyond budget, HOLD when it may be (the interval straddles the budget), PASS
-    when it is surely within (a significant loss inside the budget is told, not held). For slices, "surely" holds across all of
-    them (Bonferroni over the slices looked at), so many small slices do not reject by chance."""
+    when it is surely within (a significant loss inside the budget is told, not held). For
+    slices, "surely" holds across all of them (Bonferroni over the slices looked at), so many
+    small slices do not reject by chance."""
     o = v["overall"]
     drop = _drop(o, confidence)
     measured = (
