@@ -12,10 +12,11 @@ from typing import Any
 
 from stages import data as datasets
 from stages import params as config
+from stages import stack
 from stages.cli import run
 from stages.errors import SETUP_ERRORS, CandidateRefused
 from stages.evidence.manifest import changes
-from stages.export import MANIFEST_FILE, MODEL_FILE
+from stages.export import MANIFEST_FILE, MODEL_FILE, WEIGHTS_FILE
 from stages.models.catalog import MODELS
 from stages.onnx_graph import graph_summary
 from stages.runtime import check_model
@@ -34,9 +35,14 @@ def main(argv: list[str] | None = None) -> None:
             f"technique {name!r} is not selected in params.yaml; selected: {list(p.technique)}"
         )
     technique = TECHNIQUES[name]
-    base_dir = Path(p.paths.baseline)
-    check_model(base_dir / MODEL_FILE, "baseline")
-    baseline = read_json(base_dir / MANIFEST_FILE, "baseline")
+    base_dir = stack.control_dir(p.paths, p.control)  # the baseline for an empty stack
+    made_by = "control" if p.control else "baseline"
+    check_model(base_dir / MODEL_FILE, made_by)
+    baseline = read_json(base_dir / MANIFEST_FILE, made_by)
+    weights = (Path(p.paths.baseline) / WEIGHTS_FILE).is_file()
+    state = stack.state_of(list(p.control), weights)
+    # an empty stack blocks nothing here: the technique's own checks say what the baseline lacks
+    blocked = stack.not_applicable(state, name) if p.control else None
     prepared = datasets.read(Path(p.paths.data))
     with atomic_dir(Path(p.paths.candidates) / name) as out:
         ctx = Context(
@@ -55,7 +61,13 @@ def main(argv: list[str] | None = None) -> None:
             "check": technique.check,
         }
         started = time.perf_counter()
-        manifest |= _outcome(name, technique, ctx, baseline["graph"])
+        if blocked:  # cannot apply on top of the control (an empty stack blocks nothing)
+            print(f"{name}: not applicable on the control: {blocked}")
+            manifest |= {"status": "not_applicable", "reason": blocked}
+        else:
+            manifest |= _outcome(name, technique, ctx, baseline["graph"])
+        if p.control:  # what this candidate was built on (absent for the baseline itself)
+            manifest["control"] = list(p.control)
         seconds = {"optimize": round(time.perf_counter() - started, 1)}
         seconds |= (manifest.get("details") or {}).pop("seconds", {})
         write_json(out / "manifest.json", manifest)

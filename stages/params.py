@@ -28,6 +28,7 @@ class Paths:
     peak: str = "reports/peak.json"
     data: str = "data/prepared"
     baseline: str = "models/baseline"
+    control: str = "models/control"  # the control stack built from the baseline
     candidates: str = "models/candidates"
     optimize_log: str = "reports/optimize"  # each optimize@'s wall-clock seconds (not in models/)
     reference: str = "reports/reference"
@@ -186,6 +187,7 @@ class _Raw:
     technique: dict[str, Any] = field(default_factory=dict)
     bench: Bench = field(default_factory=Bench)
     budget: Budget = field(default_factory=Budget)
+    control: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -198,6 +200,8 @@ class Params:
     technique: dict[str, Any]  # technique name -> its options dataclass
     bench: Bench
     budget: Budget
+    # the control stack: the shipped techniques in order -> their options; {} = the baseline
+    control: dict[str, Any] = field(default_factory=dict)
 
 
 def validate(raw: dict[str, Any]) -> Params:
@@ -212,12 +216,22 @@ def validate(raw: dict[str, Any]) -> Params:
             f"technique: no technique selected; pick one or more of {sorted(OPTIONS)}, "
             "e.g. dvc exp run -S 'technique=[int8_dynamic]'"
         )
-    techniques = {}
-    for tname, options in top.technique.items():
-        one_of("technique", tname, sorted(OPTIONS))
-        _check_calibration(f"technique.{tname}", dict(options or {}), model)
-        techniques[tname] = _structured(OPTIONS[tname], dict(options or {}), f"technique.{tname}.")
-    return Params(top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget)
+    techniques = _options("technique", top.technique, model)
+    control = _options("control", top.control, model)
+    return Params(
+        top.seed, top.paths, name, model, top.target, techniques, top.bench, top.budget, control
+    )
+
+
+def _options(section: str, raw: dict[str, Any], model: Any) -> dict[str, Any]:
+    """Each named technique's options under `section` (technique, control), validated, in
+    order."""
+    out = {}
+    for tname, options in raw.items():
+        one_of(section, tname, sorted(OPTIONS))
+        _check_calibration(f"{section}.{tname}", dict(options or {}), model)
+        out[tname] = _structured(OPTIONS[tname], dict(options or {}), f"{section}.{tname}.")
+    return out
 
 
 def load(path: Path = PARAMS_FILE) -> Params:
@@ -289,6 +303,7 @@ def check_overrides(overrides: list[str], conf: Path = Path("conf")) -> None:
 
     available = sorted(p.stem for p in (conf / "technique").glob("*.yaml"))
     for o in OverridesParser.create().parse_overrides(overrides):
+        # `technique@control=[...]` (the control stack) is the same group: the same check
         if o.key_or_group != "technique" or o.is_delete() or o.is_sweep_override():
             continue  # Hydra refuses sweeps itself, and lists the options of other groups
         value = o.value()

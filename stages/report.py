@@ -91,6 +91,8 @@ def main() -> None:
         "budget": config.as_dict(p.budget),
         "candidates": {c["name"]: _summary_of(c) for c in cands},
     }
+    if p.control:  # the stack these candidates were judged against (absent: the baseline)
+        summary["control"] = list(p.control)
     with atomic_dir(Path(p.paths.review)) as folder:
         for c in cands:
             write_text(folder / f"{c['name']}.md", review(c, ctx))
