@@ -6,7 +6,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 # `python` in dvc.yaml's commands is the venv's
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: repro test lint ui params rebenchmark history overhead coverage verdicts promote server server-stop plots
+.PHONY: repro test lint ui params rebenchmark history overhead coverage verdicts promote climb server server-stop plots
 
 $(BIN)/activate: pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -45,6 +45,9 @@ coverage: $(BIN)/activate  ## do intervals hold across reruns? (ARGS='int8_dynam
 
 promote: $(BIN)/activate  ## a current SHIP joins the control stack, as a commit (T=<technique>)
 	$(BIN)/python -m stages.promote $(T) $(ARGS)
+
+climb: $(BIN)/activate  ## rung after rung, the best SHIP becomes the next control -> reports/ladder.md (ARGS='--rungs 3'; run it alone)
+	$(BIN)/python -m stages.climb $(ARGS)
 
 verdicts: $(BIN)/activate  ## do verdicts hold across reruns? (ARGS='--runs 3 --out v.md'; run it alone)
 	$(BIN)/python -m stages.verdicts $(ARGS)

@@ -18,13 +18,23 @@ import numpy as np
 
 from stages import data as datasets
 from stages import params as config
+from stages import stack
 from stages.cli import run
 from stages.evidence.records import TimingEvidence
 from stages.export import MODEL_FILE
 from stages.measure import flops, memory, scenarios
 from stages.measure.blocks import Call
 from stages.measure.rounds import Slot, run_rounds
-from stages.measure.timing import AGAIN, BASELINE, CANDIDATE, Protocol, summarize
+from stages.measure.timing import (
+    AGAIN,
+    BASELINE,
+    CANDIDATE,
+    ORIGINAL,
+    SIDES,
+    STACKED_SIDES,
+    Protocol,
+    summarize,
+)
 from stages.measure.worker import Pool
 from stages.models.catalog import MODELS
 from stages.runtime import readout, session, session_settings, size_on_disk
@@ -80,21 +90,30 @@ def side_sessions(p: config.Params, base: Path, cand: Path, name: str) -> dict[s
     }
 
 
-def timing_pool(p: config.Params, base: Path, cand: Path) -> Pool:
-    """bench.sessions worker processes, each with a session of baseline, candidate and baseline
-    again (the sessions the timing runs in; the checks and readouts use side_sessions)."""
+def timing_pool(p: config.Params, base: Path, cand: Path, original: Path | None = None) -> Pool:
+    """bench.sessions worker processes, each with a session of baseline (the control on a
+    stack), candidate and baseline again, and of the original baseline on a stack (the sessions
+    the timing runs in; the checks and readouts use side_sessions)."""
     models = {BASELINE: base, CANDIDATE: cand, AGAIN: base}
+    if original is not None:
+        models[ORIGINAL] = original
     return Pool(models, session_settings(p.target), p.bench.sessions)
 
 
 def time_sides(
-    p: config.Params, slots: Sequence[Slot], b: int, weighed: bool, again: bool = False
+    p: config.Params,
+    slots: Sequence[Slot],
+    b: int,
+    weighed: bool,
+    again: bool = False,
+    sides: Sequence[str] = SIDES,
 ) -> tuple[dict[str, Any], Any]:
     """One interleaved run in `slots` (the pool's workers, fed the inputs) at batch size b and
     its summary; `weighed`: the run the verdict weighs (its tail judged too, capped at
-    max_seconds); `again`: the workers' sessions are warm from an earlier run."""
+    max_seconds); `again`: the workers' sessions are warm from an earlier run; `sides`: SIDES,
+    or STACKED_SIDES on a stack (the original baseline timed in the same rounds)."""
     protocol = Protocol.from_bench(p.bench, p.budget, weighed)
-    timings = run_rounds(slots, protocol, again)
+    timings = run_rounds(slots, protocol, again, sides)
     s = summarize(
         timings,
         b,
@@ -107,9 +126,17 @@ def time_sides(
 
 
 def measure(
-    p: config.Params, base: Path, cand: Path, name: str, prepared: datasets.Prepared
+    p: config.Params,
+    base: Path,
+    cand: Path,
+    name: str,
+    prepared: datasets.Prepared,
+    original: Path | None = None,
 ) -> TimingEvidence:
-    """All speed evidence for one candidate: timings per batch size, memory, load time, size."""
+    """All speed evidence for one candidate: timings per batch size, memory, load time, size.
+    `base` is the control; on a stack `original` is the original baseline, timed in the same
+    rounds as a fourth side (the stack's cumulative speedup)."""
+    sides = SIDES if original is None else STACKED_SIDES
     produced = {BASELINE: "baseline", CANDIDATE: f"optimize@{name}"}
     sessions = side_sessions(p, base, cand, name)
     calls: dict[str, Call] = {side: functools.partial(s.run, None) for side, s in sessions.items()}
@@ -119,18 +146,20 @@ def measure(
         runs.append((FIXED, 1))
     results, raw = [], []
     timed: list[tuple[str, int, list[Feed], dict[str, Any], Any]] = []
-    with timing_pool(p, base, cand) as pool:  # the workers end before anything else runs
+    with timing_pool(p, base, cand, original) as pool:  # the workers end before anything else runs
         for i, (set_name, b) in enumerate(runs):
             inputs = batches(prepared.feeds(set_name), b, None if set_name == FIXED else trim)
             # the first run (batch 1, validation inputs) is the one the verdict weighs, tail too
-            s, timings = time_sides(p, pool.feed(inputs), b, weighed=i == 0, again=i > 0)
+            s, timings = time_sides(
+                p, pool.feed(inputs), b, weighed=i == 0, again=i > 0, sides=sides
+            )
             timed.append((set_name, b, inputs, s, timings))
             sp = s["speedup"]["p50"]
             print(
                 f"{name} {set_name} batch {b}: p50 speedup {sp['estimate']:.3f} "
                 f"[{sp['low']:.3f}, {sp['high']:.3f}] over {s['rounds']} rounds in "
                 f"{s['sessions']['count']} sessions ({s['stopped_by']}); A/A noise floor "
-                f"{s['noise_floor']:.1%}",
+                f"{s['noise_floor']:.1%}" + _cumulative_line(s),
                 flush=True,
             )
     for set_name, b, inputs, s, timings in timed:
@@ -180,6 +209,9 @@ def measure(
             BASELINE: memory.measure(base, one, p.bench.memory_calls, settings),
             CANDIDATE: memory.measure(cand, one, p.bench.memory_calls, settings),
         }
+    sizes = {BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)}
+    if original is not None:
+        sizes[ORIGINAL] = size_on_disk(original)
     return TimingEvidence(
         batches=results,
         memory=mem,
@@ -187,7 +219,7 @@ def measure(
             BASELINE: load_ms(base, p, "baseline"),
             CANDIDATE: load_ms(cand, p, produced[CANDIDATE]),
         },
-        size_bytes={BASELINE: size_on_disk(base), CANDIDATE: size_on_disk(cand)},
+        size_bytes=sizes,
         session=settings,
         sessions=readouts,
         server=server,
@@ -200,6 +232,14 @@ def measure(
         server_csv=server_csv,
         raw=raw,
     )
+
+
+def _cumulative_line(s: dict[str, Any]) -> str:
+    """The stack's p50 speedup against the original baseline, for the progress line."""
+    if "cumulative" not in s:
+        return ""
+    c = s["cumulative"]["speedup"]["p50"]
+    return f"; against the original baseline {c['estimate']:.3f} [{c['low']:.3f}, {c['high']:.3f}]"
 
 
 def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
@@ -216,6 +256,11 @@ def flat_metrics(evidence: dict[str, Any]) -> dict[str, Any]:
         out[f"b{b}_aa_p50"] = s["aa_p50"]["estimate"]
         out[f"b{b}_noise_floor"] = s["noise_floor"]
         out[f"b{b}_throughput_ratio"] = s["throughput_ratio"]
+        if "cumulative" in s:  # a stack: the candidate against the original baseline
+            c = s["cumulative"]["speedup"]["p50"]
+            out[f"b{b}_cumulative_speedup_p50"] = c["estimate"]
+            out[f"b{b}_cumulative_speedup_p50_low"] = c["low"]
+            out[f"b{b}_cumulative_speedup_p50_high"] = c["high"]
     sizes, mem = evidence["size_bytes"], evidence["memory"]
     out["size_ratio"] = sizes[CANDIDATE] / sizes[BASELINE]
     out["memory_ratio"] = mem[CANDIDATE]["peak_over_start_bytes"] / max(
@@ -272,9 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         server_csv = ""
     else:
         prepared = datasets.read(Path(p.paths.data))
-        measured = measure(
-            p, Path(p.paths.baseline) / MODEL_FILE, cand_dir / MODEL_FILE, name, prepared
-        )
+        control = stack.control_dir(p.paths, p.control) / MODEL_FILE  # the baseline when empty
+        original = Path(p.paths.baseline) / MODEL_FILE if p.control else None
+        measured = measure(p, control, cand_dir / MODEL_FILE, name, prepared, original)
         raw, server_csv = measured.raw, measured.server_csv
         evidence.update(status="ok", protocol=config.as_dict(p.bench), **measured.to_dict())
         metrics = flat_metrics(evidence)

@@ -40,6 +40,9 @@ class Paths:
     tradeoff: str = "reports/tradeoff.png"
     summary: str = "reports/summary.json"
     tracking: str = "reports/tracking.json"
+    ladder: str = "reports/ladder"  # make climb: each rung's notes and figures
+    ladder_report: str = "reports/ladder.md"
+    ladder_plot: str = "reports/ladder.png"
 
 
 @dataclass

@@ -16,6 +16,7 @@ from stages.storage import EvidenceError, read_arrays, read_json, sha256_file
 
 REFERENCE_LOGITS, REFERENCE_OUTPUTS = "logits.npz", "outputs.npz"
 REFERENCE_FILE = "reference.json"
+ORIGINAL_DIR = "original"  # on a stack: the original baseline's predictions, in the same files
 
 
 def eval_sets(prepared: datasets.Prepared) -> list[str]:
@@ -38,7 +39,8 @@ def predict(
 
 
 def read_reference(folder: Path, baseline: Path) -> dict[str, np.ndarray]:
-    """The baseline's logits per set, refused when they were computed from another baseline."""
+    """The logits per set of `baseline` (the control, or the original baseline in
+    ORIGINAL_DIR), refused when they were computed from another model."""
     info = read_json(folder / REFERENCE_FILE, "reference")
     if info["model_sha256"] != sha256_file(baseline):
         raise EvidenceError(

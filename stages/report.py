@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from stages import params as config
-from stages import tracking
+from stages import stack, tracking
 from stages.cli import run
 from stages.evidence import manifest
 from stages.evidence.dashboard import dashboard
@@ -60,7 +60,10 @@ def main() -> None:
     p = config.load()
     host = read_json(Path(p.paths.host_timing), "host")  # the timing key: CPU, cores, threads
     numerics = read_json(Path(p.paths.host_numerics), "host")
-    base_man = read_json(Path(p.paths.baseline) / MANIFEST_FILE, "baseline")
+    # the comparator: the control (the baseline for an empty stack)
+    made_by = "control" if p.control else "baseline"
+    base_dir = stack.control_dir(p.paths, p.control)
+    base_man = read_json(base_dir / MANIFEST_FILE, made_by)
     cands = [collect(p, name, base_man["graph"]) for name in p.technique]
     for c in cands:
         verdict, rules = decide(c, p.budget)
@@ -75,13 +78,15 @@ def main() -> None:
         "host": host["fingerprint"],
         "cpu": host["cpu_model"],
         "baseline_graph": base_man["graph"],
-        "baseline_file": f"{p.paths.baseline}/model.onnx",
+        "baseline_file": f"{base_dir.as_posix()}/model.onnx",
         "baseline_accuracy": _baseline_accuracy(ok[0]) if ok else float("nan"),
         "validation_dir": p.paths.validation,
         "candidates_dir": p.paths.candidates,
         "peak": read_json(Path(p.paths.peak), "peak"),
         "confidence_label": f"{p.bench.confidence * 100:g} %",
     }
+    if p.control:  # the stack the control was built of
+        ctx["control"] = list(p.control)
     summary = {
         "model": p.model_name,
         "target": p.target.name,
@@ -149,6 +154,20 @@ def _summary_of(c: dict[str, Any]) -> dict[str, Any]:
             "confounded": int(bool(c["confounders"])),
         }
         out["worst_slice"] = worst
+        total = c["validation"].get("cumulative")
+        if total:  # a stack: the candidate against the original baseline too
+            sp, t_worst = b1["cumulative"]["speedup"]["p50"], total["worst_slice"]
+            out["metrics"] |= {
+                "cumulative_speedup_p50_b1": sp["estimate"],
+                "cumulative_speedup_p50_b1_low": sp["low"],
+                "cumulative_speedup_p50_b1_high": sp["high"],
+                "original_accuracy": total["overall"]["baseline_accuracy"]["estimate"],
+                "cumulative_accuracy_drop_points": total["overall"]["drop_points"],
+                "cumulative_worst_slice_drop_points": total["slices"][t_worst]["drop_points"]
+                if t_worst
+                else 0.0,
+            }
+            out["cumulative_worst_slice"] = t_worst
     else:
         out["reason"] = c["reason"]
         out["metrics"] = {}

@@ -30,6 +30,7 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 EVIDENCE_TAG = "evidence"
+LADDER_TAG = "ladder_stack"  # a rung's control stack (stack_tag); ladder_rung, ladder_previous_run
 # The experiment tag that marks an experiment as model training (runs and metrics) rather than
 # GenAI (traces); MLflow exports no constant for it. MLflow 3's UI takes its view from the URL
 # (`?workflowType=machine_learning` on an experiment's address) or its sidebar switch.
@@ -100,10 +101,11 @@ def log_run(summary: dict[str, Any], artifacts: dict[str, list[Path]], extra: li
         "model": summary["model"],
         "target": summary["target"],
     }
+    rung = ladder_tags(mlflow.MlflowClient(), experiment_id, summary, tags["target"])
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=f"{summary['model']} on {summary['target']} · {key[:8]}",
-        tags={**tags, EVIDENCE_TAG: key},
+        tags={**tags, **rung, EVIDENCE_TAG: key},
         description=_overview(summary, names),
     ) as parent:
         mlflow.log_params(_flat({"bench": summary["bench"], "budget": summary["budget"]}))
@@ -148,6 +150,36 @@ def ensure_experiment(name: str, uri: str) -> str:
     if found.tags.get(KIND_TAG) != KIND:
         client.set_experiment_tag(found.experiment_id, KIND_TAG, KIND)
     return str(found.experiment_id)
+
+
+def stack_tag(stack: list[str]) -> str:
+    """The ladder tag's value for a control stack: `baseline -> distill -> int8_dynamic`."""
+    return " -> ".join(["baseline", *stack])
+
+
+def ladder_tags(
+    client: MlflowClient, experiment_id: str, summary: dict[str, Any], target: str
+) -> dict[str, str]:
+    """The rung's lineage: its control stack, and on a stack the latest finished parent run of
+    the rung below (the stack without its last step, same target), as `ladder_previous_run` and
+    as MLflow's parent (the UI nests each rung under the one it climbed from)."""
+    stack = list(summary.get("control", []))
+    tags = {LADDER_TAG: stack_tag(stack), "ladder_rung": str(len(stack))}
+    if not stack:
+        return tags
+    below = stack_tag(stack[:-1]).replace("'", "")
+    runs = client.search_runs(
+        [experiment_id],
+        filter_string=(
+            f"tags.{LADDER_TAG} = '{below}' and tags.target = '{target}' "
+            "and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )
+    if runs:
+        tags["ladder_previous_run"] = tags["mlflow.parentRunId"] = runs[0].info.run_id
+    return tags
 
 
 def find_parent(client: MlflowClient, experiment_id: str, key: str) -> str | None:

@@ -3,7 +3,11 @@
 Every row is predicted alone, at its natural shape, as the single-stream service the benchmark
 times would answer it; the baseline's predictions come from the `reference` stage (computed once
 for all candidates). The candidate is also run in batches, to show whether its predictions depend
-on the rows that share a call."""
+on the rows that share a call.
+
+On a stack the comparator is the control (the step's own effect, which the rung's rules weigh),
+and the candidate is also compared with the original baseline, overall and per slice
+(`cumulative`: what the stack as a whole did to accuracy)."""
 
 from __future__ import annotations
 
@@ -14,14 +18,14 @@ from typing import Any
 import numpy as np
 
 from stages import data as datasets
-from stages import fidelity, stats
+from stages import fidelity, stack, stats
 from stages import params as config
 from stages.cli import run
 from stages.evidence.records import ValidationEvidence
 from stages.export import MODEL_FILE
 from stages.failure_rows import failures, predictions_csv, write_failures
 from stages.models.catalog import MODELS
-from stages.predictions import eval_sets, read_reference, read_reference_outputs
+from stages.predictions import ORIGINAL_DIR, eval_sets, read_reference, read_reference_outputs
 from stages.runtime import (
     ROWS_PER_CALL,
     row_workers,
@@ -185,6 +189,25 @@ def per_slice(
     return slices, worst
 
 
+def cumulative(
+    original: dict[str, np.ndarray],
+    logits: dict[str, tuple[np.ndarray, np.ndarray]],
+    prepared: datasets.Prepared,
+    confidence: float,
+) -> dict[str, Any]:
+    """The candidate against the original baseline (`original`: its logits per set), overall
+    and per slice, paired row by row as against the control."""
+    pred = {n: (original[n].argmax(1), c.argmax(1)) for n, (_, c) in logits.items()}
+    ok = {n: (b == prepared.labels(n), c == prepared.labels(n)) for n, (b, c) in pred.items()}
+    slices, worst = per_slice(prepared, ok, confidence, pred)
+    return {
+        "against": "original baseline",
+        "overall": compare(*ok["validation"], confidence, *pred["validation"]),
+        "slices": slices,
+        "worst_slice": worst,
+    }
+
+
 def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
     o, worst = result["overall"], result["worst_slice"]
     out = {
@@ -201,6 +224,11 @@ def flat_metrics(result: dict[str, Any]) -> dict[str, Any]:
         out["agreement"] = o["agreement"]["estimate"]
     if worst:
         out["worst_slice_drop_points"] = result["slices"][worst]["drop_points"]
+    if "cumulative" in result:  # a stack: against the original baseline
+        c = result["cumulative"]
+        out["cumulative_accuracy_drop_points"] = c["overall"]["drop_points"]
+        if c["worst_slice"]:
+            out["cumulative_worst_slice_drop_points"] = c["slices"][c["worst_slice"]]["drop_points"]
     moved = fidelity.worst_other(result.get("outputs", {}))
     if moved:  # models with outputs beside the label one
         out["worst_other_output_relative_error"] = moved[1]["relative_error"]
@@ -220,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
     rows: list[dict[str, Any]] = []
     logits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     if manifest["status"] == "ok":
-        base = Path(p.paths.baseline) / MODEL_FILE
+        base = stack.control_dir(p.paths, p.control) / MODEL_FILE  # the baseline when empty
         reference = read_reference(Path(p.paths.reference), base)
         outputs = read_reference_outputs(Path(p.paths.reference))
         cand = session(cand_dir / MODEL_FILE, p.target, f"optimize@{name}")
@@ -232,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         )
         result.update(evidence.to_dict())
         logits = evidence.logits
+        if p.control:  # a stack: the candidate against the original baseline too
+            first = Path(p.paths.baseline) / MODEL_FILE
+            original = read_reference(Path(p.paths.reference) / ORIGINAL_DIR, first)
+            result["cumulative"] = cumulative(original, logits, prepared, confidence)
         rows = failures(prepared, logits)
         result["failures"] = {
             "right_to_wrong": sum(r["kind"] == "right_to_wrong" for r in rows),

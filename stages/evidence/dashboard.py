@@ -12,10 +12,12 @@ from stages.evidence.rule import FAIL, RISK
 
 def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: str) -> str:
     rows = []
+    stacked = "control" in ctx  # a stack: the stack's columns against the original baseline
     for c in cands:
         if c["status"] != "ok":
             reason = c["reason"].replace("|", "\\|")  # a table cell
-            rows.append(f"| {c['name']} | **{c['verdict']}** | | | | | | | | | | {reason} |")
+            blank = "| | | " if stacked else ""
+            rows.append(f"| {c['name']} | **{c['verdict']}** | | | | | | | | | | {blank}{reason} |")
             continue
         timing, v = candidate_evidence(c)
         b1, big, size = timing.batches[0], largest_batch(c["benchmark"]), timing.size_bytes
@@ -35,7 +37,8 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"{ci(v.overall['difference_points'], '{:+.2f}')} | "
             f"{worst} {0 - v.slices[worst]['drop_points']:+.2f} | "
             f"{worst_output_cell(c['validation'])} | "
-            f"{v.overall['right_to_wrong']} | {frac} | {reasons} |"
+            f"{v.overall['right_to_wrong']} | {frac} | {_stack_cells(c) if stacked else ''}"
+            f"{reasons} |"
         )
     loaded = [_under_load(c) for c in cands if c["status"] == "ok" and c["benchmark"].get("server")]
     noise = [
@@ -43,10 +46,21 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
         for c in cands
         if c["status"] == "ok"
     ]
+    head = (
+        "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | "
+        "accuracy change (points) | worst slice (points) | other outputs (worst, of range) | "
+        "right->wrong | % of peak, largest batch (base/cand) | "
+    )
+    if stacked:
+        head += (
+            "stack: p50 speedup b1 against the original | stack: accuracy change (points) | "
+            "stack: worst slice (points) | "
+        )
     return "\n".join(
         [
             f"# Candidates for {ctx['model']} on target {ctx['target']}",
             "",
+            *_control_line(ctx),
             f"Host {ctx['host']} ({ctx['cpu']}). Baseline: `{ctx['baseline_file']}` "
             f"(sha256 {ctx['baseline_graph']['sha256'][:12]}), "
             f"accuracy {ctx['baseline_accuracy']:.2%}. "
@@ -54,10 +68,8 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"{ctx.get('confidence_label', '95 %')} intervals; "
             f"A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
             "",
-            "| candidate | verdict | p50 speedup b1 | p95 speedup b1 | throughput | size | "
-            "accuracy change (points) | worst slice (points) | other outputs (worst, of range) | "
-            "right->wrong | % of peak, largest batch (base/cand) | why |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            head + "why |",
+            "|---" * head.count("|") + "|",
             *rows,
             "",
             *(
@@ -76,6 +88,29 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             "",
         ]
     )
+
+
+def _control_line(ctx: dict[str, Any]) -> list[str]:
+    """On a stack: what the control is, and how to read the two kinds of columns."""
+    if "control" not in ctx:
+        return []
+    return [
+        f"Control: the baseline with {' -> '.join(ctx['control'])} applied. Each step column "
+        "compares a candidate with this control (the rung's own effect); the stack columns "
+        "compare it with the original baseline. Every rule in `why` names which of the two it "
+        "came from.",
+        "",
+    ]
+
+
+def _stack_cells(c: dict[str, Any]) -> str:
+    """The stack's cells: p50 speedup at batch 1, accuracy change and worst slice against the
+    original baseline."""
+    total = c["validation"]["cumulative"]
+    sp = c["benchmark"]["batches"][0]["cumulative"]["speedup"]["p50"]
+    w = total["worst_slice"]
+    worst = "—" if w is None else f"{w} {0 - total['slices'][w]['drop_points']:+.2f}"
+    return f"{ci(sp)} | {ci(total['overall']['difference_points'], '{:+.2f}')} | {worst} | "
 
 
 def worst_output_cell(val: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stages.evidence.findings import movements, summary_sentence
-from stages.evidence.formats import B, C
+from stages.evidence.formats import B, C, ci, pct
 from stages.evidence.tables import (
     evidence_card,
     limit_rows,
@@ -35,6 +35,7 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "",
         f"> {summary_sentence(c)}",
         "",
+        *stack_section(c, ctx),
         "## What changed",
         f"- technique `{c['name']}` with options `{man['options']}`",
         f"- declared to change: {', '.join(man['declares'])}",
@@ -94,6 +95,47 @@ def review(c: dict[str, Any], ctx: dict[str, Any]) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def stack_section(c: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
+    """On a stack: the step against the control beside the stack against the original baseline
+    (speed timed in the same rounds, accuracy and every slice paired row by row); [] without."""
+    total = c["validation"].get("cumulative")
+    if total is None:
+        return []
+    b1 = c["benchmark"]["batches"][0]
+    step_sp, stack_sp = b1["speedup"]["p50"], b1["cumulative"]["speedup"]["p50"]
+    step_o, stack_o = c["validation"]["overall"], total["overall"]
+    step_w, stack_w = c["validation"]["worst_slice"], total["worst_slice"]
+    size = c["benchmark"]["size_bytes"]
+
+    def worst(v: dict[str, Any], name: str | None) -> str:
+        return "—" if name is None else f"{name} {-v['slices'][name]['drop_points']:+.2f}"
+
+    return [
+        "## On the stack",
+        "",
+        f"The control is the baseline with {' -> '.join(ctx.get('control', []))} applied "
+        f"(`{ctx['baseline_file']}`). The step is this candidate against the control (its own "
+        "effect, which every step rule judges); the stack is this candidate against the "
+        "original baseline (the stack's accuracy and slice rules judge it against the same "
+        "budget).",
+        "",
+        "| | step (against the control) | stack (against the original baseline) |",
+        "|---|---|---|",
+        f"| p50 speedup, batch 1 | {ci(step_sp)} | {ci(stack_sp)} |",
+        f"| accuracy change (points) | {ci(step_o['difference_points'], '{:+.2f}')} | "
+        f"{ci(stack_o['difference_points'], '{:+.2f}')} |",
+        f"| worst slice (points) | {worst(c['validation'], step_w)} | {worst(total, stack_w)} |",
+        f"| right->wrong | {step_o['right_to_wrong']} | {stack_o['right_to_wrong']} |",
+        f"| size | {pct(size[C] / size[B])} of the control | "
+        f"{pct(size[C] / size.get('original', size[B]))} of the original |",
+        "",
+        "Every slice, the stack against the original baseline:",
+        "",
+        *slice_rows(total),
+        "",
+    ]
 
 
 def _ops(ops: dict[str, int]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 from stages import stats
@@ -14,6 +15,10 @@ from stages.stats import Interval
 
 SHIP, HOLD, REJECT, NOT_APPLICABLE = "SHIP", "HOLD", "REJECT", "NOT APPLICABLE"
 FAILED = "FAILED"  # the technique raised on this model: a defect to look at, not a trait of it
+# on a stack every rule says which comparison it judged: the step against the control, or the
+# stack as a whole against the original baseline (the budget's accuracy and slice rules)
+STEP, STACK = "step", "stack"
+AGAINST = {STEP: "against the control", STACK: "against the original baseline"}
 
 
 def rules(c: dict[str, Any], budget: Budget) -> list[Rule]:
@@ -25,7 +30,22 @@ def rules(c: dict[str, Any], budget: Budget) -> list[Rule]:
         out += _server(c["benchmark"]["server"], budget)
     else:
         out += _speed(c["benchmark"]["batches"][0], budget)
-    return out
+    total = c["validation"].get("cumulative")
+    if total is None:  # no stack: the control is the baseline, one comparison
+        return out
+    # a stack: each step passes against the control AND the stack stays inside the accuracy
+    # and slice budgets against the original baseline (five steps of 0.9 points must not ship)
+    stacked = accuracy_rules.accuracy(total, budget, _confidence(c))
+    return [_said(r, STEP) for r in out] + [_said(r, STACK) for r in stacked]
+
+
+def _said(r: Rule, where: str) -> Rule:
+    """A rule named with the comparison it judged (STEP or STACK), its reason too."""
+    return replace(
+        r,
+        name=f"{r.name} ({where}, {AGAINST[where]})",
+        reason=f"{where}: {r.reason}" if r.reason else "",
+    )
 
 
 def decide(c: dict[str, Any], budget: Budget) -> tuple[str, list[Rule]]:

@@ -33,6 +33,7 @@ from stages.measure.timing import (
     SIDES,
     Protocol,
     Timings,
+    orders_for,
     tail_interval,
 )
 from stages.measure.worker import InProcess
@@ -62,10 +63,10 @@ def block_size(per_call_ms: Mapping[str, float], p: Protocol) -> int:
     return max(1, min(p.calls_per_block, fits))
 
 
-def session_of(r: int, sessions: int) -> int:
-    """The session that runs round r: in turn, shifted by one every lcm(sessions, 6) rounds, so
-    that every session runs every order of ORDERS equally often."""
-    return (r + r // math.lcm(sessions, len(ORDERS))) % sessions
+def session_of(r: int, sessions: int, orders: int = len(ORDERS)) -> int:
+    """The session that runs round r: in turn, shifted by one every lcm(sessions, orders) rounds,
+    so that every session runs every one of the `orders` round orders equally often."""
+    return (r + r // math.lcm(sessions, orders)) % sessions
 
 
 def interleave(calls: Mapping[str, Call], feeds: Feeds, p: Protocol) -> Timings:
@@ -75,17 +76,24 @@ def interleave(calls: Mapping[str, Call], feeds: Feeds, p: Protocol) -> Timings:
     return run_rounds([InProcess(calls, feeds)], p)
 
 
-def run_rounds(slots: Sequence[Slot], p: Protocol, again: bool = False) -> Timings:
+def run_rounds(
+    slots: Sequence[Slot], p: Protocol, again: bool = False, sides: Sequence[str] = SIDES
+) -> Timings:
     """Warm every session, then run rounds, each in the session `session_of` names, until
     `_stop` says why to stop. Every session runs at least ROUNDS_PER_SESSION rounds. `again`:
-    the sessions are warm from an earlier timing (one warm-up block each for the new inputs)."""
+    the sessions are warm from an earlier timing (one warm-up block each for the new inputs).
+    `sides`: SIDES, or STACKED_SIDES (the original baseline too; checks every cycle of its
+    orders). The stopping rule weighs the control's comparisons only."""
     if not slots:
         raise ValueError("timing needs at least one session")
-    t = Timings(rounds={s: [] for s in SIDES}, warmup_calls=dict.fromkeys(SIDES, 0))
-    medians: dict[str, list[float]] = {s: [] for s in SIDES}
+    orders = orders_for(sides)
+    if orders is not ORDERS:
+        p = dataclasses.replace(p, check_every=len(orders))
+    t = Timings(rounds={s: [] for s in sides}, warmup_calls=dict.fromkeys(sides, 0))
+    medians: dict[str, list[float]] = {s: [] for s in sides}
     for slot in slots:
-        used, median = slot.warm(p.warmup_calls, SIDES, again)
-        for side in SIDES:
+        used, median = slot.warm(p.warmup_calls, sides, again)
+        for side in sides:
             t.warmup_calls[side] += used[side]
             if side in median:
                 medians[side].append(median[side])
@@ -97,8 +105,8 @@ def run_rounds(slots: Sequence[Slot], p: Protocol, again: bool = False) -> Timin
     started = time.perf_counter()
     while True:
         r = t.n_rounds
-        order = ORDERS[r % len(ORDERS)]
-        k = session_of(r, len(slots))
+        order = orders[r % len(orders)]
+        k = session_of(r, len(slots), len(orders))
         blocks = slots[k].round(order, r * n, n)  # every side sees the same inputs in a round
         for side in order:
             t.rounds[side].append(blocks[side])

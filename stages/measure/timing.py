@@ -23,6 +23,19 @@ ORDERS = (
     (AGAIN, BASELINE, CANDIDATE),
 )
 SIDES = (BASELINE, CANDIDATE, AGAIN)
+# On a stack the baseline side is the control, and the original baseline is timed as a fourth
+# side in the same rounds, for the stack's cumulative speedup. Four sides chain in a Williams
+# square (A control, B candidate, C control again, D original baseline): each side takes each
+# position once per cycle, each ordered pair of sides is adjacent once, and no side follows
+# itself, across a round boundary either.
+ORIGINAL = "original"
+STACKED_SIDES = (BASELINE, CANDIDATE, AGAIN, ORIGINAL)
+STACKED_ORDERS = (
+    (BASELINE, CANDIDATE, ORIGINAL, AGAIN),
+    (CANDIDATE, AGAIN, BASELINE, ORIGINAL),
+    (AGAIN, ORIGINAL, CANDIDATE, BASELINE),
+    (ORIGINAL, BASELINE, AGAIN, CANDIDATE),
+)
 PERCENTILES = (50, 90, 95, 99)
 TAIL = (90, 95, 99)  # percentiles whose interval also takes the order-statistic bound
 
@@ -42,7 +55,7 @@ class Protocol:
     # verdict weighs; stats.tail_percentile)
     judge_tail: bool = False
     max_p99_slowdown: float = 1.1  # the budget's tail slowdown, whichever percentile is judged
-    check_every: int = 6  # rounds between interval checks (one cycle of ORDERS)
+    check_every: int = 6  # rounds between interval checks (one cycle of the orders)
     # the checks that may stop a run use a stricter level, 1 - (1 - confidence) / LOOK_SPLIT
     # (rounds.py), so that looking again and again does not stop on a chance excursion
     # (optional stopping)
@@ -70,6 +83,16 @@ class Protocol:
             max_p99_slowdown=budget.max_p99_slowdown,
             bootstrap_resamples=bench.bootstrap_resamples,
         )
+
+
+def orders_for(sides: Sequence[str]) -> tuple[tuple[str, ...], ...]:
+    """The round orders for these sides: ORDERS for the three, STACKED_ORDERS with the original
+    baseline as a fourth."""
+    if tuple(sides) == SIDES:
+        return ORDERS
+    if tuple(sides) == STACKED_SIDES:
+        return STACKED_ORDERS
+    raise ValueError(f"timing sides must be {SIDES} or {STACKED_SIDES}; got {tuple(sides)}")
 
 
 @dataclass
@@ -161,7 +184,7 @@ def summarize(
     # the tail rule's A/A floors: the median over sessions, not the pooled tail (one slow stretch)
     replicated = {f"p{q}": stats.replicated_noise_floor(base, again, q, groups) for q in TAIL}
     calls = sides[CANDIDATE]["calls"]
-    return {
+    out = {
         "batch_size": batch_size,
         "rounds": t.n_rounds,
         "calls_per_block": t.calls_per_block,
@@ -202,3 +225,14 @@ def summarize(
         # precise: the interval is as tight as asked (a cost control, not a ship rule)
         "precise": t.stopped_by == "precision" or speedup["p50"].half_width_rel <= precision,
     }
+    if ORIGINAL in t.rounds:  # a stack: the candidate against the original baseline too
+        orig = t.rounds[ORIGINAL]
+        total = {f"p{q}": ratio(orig, cand, q) for q in PERCENTILES}
+        out["cumulative"] = {
+            "against": ORIGINAL,
+            "speedup": {k: v.to_dict() for k, v in total.items()},
+            "rerun_p50": stats.rerun_interval(total["p50"]).to_dict(),
+            "control_speedup": {"p50": stats.percentile_ratio_ci(orig, base, 50, **kw).to_dict()},
+            "effect": stats.classify_speedup(total["p50"], floors["p50"]),
+        }
+    return out
