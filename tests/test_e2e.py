@@ -470,6 +470,38 @@ def test_exp_run_one_candidate_on_the_edge_target(repo: Path) -> None:
     assert "edge-static" in shown and "b1_speedup_p50" in shown
 
 
+def test_exp_run_on_a_stack_judges_the_step_and_the_stack(repo: Path) -> None:
+    """A rung: the control is the baseline with prune_magnitude applied; int8_dynamic is timed
+    against it with the original baseline as a fourth side, and validated against both."""
+    dvc(
+        repo,
+        "exp",
+        "run",
+        "-n",
+        "rung-1",
+        *overrides(*DIGITS, "technique=[int8_dynamic,fp16]", "technique@control=[prune_magnitude]"),
+    )
+    control = load(repo, "models/control/manifest.json")
+    assert control["stack"] == ["prune_magnitude"] and control["steps"][0]["step"] == 1
+    summary = load(repo, "reports/summary.json")
+    assert summary["control"] == ["prune_magnitude"]
+    b1 = load(repo, "reports/benchmark/int8_dynamic/benchmark.json")["batches"][0]
+    assert set(b1["sides"]) == {"baseline", "candidate", "baseline_again", "original"}
+    assert b1["cumulative"]["speedup"]["p50"]["low"] > 0
+    val = load(repo, "reports/validation/int8_dynamic/validation.json")
+    assert val["cumulative"]["overall"]["n"] == val["overall"]["n"]
+    note = (repo / "reports/review/int8_dynamic.md").read_text()
+    assert "## On the stack" in note and "(stack, against the original baseline)" in note
+    assert "stack: p50 speedup b1" in (repo / "reports/dashboard.md").read_text()
+    metrics = summary["candidates"]["int8_dynamic"]["metrics"]
+    assert "cumulative_speedup_p50_b1" in metrics
+    ref = repo / "reports/reference"
+    assert (ref / "original" / "logits.npz").is_file()
+    assert summary["candidates"]["fp16"]["verdict"] in VERDICTS | {"NOT APPLICABLE"}
+    shown = dvc(repo, "exp", "show", "--no-pager", "--csv").stdout
+    assert "rung-1" in shown and "b1_cumulative_speedup_p50" in shown
+
+
 def write_idx(path: Path, arr: np.ndarray) -> None:
     """Gzipped IDX, as the Fashion-MNIST files are: magic (0, 0, uint8 code, ndim), dims, data."""
     header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
