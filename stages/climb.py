@@ -103,7 +103,7 @@ def exp_run(name: str, args: list[str]) -> None:
     cmd = ["dvc", "exp", "run", "--name", name]
     for a in args:
         cmd += ["-S", a]
-    print("$ " + " ".join(cmd[:4] + [f"-S '{a}'" for a in args]), flush=True)
+    print("$ " + " ".join(cmd[:5] + [f"-S '{a}'" for a in args]), flush=True)
     done = subprocess.run(cmd)
     if done.returncode != 0:
         raise ParamsError(f"rung {name} failed (`dvc exp run` exit {done.returncode}); see above")
