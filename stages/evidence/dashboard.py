@@ -61,10 +61,12 @@ def dashboard(cands: list[dict[str, Any]], ctx: dict[str, Any], tracking_line: s
             f"# Candidates for {ctx['model']} on target {ctx['target']}",
             "",
             *_control_line(ctx),
-            f"Host {ctx['host']} ({ctx['cpu']}). Baseline: `{ctx['baseline_file']}` "
+            f"Host {ctx['host']} ({ctx['cpu']}). {'Control' if stacked else 'Baseline'}: "
+            f"`{ctx['baseline_file']}` "
             f"(sha256 {ctx['baseline_graph']['sha256'][:12]}), "
             f"accuracy {ctx['baseline_accuracy']:.2%}. "
-            "Speedups are baseline / candidate latency (above 1 = faster) with "
+            f"Speedups are {'control' if stacked else 'baseline'} / candidate latency (above 1 = "
+            "faster) with "
             f"{ctx.get('confidence_label', '95 %')} intervals; "
             f"A/A noise floor at batch 1: {', '.join(noise) or 'n/a'}.",
             "",

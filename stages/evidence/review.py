@@ -128,8 +128,8 @@ def stack_section(c: dict[str, Any], ctx: dict[str, Any]) -> list[str]:
         f"{ci(stack_o['difference_points'], '{:+.2f}')} |",
         f"| worst slice (points) | {worst(c['validation'], step_w)} | {worst(total, stack_w)} |",
         f"| right->wrong | {step_o['right_to_wrong']} | {stack_o['right_to_wrong']} |",
-        f"| size | {pct(size[C] / size[B])} of the control | "
-        f"{pct(size[C] / size.get('original', size[B]))} of the original |",
+        f"| size change | {pct(size[C] / size[B])} | "
+        f"{pct(size[C] / size.get('original', size[B]))} |",
         "",
         "Every slice, the stack against the original baseline:",
         "",
