@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     rungs = [save_rung(p, 0, work / "rung-0")]
     rungs[0] |= {"seconds": None, "command": "dvc repro (the committed control)"}
     choose(rungs[0], p)
-    started, pace = time.perf_counter(), 0.0
+    started, pace, ran = time.perf_counter(), 0.0, False
     try:
         for k in range(1, args.rungs + 2):
             best = rungs[-1].get("promoted")
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> None:
                 break
             stack[best] = config.as_dict(p.technique[best])
             args_k = overrides(stack)
-            t0 = time.perf_counter()
+            t0, ran = time.perf_counter(), True  # from here the workspace is the rung's
             exp_run(f"ladder-rung-{k}", args_k)
             pace = time.perf_counter() - t0
             p = config.load()
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> None:
             }
             choose(record, p)
             rungs.append(record)
-    finally:
-        if len(rungs) > 1:
+    finally:  # also after a failed or interrupted rung: the workspace back, what ran written
+        if ran:
             restore()
         for r in rungs:
             write_json(work / f"rung-{r['rung']}" / "rung.json", r)

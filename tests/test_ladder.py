@@ -270,3 +270,75 @@ def test_the_ladder_report_names_each_rung_its_choice_and_how_to_reproduce_it(
     assert "`dvc exp run -S 'technique@control=[distill]'`" in md
     assert "The climb stopped: nothing ships against this control." in md
     assert ladder_png(rungs)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+class _Climb:
+    """climb.main with its outside world replaced: each rung's summary from `ships` (the SHIP of
+    each rung in turn, None for none), `dvc exp run` recorded (or failing), restore recorded."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, tmp: Path, ships: list[str | None]):
+        p = load()
+        monkeypatch.chdir(tmp)
+        (tmp / "reports").mkdir()
+        self.runs: list[list[str]] = []
+        self.restored = 0
+        self.fail = False
+        summaries = iter(
+            {"candidates": {s: {"verdict": "SHIP", "metrics": {"speedup_p50_b1_low": 1.5}}}}
+            if s
+            else {"candidates": {"fp16": {"verdict": "REJECT", "metrics": {}}}}
+            for s in ships
+        )
+        monkeypatch.setattr(climb.config, "load", lambda: p)
+        monkeypatch.setattr(climb, "dvc_clean", lambda: None)
+        monkeypatch.setattr(climb, "read_json", lambda *a: next(summaries))
+        monkeypatch.setattr(climb, "overrides", lambda st: [f"technique@control=[{','.join(st)}]"])
+        monkeypatch.setattr(climb, "save_rung", self.save_rung)
+        monkeypatch.setattr(climb, "exp_run", self.exp_run)
+        monkeypatch.setattr(climb, "restore", self.restore)
+        self.control: list[str] = []
+
+    def save_rung(self, p: Any, k: int, folder: Path) -> dict[str, Any]:
+        folder.mkdir(parents=True)
+        record = _rung(k, list(self.control), {"distill": SHIP, "int8_dynamic": SHIP}, None)
+        return {key: v for key, v in record.items() if key not in ("stopped", "promoted")}
+
+    def exp_run(self, name: str, args: list[str]) -> None:
+        if self.fail:
+            raise climb.ParamsError(f"rung {name} failed")
+        self.runs.append(args)
+        self.control = args[0].split("[")[1].rstrip("]").split(",")
+
+    def restore(self) -> None:
+        self.restored += 1
+
+
+def test_the_climb_stops_at_its_rungs_and_puts_the_workspace_back(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    c = _Climb(monkeypatch, tmp_path, ["distill", "int8_dynamic"])
+    climb.main(["--rungs", "1"])
+    assert c.runs == [["technique@control=[distill]"]] and c.restored == 1
+    md = (tmp_path / "reports/ladder.md").read_text()
+    assert "--rungs 1 reached (int8_dynamic ships on this rung)" in md
+    assert (tmp_path / "reports/ladder/rung-1/rung.json").is_file()
+
+
+def test_the_climb_stops_when_nothing_ships_without_touching_the_workspace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    c = _Climb(monkeypatch, tmp_path, [None])
+    climb.main(["--rungs", "3"])
+    assert c.runs == [] and c.restored == 0
+    assert "nothing ships against this control" in (tmp_path / "reports/ladder.md").read_text()
+
+
+def test_a_failed_rung_still_restores_and_writes_what_ran(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    c = _Climb(monkeypatch, tmp_path, ["distill"])
+    c.fail = True
+    with pytest.raises(climb.ParamsError, match="ladder-rung-1 failed"):
+        climb.main(["--rungs", "2"])
+    assert c.restored == 1
+    assert "The climb stopped: interrupted." in (tmp_path / "reports/ladder.md").read_text()
