@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pytest
@@ -14,6 +14,7 @@ from factories import candidate, comparison, interval
 
 from stages import climb
 from stages import params as config
+from stages.data import Prepared
 from stages.evidence.dashboard import dashboard
 from stages.evidence.review import review
 from stages.evidence.rule import FAIL, PASS, as_dicts
@@ -80,7 +81,7 @@ def test_a_stacked_run_times_the_original_baseline_in_the_same_rounds(
         return {s: latency[s] * (1 + 0.001 * rng.random(n)) for s in order}
 
     monkeypatch.setattr(InProcess, "round", round_)
-    slot = InProcess({s: _fixed(1.0) for s in STACKED_SIDES}, {"x": np.zeros((4, 1))})
+    slot = InProcess({s: _fixed(1.0) for s in STACKED_SIDES}, [{"x": np.zeros((1, 1))}])
     t = run_rounds([slot], _protocol(), sides=STACKED_SIDES)
     assert t.orders[:4] == list(STACKED_ORDERS)
     s = summarize(t, 1, precision=0.05, confidence=0.95, resamples=200, seed=0)
@@ -96,7 +97,7 @@ def test_a_three_side_run_has_no_cumulative_block(monkeypatch: pytest.MonkeyPatc
         return {s: np.full(n, 2.0 if s == "candidate" else 4.0) for s in order}
 
     monkeypatch.setattr(InProcess, "round", round_)
-    slot = InProcess({s: _fixed(1.0) for s in SIDES}, {"x": np.zeros((4, 1))})
+    slot = InProcess({s: _fixed(1.0) for s in SIDES}, [{"x": np.zeros((1, 1))}])
     s = summarize(
         run_rounds([slot], _protocol()), 1, precision=0.05, confidence=0.95, resamples=100, seed=0
     )
@@ -198,7 +199,8 @@ def test_cumulative_pairs_the_candidate_with_the_original_rows() -> None:
 
     original = {"validation": np.array([[1, 0], [0, 1], [1, 0], [1, 0]], dtype=np.float32)}
     cand = np.array([[1, 0], [0, 1], [0, 1], [0, 1]], dtype=np.float32)
-    out = cumulative(original, {"validation": (original["validation"], cand)}, Prep(), 0.95)
+    prepared = cast(Prepared, Prep())  # the two members cumulative reads
+    out = cumulative(original, {"validation": (original["validation"], cand)}, prepared, 0.95)
     o = out["overall"]
     assert (o["right_to_wrong"], o["wrong_to_right"], o["n"]) == (1, 1, 4)
     assert o["baseline_accuracy"]["estimate"] == 0.75
