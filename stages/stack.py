@@ -23,6 +23,10 @@ MAKES = {"int8_dynamic": INT8, "int8_static": INT8, "fp16": FP16}
 # steps that leave the very same model file (the torch model still describes it)
 SAME_FILE = frozenset({"identity", "batching"})
 SERVING = frozenset({"batching"})  # changes how the model is served, not the model
+# techniques whose own check needs outputs unchanged, which an INT8 graph's fused or batched
+# integer kernels do not keep (measured on the default model's ladder: both refused themselves)
+EXACT_ON_FLOAT = frozenset({"fuse"})  # fusion must match the control within its tolerance
+PER_CALL_SCALES = frozenset({"int8_dynamic"})  # activation scales computed per call
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,17 @@ def not_applicable(state: State, technique: str) -> str | None:
         return (
             f"the control is an {state.graph} graph ({state.graph_made_by}): {technique} rewrites "
             f"a float graph and would change {kind} model"
+        )
+    if technique in EXACT_ON_FLOAT and state.graph == INT8:
+        return (
+            f"the control is an INT8 graph ({state.graph_made_by}): {technique} must leave its "
+            "outputs unchanged, and ONNX Runtime's fusions of quantized operators requantize them"
+        )
+    if technique in SERVING and state.graph_made_by in PER_CALL_SCALES:
+        return (
+            f"{state.graph_made_by} quantizes activations with scales computed per call, so a "
+            f"row's output depends on the rows batched with it: {technique} cannot be "
+            "batch-invariant on this control"
         )
     if technique in NEEDS_TORCH and not state.torch:
         return (

@@ -26,6 +26,9 @@ from stages.export import MODEL_FILE
         (["int8_static"], "distill", r"distill retrains .* int8_static left an ONNX graph only"),
         (["distill"], "prune_channels", r"prune_channels retrains .* distill left an ONNX graph"),
         (["batching"], "int8_dynamic", r"already serves through batching"),
+        (["int8_dynamic"], "fuse", r"fuse must leave its outputs unchanged"),
+        (["int8_static"], "fuse", r"INT8 graph \(int8_static\)"),
+        (["prune_channels", "int8_dynamic"], "batching", r"scales computed per call"),
     ],
 )
 def test_a_technique_on_top_of_one_that_removed_what_it_needs_is_not_applicable(
@@ -45,8 +48,8 @@ def test_a_technique_on_top_of_one_that_removed_what_it_needs_is_not_applicable(
         ([], "fp16"),
         (["distill"], "int8_dynamic"),  # a distilled student is still a float graph
         (["identity"], "prune_magnitude"),  # the same file: the torch model still describes it
-        (["int8_dynamic"], "fuse"),  # a graph optimization applies to any graph
-        (["prune_channels", "int8_dynamic"], "batching"),  # serving comes last
+        (["fp16"], "fuse"),  # a graph optimization of a float graph
+        (["prune_channels", "int8_static"], "batching"),  # static scales: serving comes last
     ],
 )
 def test_what_the_control_still_offers_lets_a_technique_apply(
