@@ -87,14 +87,13 @@ def choose(record: dict[str, Any], p: config.Params) -> None:
 
 
 def save_rung(p: config.Params, k: int, folder: Path) -> dict[str, Any]:
-    """Copy the rung's notes and dashboard to `folder`; the figures the ladder reads."""
+    """Copy the rung's notes and dashboard to `folder`; the figures the ladder reads (written
+    to `folder/rung.json` once the climb ends, with the rung's choice and minutes)."""
     shutil.copytree(p.paths.review, folder / "review")
     for key in RUNG_FILES:
         src = Path(getattr(p.paths, key))
         shutil.copyfile(src, folder / src.name)
-    record = rung_record(p, k)
-    write_json(folder / "rung.json", record)
-    return record
+    return rung_record(p, k)
 
 
 def exp_run(name: str, args: list[str]) -> None:

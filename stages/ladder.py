@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from stages import params as config
-from stages import report  # the report stage's reading of the evidence files
+from stages import report, stack  # report: the report stage's reading of the evidence files
 from stages.evidence.formats import ci
 from stages.evidence.rule import FAIL, RISK
 from stages.evidence.verdict import decide
 from stages.export import MANIFEST_FILE
 from stages.storage import read_json
+from stages.tracking import stack_tag
 
 
 def rung_record(p: config.Params, k: int) -> dict[str, Any]:
@@ -20,8 +21,7 @@ def rung_record(p: config.Params, k: int) -> dict[str, Any]:
     the reasons of any rule that failed or held, the step's p50 speedup at batch 1, and the
     stack's p50 speedup, accuracy change and worst slice against the original baseline (the
     step's own on rung 0, where the control is the baseline)."""
-    stack_dir = Path(p.paths.control if p.control else p.paths.baseline)
-    graph = read_json(stack_dir / MANIFEST_FILE, "control")["graph"]
+    graph = read_json(stack.control_dir(p.paths, p.control) / MANIFEST_FILE, "control")["graph"]
     summary = read_json(Path(p.paths.summary), "report")
     out: dict[str, Any] = {
         "rung": k,
@@ -54,10 +54,6 @@ def rung_record(p: config.Params, k: int) -> dict[str, Any]:
     return out
 
 
-def _stack(control: list[str]) -> str:
-    return " -> ".join(["baseline", *control])
-
-
 def ladder_md(rungs: list[dict[str, Any]], p: config.Params) -> str:
     """reports/ladder.md: the path, then each rung's candidates."""
     lines = [
@@ -87,16 +83,17 @@ def ladder_md(rungs: list[dict[str, Any]], p: config.Params) -> str:
             if c
             else " | | "
         )
+        chosen = best or f"— ({r.get('stopped', '')})"
         lines.append(
-            f"| {r['rung']} | {_stack(r['control'])} | {best or '— (' + r.get('stopped', '') + ')'}"
-            f" | {figures} | {minutes} | `{r['command']}` |"
+            f"| {r['rung']} | {stack_tag(r['control'])} | {chosen} | {figures} | {minutes} | "
+            f"`{r['command']}` |"
         )
     last = rungs[-1]
     lines += ["", f"The climb stopped: {last.get('stopped', 'interrupted')}.", ""]
     lines += ["![the path: stack speedup against stack accuracy change](ladder.png)", ""]
     for r in rungs:
         lines += [
-            f"## Rung {r['rung']}: control {_stack(r['control'])}",
+            f"## Rung {r['rung']}: control {stack_tag(r['control'])}",
             "",
             f"Review notes and dashboard: [ladder/rung-{r['rung']}/dashboard.md]"
             f"(ladder/rung-{r['rung']}/dashboard.md). Evidence key `{r['evidence'][:12]}`.",
@@ -155,7 +152,7 @@ def ladder_png(rungs: list[dict[str, Any]]) -> bytes:
             fmt="o",
             capsize=3,
         )
-        label = _stack([*r["control"], best])
+        label = stack_tag([*r["control"], best])
         ax.annotate(label, (x, y), textcoords="offset points", xytext=(6, 6), fontsize=8)
         xs.append(x)
         ys.append(y)
